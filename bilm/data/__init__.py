@@ -1,0 +1,6 @@
+"""Vocabularies and batchers (NumPy only; no TensorFlow import)."""
+
+from bilm.data.batcher import Batcher, TokenBatcher
+from bilm.data.vocabulary import UnicodeCharsVocabulary, Vocabulary, VocabularyError
+
+__all__ = ["Batcher", "TokenBatcher", "UnicodeCharsVocabulary", "Vocabulary", "VocabularyError"]

@@ -1,0 +1,62 @@
+"""Character CNN token embedder: char embedding -> convolutions -> max-pool -> activation."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+
+from bilm.options import CharCNNOptions
+
+
+class CharCNN(keras.layers.Layer):
+    """bilm-tf's character CNN (``char_embed``, ``CNN/W_cnn_i``, ``CNN/b_cnn_i``).
+
+    Each filter is a valid convolution over the characters of a token; its max over positions,
+    plus the bias, goes through the activation. The max is taken before adding the bias, which is
+    exact (rounding is monotonic) and saves a pass over every position.
+    """
+
+    def __init__(self, options: CharCNNOptions, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.options = options
+        d = options.embedding_dim
+        self.char_embed = self.add_weight(
+            shape=(options.n_stored_characters, d), name="char_embed",
+            initializer=keras.initializers.RandomUniform(-1.0, 1.0),
+        )
+        self.kernels, self.biases = [], []
+        for i, (width, count) in enumerate(options.filters):
+            if options.activation == "relu":
+                init = keras.initializers.RandomUniform(-0.05, 0.05)
+            else:
+                init = keras.initializers.RandomNormal(stddev=math.sqrt(1.0 / (width * d)))
+            # shape (1, width, char_dim, count): bilm-tf's conv2d layout, kept for the file.
+            self.kernels.append(self.add_weight(shape=(1, width, d, count),
+                                                name=f"W_cnn_{i}", initializer=init))
+            self.biases.append(self.add_weight(shape=(count,), name=f"b_cnn_{i}",
+                                               initializer="zeros"))
+        self.built = True
+
+    def call(self, char_ids: tf.Tensor, shifted: bool = True) -> tf.Tensor:
+        """Embed tokens given as character ids.
+
+        Args:
+            char_ids: int (n_tokens, max_chars). ``shifted``: inference ids, 0 = padding token
+                (a zero embedding row is prepended); else training ids 0..260.
+        Returns:
+            (n_tokens, n_filters) float.
+        """
+        table = tf.convert_to_tensor(self.char_embed)
+        if shifted:
+            table = tf.concat([tf.zeros_like(table[:1]), table], axis=0)
+        x = tf.gather(table, char_ids)  # shape (n_tokens, max_chars, char_dim)
+        x = x[:, tf.newaxis]  # shape (n_tokens, 1, max_chars, char_dim)
+        pooled = []
+        for kernel, bias in zip(self.kernels, self.biases):
+            conv = tf.nn.conv2d(x, kernel, strides=1, padding="VALID")
+            # shape (n_tokens, 1, max_chars - width + 1, count)
+            pooled.append(tf.reduce_max(conv, axis=[1, 2]) + bias)
+        act = tf.nn.relu if self.options.activation == "relu" else tf.tanh
+        return act(tf.concat(pooled, axis=-1))

@@ -1,0 +1,127 @@
+"""LSTM layer with projection and clipping, with TF1 ``LSTMCell`` semantics.
+
+One layer runs all directions of the biLM at once: the forward and backward streams are
+stacked on a leading ``directions`` axis and advance together, so each time step is one batched
+matmul instead of two.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+FORGET_BIAS = 1.0  # added at run time, never stored (TF1 LSTMCell)
+
+
+class ProjectedLSTM(keras.layers.Layer):
+    """One LSTM layer for ``n_directions`` independent streams.
+
+    Per step (gates i, j, f, o in that order, as TF1's ``LSTMCell``)::
+
+        [i, j, f, o] = [x, h_prev] W + B
+        c = clip(sigmoid(f + 1) * c_prev + sigmoid(i) * tanh(j), cell_clip)
+        h = clip((sigmoid(o) * tanh(c)) W_P, proj_clip)       # W_P only if use_projection
+
+    Weights: ``kernel`` (n_directions, input_dim + out_dim, 4 dim), ``bias`` (n_directions,
+    4 dim), ``projection`` (n_directions, dim, out_dim). With ``residual``, the layer's input is
+    added to its output (not to its state), as TF1's ``ResidualWrapper``.
+    """
+
+    def __init__(self, input_dim: int, dim: int, projection_dim: int, n_directions: int,
+                 cell_clip: float | None = None, proj_clip: float | None = None,
+                 use_projection: bool = True, residual: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.input_dim, self.dim = input_dim, dim
+        self.use_projection = use_projection
+        self.out_dim = projection_dim if use_projection else dim
+        self.n_directions = n_directions
+        self.cell_clip, self.proj_clip = cell_clip, proj_clip
+        self.residual = residual
+        self.kernel = self.add_weight(
+            shape=(n_directions, input_dim + self.out_dim, 4 * dim), name="kernel",
+            initializer=keras.initializers.GlorotUniform(),
+        )
+        self.bias = self.add_weight(shape=(n_directions, 4 * dim), name="bias",
+                                    initializer="zeros")
+        self.projection = None
+        if use_projection:
+            self.projection = self.add_weight(
+                shape=(n_directions, dim, projection_dim), name="projection",
+                initializer=keras.initializers.GlorotUniform(),
+            )
+        self.built = True
+
+    def zero_state(self, batch_size: int | tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """(c, h) zeros of shapes (n_directions, batch, dim) and (n_directions, batch, out)."""
+        d = self.n_directions
+        return (tf.zeros([d, batch_size, self.dim]), tf.zeros([d, batch_size, self.out_dim]))
+
+    def call(self, x: tf.Tensor, lengths: tf.Tensor | None = None,
+             initial_state: tuple[tf.Tensor, tf.Tensor] | None = None,
+             input_dropout: float = 0.0, training: bool = False,
+             ) -> tuple[tf.Tensor, tuple[tf.Tensor, tf.Tensor]]:
+        """Run the layer over time.
+
+        Args:
+            x: (n_directions, T, batch, input_dim), time-major per direction.
+            lengths: (batch,) valid steps per row, or None (all valid). Past its length a row
+                outputs zeros and keeps its state (TF1 ``dynamic_rnn`` with sequence_length).
+            initial_state: (c, h) as from :meth:`zero_state`; zeros if None.
+            input_dropout: drop rate on the layer input (training only).
+        Returns:
+            outputs (n_directions, T, batch, out_dim) and the final (c, h).
+        """
+        d = self.n_directions
+        shape = tf.shape(x)
+        n_steps, batch = shape[1], shape[2]
+        if initial_state is None:
+            initial_state = self.zero_state(batch)
+        if training and input_dropout > 0.0:
+            # bilm-tf's DropoutWrapper sits outside the ResidualWrapper: the skip connection
+            # adds the dropped-out input.
+            x = tf.nn.dropout(x, rate=input_dropout)
+        kernel = tf.convert_to_tensor(self.kernel)
+        w_x, w_h = kernel[:, : self.input_dim], kernel[:, self.input_dim :]
+        bias = tf.convert_to_tensor(self.bias)
+        proj = tf.convert_to_tensor(self.projection) if self.use_projection else None
+        # The input half of every gate for all steps in one matmul.
+        gx = tf.matmul(tf.reshape(x, [d, -1, self.input_dim]), w_x) + bias[:, tf.newaxis]
+        gx = tf.reshape(gx, [d, n_steps, batch, 4 * self.dim])
+        valid_all = None
+        if lengths is not None:
+            # shape (T, 1, batch, 1)
+            valid_all = (tf.range(n_steps)[:, tf.newaxis] < tf.cast(lengths, tf.int32))
+            valid_all = valid_all[:, tf.newaxis, :, tf.newaxis]
+
+        cell_clip, proj_clip = self.cell_clip, self.proj_clip
+        outputs = tf.TensorArray(x.dtype, size=n_steps, element_shape=[d, None, self.out_dim])
+
+        def step(t, c_prev, h_prev, outputs):
+            gates = gx[:, t] + tf.matmul(h_prev, w_h)  # shape (d, batch, 4 dim)
+            i, j, f, o = tf.split(gates, 4, axis=-1)
+            c = tf.sigmoid(f + FORGET_BIAS) * c_prev + tf.sigmoid(i) * tf.tanh(j)
+            if cell_clip is not None:
+                c = tf.clip_by_value(c, -cell_clip, cell_clip)
+            h = tf.sigmoid(o) * tf.tanh(c)
+            if proj is not None:
+                h = tf.matmul(h, proj)
+                if proj_clip is not None:
+                    h = tf.clip_by_value(h, -proj_clip, proj_clip)
+            out = h
+            if valid_all is not None:
+                valid = valid_all[t]
+                c = tf.where(valid, c, c_prev)
+                out = tf.where(valid, h, tf.zeros_like(h))
+                h = tf.where(valid, h, h_prev)
+            return t + 1, c, h, outputs.write(t, out)
+
+        _, c, h, outputs = tf.while_loop(
+            lambda t, *_: t < n_steps, step,
+            (tf.constant(0), initial_state[0], initial_state[1], outputs),
+        )
+        out = tf.transpose(outputs.stack(), [1, 0, 2, 3])  # shape (d, T, batch, out_dim)
+        if self.residual:
+            out = out + x
+            if valid_all is not None:
+                out = out * tf.cast(tf.transpose(valid_all, [1, 0, 2, 3]), out.dtype)
+        return out, (c, h)

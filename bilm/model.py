@@ -1,0 +1,341 @@
+"""Inference: :class:`BidirectionalLanguageModel` and the embedding dump functions."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator, Sequence
+
+import h5py
+import numpy as np
+import tensorflow as tf
+
+from bilm._io import Progress, atomic_path
+from bilm.data.batcher import Batcher, TokenBatcher, check_sentences
+from bilm.data.vocabulary import BOS, EOS, UnicodeCharsVocabulary
+from bilm.encoder import BiLMEncoder
+from bilm.options import BiLMOptions, OptionsError, load_options
+from bilm.weights import load_weights, read_embedding_file
+
+__all__ = ["BidirectionalLanguageModel", "dump_token_embeddings", "dump_bilm_embeddings"]
+
+logger = logging.getLogger(__name__)
+
+
+def remove_sentence_boundaries(layer: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
+    """Drop ``<S>``/``</S>`` from a (batch, T, dim) layer -> (batch, T - 2, dim).
+
+    Position j takes input position j + 1 inside the sentence and j + 2 past its end: the same
+    values as bilm-tf's reverse/slice/reverse, padding positions included.
+    """
+    n_out = tf.shape(layer)[1] - 2
+    j = tf.range(n_out)[tf.newaxis, :]  # shape (1, T - 2)
+    inside = j < (lengths - 2)[:, tf.newaxis]
+    index = tf.where(inside, j + 1, j + 2)  # shape (batch, T - 2)
+    return tf.gather(layer, index, batch_dims=1)
+
+
+class BidirectionalLanguageModel:
+    """A pretrained biLM that computes ELMo's layer outputs (bilm-tf's class, for TF2).
+
+    Args:
+        options_file: the model's ``options.json``.
+        weight_file: the model's HDF5 weights.
+        use_character_inputs: take character ids (from :class:`~bilm.Batcher`); False takes word
+            ids (from :class:`~bilm.TokenBatcher`) with ``embedding_weight_file``.
+        embedding_weight_file: token embeddings from :func:`dump_token_embeddings`.
+        max_batch_size: rows of carried LSTM state (stateful mode).
+        stateful: carry each row's LSTM state to the next call, as bilm-tf did (exact
+            reproduction, history-dependent); False starts every sentence from zeros
+            (deterministic, any batch size).
+
+    Calling it on ids (batch, T[, max_chars]) — NumPy or tensor, eagerly or in
+    ``tf.function`` — returns a dict of tensors:
+    ``lm_embeddings`` (batch, n_layers + 1, T - 2, 2 * projection_dim), ``lengths`` (batch,),
+    ``mask`` (batch, T - 2) and ``token_embeddings`` (batch, T, projection_dim).
+    """
+
+    def __init__(self, options_file: str | os.PathLike[str], weight_file: str | os.PathLike[str],
+                 use_character_inputs: bool = True,
+                 embedding_weight_file: str | os.PathLike[str] | None = None,
+                 max_batch_size: int = 128, stateful: bool = True) -> None:
+        options = load_options(options_file)
+        n_word_vocab = None
+        if use_character_inputs:
+            if options.char_cnn is None:
+                raise OptionsError(f"{options_file} has no 'char_cnn' section: this is a "
+                                   "word-input model; pass use_character_inputs=False")
+        else:
+            if embedding_weight_file is None and options.char_cnn is not None:
+                raise ValueError("use_character_inputs=False needs embedding_weight_file "
+                                 "(write one with dump_token_embeddings)")
+            source = embedding_weight_file or weight_file
+            n_word_vocab = read_embedding_file(source).shape[0]
+        self.options: BiLMOptions = options
+        self.use_character_inputs = use_character_inputs
+        self.stateful = stateful
+        self.max_batch_size = max_batch_size
+        self.encoder = BiLMEncoder(options, use_character_inputs=use_character_inputs,
+                                   n_word_vocab=n_word_vocab, n_directions=2)
+        load_weights(self.encoder, weight_file, embedding_weight_file)
+        self.encoder.trainable = False
+        self._states: list[tuple[tf.Variable, tf.Variable]] = []
+        if stateful:
+            for layer in self.encoder.lstms:
+                c, h = layer.zero_state(max_batch_size)
+                self._states.append((tf.Variable(c, trainable=False),
+                                     tf.Variable(h, trainable=False)))
+        if use_character_inputs:
+            spec = tf.TensorSpec([None, None, options.char_cnn.max_characters_per_token],
+                                 tf.int32)
+        else:
+            spec = tf.TensorSpec([None, None], tf.int32)
+        self._forward = tf.function(self._forward_impl, input_signature=[spec])
+        self._contextual_stateless = tf.function(
+            lambda emb, lengths: self._contextual(emb, lengths, stateful=False),
+            input_signature=[tf.TensorSpec([None, None, options.lstm.projection_dim],
+                                           tf.float32),
+                             tf.TensorSpec([None], tf.int32)],
+        )
+        self._embed_chars = tf.function(
+            lambda ids: self.encoder.embed_tokens(ids, shifted=True),
+            input_signature=[tf.TensorSpec([None, spec.shape[-1]], tf.int32)],
+        )
+        self._token_cache: dict[str, int] = {}
+        self._token_cache_array = np.zeros((0, options.lstm.projection_dim), np.float32)
+        self._batcher: Batcher | None = None
+
+    @property
+    def n_layers(self) -> int:
+        """Number of LSTM layers (``lm_embeddings`` has n_layers + 1)."""
+        return self.options.lstm.n_layers
+
+    @property
+    def output_dim(self) -> int:
+        """Size of each ``lm_embeddings`` vector: 2 * projection_dim."""
+        return 2 * self.options.lstm.projection_dim
+
+    def reset_states(self) -> None:
+        """Zero the carried LSTM states (stateful mode)."""
+        for c, h in self._states:
+            c.assign(tf.zeros_like(c))
+            h.assign(tf.zeros_like(h))
+
+    def __call__(self, ids: np.ndarray | tf.Tensor) -> dict[str, tf.Tensor]:
+        ids = tf.cast(ids, tf.int32)
+        expected = 3 if self.use_character_inputs else 2
+        if ids.shape.rank is not None and ids.shape.rank != expected:
+            raise ValueError(f"expected ids of rank {expected}, got shape {ids.shape}")
+        batch = ids.shape[0]
+        if self.stateful and batch is not None and batch > self.max_batch_size:
+            raise ValueError(
+                f"batch of {batch} sentences is larger than max_batch_size="
+                f"{self.max_batch_size}; raise max_batch_size or use stateful=False"
+            )
+        return self._forward(ids)
+
+    # -- graph pieces -------------------------------------------------------------------------
+
+    def _forward_impl(self, ids: tf.Tensor) -> dict[str, tf.Tensor]:
+        if self.use_character_inputs:
+            mask = tf.reduce_any(ids > 0, axis=2)
+        else:
+            mask = ids > 0
+        lengths = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
+        if self.stateful:
+            tf.debugging.assert_less_equal(
+                tf.shape(ids)[0], self.max_batch_size,
+                message="batch larger than max_batch_size in stateful mode")
+        token_embeddings = self.encoder.embed_unique_tokens(ids, shifted=True)
+        out = self._contextual(token_embeddings, lengths, stateful=self.stateful)
+        out["token_embeddings"] = token_embeddings
+        return out
+
+    def _contextual(self, emb: tf.Tensor, lengths: tf.Tensor,
+                    stateful: bool) -> dict[str, tf.Tensor]:
+        """LSTMs over token embeddings (batch, T, dim) with ``<S>``/``</S>`` included."""
+        batch = tf.shape(emb)[0]
+        x = tf.transpose(emb, [1, 0, 2])  # shape (T, batch, dim)
+        x_bwd = tf.reverse_sequence(x, lengths, seq_axis=0, batch_axis=1)
+        states = None
+        if stateful:
+            states = [(c[:, :batch], h[:, :batch]) for c, h in self._states]
+        outputs, finals = self.encoder.run_lstms(tf.stack([x, x_bwd]), lengths, states)
+        if stateful:
+            for (c_var, h_var), (c, h) in zip(self._states, finals):
+                c_var[:, :batch].assign(c)
+                h_var[:, :batch].assign(h)
+        layers = [tf.concat([emb, emb], axis=-1)]
+        for out in outputs:  # shape (2, T, batch, dim)
+            bwd = tf.reverse_sequence(out[1], lengths, seq_axis=0, batch_axis=1)
+            layers.append(tf.transpose(tf.concat([out[0], bwd], axis=-1), [1, 0, 2]))
+        layers = [remove_sentence_boundaries(t, lengths) for t in layers]
+        n_out = tf.shape(emb)[1] - 2
+        return {
+            "lm_embeddings": tf.stack(layers, axis=1),
+            "lengths": lengths - 2,
+            "mask": tf.sequence_mask(lengths - 2, n_out),
+        }
+
+    # -- fast, stateless embedding of tokenized text ------------------------------------------
+
+    def _lookup_tokens(self, tokens: Sequence[str]) -> np.ndarray:
+        """Row index of each token in the token-embedding cache, computing new ones."""
+        if self._batcher is None:
+            self._batcher = Batcher(None, self.options.char_cnn.max_characters_per_token)
+        cache = self._token_cache
+        new = [t for t in dict.fromkeys(tokens) if t not in cache]
+        if new:
+            if len(cache) + len(new) > 500_000:  # bound memory on open-ended corpora
+                cache.clear()
+                self._token_cache_array = self._token_cache_array[:0]
+                new = list(dict.fromkeys(tokens))
+            ids = np.stack([self._batcher.token_char_ids(t) for t in new]) + 1
+            chunks = [self._embed_chars(ids[i : i + 4096]).numpy()
+                      for i in range(0, len(ids), 4096)]
+            start = len(self._token_cache_array)
+            self._token_cache_array = np.concatenate([self._token_cache_array, *chunks])
+            for k, t in enumerate(new):
+                cache[t] = start + k
+        return np.fromiter((cache[t] for t in tokens), dtype=np.int64, count=len(tokens))
+
+    def _embed_batch(self, sentences: Sequence[Sequence[str]],
+                     token_batcher: TokenBatcher | None) -> list[np.ndarray]:
+        lengths = np.array([len(s) + 2 for s in sentences], dtype=np.int32)
+        max_len = int(lengths.max())
+        if self.use_character_inputs:
+            flat = [t for s in sentences for t in (BOS, *s, EOS)]
+            rows = self._lookup_tokens(flat)
+            vectors = self._token_cache_array[rows]
+            emb = np.zeros((len(sentences), max_len, vectors.shape[1]), np.float32)
+            emb[np.repeat(np.arange(len(sentences)), lengths),
+                np.concatenate([np.arange(n) for n in lengths])] = vectors
+            emb = tf.constant(emb)
+        else:
+            ids = tf.constant(token_batcher.batch_sentences(sentences))
+            emb = self.encoder.embed_tokens(ids, shifted=True)
+        out = self._contextual_stateless(emb, tf.constant(lengths))["lm_embeddings"].numpy()
+        return [out[k, :, : n - 2] for k, n in enumerate(lengths)]
+
+    def embed_sentences(self, sentences: Iterable[Sequence[str]], batch_size: int = 64,
+                        token_batcher: TokenBatcher | None = None,
+                        window: int = 32) -> Iterator[np.ndarray]:
+        """Stateless embeddings of tokenized sentences, fast, in input order.
+
+        Sentences are read ``batch_size * window`` at a time (constant memory), grouped by
+        length into batches, and each distinct token's CNN embedding is computed once and
+        cached. Results equal calling the model one sentence at a time with
+        ``stateful=False``. A token-input model needs ``token_batcher``.
+
+        Yields:
+            one float32 array per sentence, (n_layers + 1, n_tokens, 2 * projection_dim).
+        """
+        if not self.use_character_inputs and token_batcher is None:
+            raise ValueError("a token-input model needs token_batcher to embed sentences")
+        buffer: list[Sequence[str]] = []
+        for sentence in sentences:
+            if isinstance(sentence, (str, bytes)):
+                check_sentences([sentence])
+            buffer.append(sentence)
+            if len(buffer) == batch_size * window:
+                yield from self._embed_window(buffer, batch_size, token_batcher)
+                buffer = []
+        if buffer:
+            yield from self._embed_window(buffer, batch_size, token_batcher)
+
+    def _embed_window(self, window: list[Sequence[str]], batch_size: int,
+                      token_batcher: TokenBatcher | None) -> Iterator[np.ndarray]:
+        empty = np.zeros((self.n_layers + 1, 0, self.output_dim), np.float32)
+        results: list[np.ndarray | None] = [None] * len(window)
+        order = sorted((i for i, s in enumerate(window) if len(s)), key=lambda i: len(window[i]))
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            for i, emb in zip(idx, self._embed_batch([window[i] for i in idx], token_batcher)):
+                results[i] = emb
+        for r in results:
+            yield empty if r is None else r
+
+
+def _read_max_chars(options_file: str | os.PathLike[str]) -> int:
+    options = load_options(options_file)
+    if options.char_cnn is None:
+        raise OptionsError(f"{options_file}: a word-input model has no character CNN")
+    return options.char_cnn.max_characters_per_token
+
+
+def dump_token_embeddings(vocab_file: str | os.PathLike[str],
+                          options_file: str | os.PathLike[str],
+                          weight_file: str | os.PathLike[str],
+                          outfile: str | os.PathLike[str], batch_size: int = 4096) -> None:
+    """Write the context-independent embedding of every vocabulary token (bilm-tf's layout).
+
+    ``outfile`` gets dataset ``embedding`` (n_vocab, projection_dim), rows in file order; a
+    token-input :class:`BidirectionalLanguageModel` reads it as ``embedding_weight_file``.
+    """
+    max_chars = _read_max_chars(options_file)
+    vocab = UnicodeCharsVocabulary(vocab_file, max_chars)
+    model = BidirectionalLanguageModel(options_file, weight_file, stateful=False)
+    ids = vocab.word_char_ids + 1
+    progress = Progress("dump_token_embeddings", total=len(ids), unit="tokens")
+    parts = []
+    for i in range(0, len(ids), batch_size):
+        parts.append(model._embed_chars(ids[i : i + batch_size]).numpy())
+        progress.update(len(parts[-1]))
+    progress.close()
+    dim = model.options.lstm.projection_dim
+    embeddings = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
+    with atomic_path(outfile) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("embedding", data=embeddings.astype(np.float32))
+
+
+def _count_lines(path: str) -> int:
+    with open(path, "rb") as f:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+
+
+def _read_sentences(path: str) -> Iterator[list[str]]:
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            yield line.split()
+
+
+def dump_bilm_embeddings(vocab_file: str | os.PathLike[str] | None,
+                         dataset_file: str | os.PathLike[str],
+                         options_file: str | os.PathLike[str],
+                         weight_file: str | os.PathLike[str],
+                         outfile: str | os.PathLike[str], stateful: bool = True,
+                         batch_size: int = 64, progress: bool = True) -> None:
+    """Embed every line of a tokenized text file (one sentence per line) into HDF5.
+
+    ``outfile`` gets one dataset per line, key ``str(line_index)``, shape
+    (n_layers + 1, n_tokens, 2 * projection_dim), float32; a blank line gives n_tokens 0.
+
+    With the defaults this is bilm-tf's computation: one sentence at a time, LSTM state
+    carried from line to line. ``stateful=False`` embeds ``batch_size`` sentences at a time,
+    grouped by length, each from a zero state: deterministic and many times faster. The file
+    is streamed and the output is written atomically. ``vocab_file`` only caches char ids.
+    """
+    dataset_file = os.fspath(dataset_file)
+    if not os.path.exists(dataset_file):
+        raise FileNotFoundError(f"dataset file not found: {dataset_file}")
+    max_chars = _read_max_chars(options_file)
+    model = BidirectionalLanguageModel(options_file, weight_file, stateful=stateful,
+                                       max_batch_size=1 if stateful else batch_size)
+    total = _count_lines(dataset_file)
+    bar = Progress("dump_bilm_embeddings", total=total, unit="sentences", enabled=progress)
+    if stateful:
+        batcher = Batcher(vocab_file, max_chars)
+
+        def embeddings() -> Iterator[np.ndarray]:
+            for sentence in _read_sentences(dataset_file):
+                ids = batcher.batch_sentences([sentence])
+                yield model(ids)["lm_embeddings"].numpy()[0]
+    else:
+        def embeddings() -> Iterator[np.ndarray]:
+            yield from model.embed_sentences(_read_sentences(dataset_file),
+                                             batch_size=batch_size)
+    with atomic_path(outfile) as tmp, h5py.File(tmp, "w") as fout:
+        for index, emb in enumerate(embeddings()):
+            fout.create_dataset(str(index), data=emb.astype(np.float32, copy=False))
+            bar.update()
+    bar.close()
