@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from bilm.layers.scalar_mix import ScalarMix
 
-__all__ = ["weight_layers", "ScalarMix", "clear_weight_layers"]
+__all__ = ["ScalarMix", "clear_weight_layers", "weight_layers"]
 
 # Layers made by weight_layers, by name: a second call with the same name reuses the weights,
 # as bilm-tf's variable scopes did.

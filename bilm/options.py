@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
-    "OptionsError",
-    "LSTMOptions",
-    "CharCNNOptions",
     "BiLMOptions",
+    "CharCNNOptions",
+    "LSTMOptions",
+    "OptionsError",
     "load_options",
     "save_options",
 ]

@@ -15,8 +15,14 @@ import numpy as np
 from bilm._io import atomic_path
 from bilm.encoder import BiLMEncoder
 
-__all__ = ["WeightFileError", "WeightEntry", "weight_table", "load_weights", "save_weights",
-           "read_embedding_file"]
+__all__ = [
+    "WeightEntry",
+    "WeightFileError",
+    "load_weights",
+    "read_embedding_file",
+    "save_weights",
+    "weight_table",
+]
 
 
 class WeightFileError(ValueError):

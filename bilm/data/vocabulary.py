@@ -7,8 +7,17 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["VocabularyError", "Vocabulary", "UnicodeCharsVocabulary", "token_to_char_ids",
-           "BOS_CHAR", "EOS_CHAR", "BOW_CHAR", "EOW_CHAR", "PAD_CHAR"]
+__all__ = [
+    "BOS_CHAR",
+    "BOW_CHAR",
+    "EOS_CHAR",
+    "EOW_CHAR",
+    "PAD_CHAR",
+    "UnicodeCharsVocabulary",
+    "Vocabulary",
+    "VocabularyError",
+    "token_to_char_ids",
+]
 
 # Character ids 0-255 are UTF-8 bytes; these five are the specials (bilm-tf's values).
 BOS_CHAR = 256  # <begin sentence>

@@ -1,0 +1,128 @@
+"""dump_bilm_embeddings / dump_token_embeddings: layouts, line mapping, atomic output."""
+
+import logging
+
+import h5py
+import numpy as np
+import pytest
+
+from bilm import Batcher, BidirectionalLanguageModel, dump_bilm_embeddings
+from bilm.model import dump_token_embeddings
+
+LINES = ["the first line .", "", "Ünïcödé tökens wörk", "   ", "y" * 200 + " short",
+         " ".join(["long"] * 150), "last"]
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    path = tmp_path / "data.txt"
+    path.write_text("\n".join(LINES) + "\n", encoding="utf-8")
+    return path
+
+
+def read_all(path):
+    with h5py.File(path, "r") as f:
+        return {k: f[k][...] for k in f}
+
+
+def test_stateful_dump_is_bilm_tf_one_line_at_a_time(tiny_model, dataset, tmp_path):
+    options_file, weight_file = tiny_model
+    out = tmp_path / "out.hdf5"
+    dump_bilm_embeddings(None, dataset, options_file, weight_file, out)
+    got = read_all(out)
+    assert sorted(got, key=int) == [str(i) for i in range(len(LINES))]
+    # the reference: bilm-tf's loop, state carried through blank lines too
+    model = BidirectionalLanguageModel(options_file, weight_file)
+    batcher = Batcher(None, 12)
+    for i, line in enumerate(LINES):
+        expected = model(batcher.batch_sentences([line.split()]))["lm_embeddings"].numpy()[0]
+        assert got[str(i)].shape == (3, len(line.split()), 16)
+        assert got[str(i)].dtype == np.float32
+        np.testing.assert_array_equal(got[str(i)], expected)
+
+
+def test_stateless_batched_dump(tiny_model, dataset, tmp_path):
+    options_file, weight_file = tiny_model
+    out = tmp_path / "fast.hdf5"
+    dump_bilm_embeddings(None, dataset, options_file, weight_file, out, stateful=False,
+                         batch_size=2)
+    got = read_all(out)
+    model = BidirectionalLanguageModel(options_file, weight_file, stateful=False)
+    batcher = Batcher(None, 12)
+    for i, line in enumerate(LINES):
+        tokens = line.split()
+        if not tokens:
+            assert got[str(i)].shape == (3, 0, 16)
+            continue
+        expected = model(batcher.batch_sentences([tokens]))["lm_embeddings"].numpy()[0]
+        np.testing.assert_allclose(got[str(i)], expected, rtol=0, atol=1e-6)
+
+
+def test_failure_leaves_no_file(tiny_model, dataset, tmp_path, monkeypatch):
+    options_file, weight_file = tiny_model
+    out = tmp_path / "out.hdf5"
+
+    def boom(self, *args, **kwargs):
+        raise RuntimeError("interrupted")
+
+    monkeypatch.setattr(BidirectionalLanguageModel, "embed_sentences", boom)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        dump_bilm_embeddings(None, dataset, options_file, weight_file, out, stateful=False)
+    assert list(tmp_path.iterdir()) == [dataset]  # no final file, no temporary left over
+    out.write_text("previous result")
+    with pytest.raises(RuntimeError):
+        dump_bilm_embeddings(None, dataset, options_file, weight_file, out, stateful=False)
+    assert out.read_text() == "previous result"  # an earlier file is not clobbered
+
+
+def test_progress_is_reported(tiny_model, dataset, tmp_path, caplog):
+    options_file, weight_file = tiny_model
+    with caplog.at_level(logging.INFO, logger="bilm"):
+        dump_bilm_embeddings(None, dataset, options_file, weight_file, tmp_path / "o.hdf5",
+                             stateful=False)
+    assert f"{len(LINES)}/{len(LINES)} sentences" in caplog.text
+
+
+def test_missing_dataset(tiny_model, tmp_path):
+    options_file, weight_file = tiny_model
+    with pytest.raises(FileNotFoundError, match="dataset file not found"):
+        dump_bilm_embeddings(None, tmp_path / "none.txt", options_file, weight_file,
+                             tmp_path / "o.hdf5")
+
+
+def test_token_dump_equals_model_token_embeddings(tiny_model, tmp_path):
+    options_file, weight_file = tiny_model
+    vocab = tmp_path / "vocab.txt"
+    words = ["<S>", "</S>", "<UNK>", "the", "é", "z" * 40]
+    vocab.write_text("\n".join(words) + "\n", encoding="utf-8")
+    out = tmp_path / "tokens.hdf5"
+    dump_token_embeddings(vocab, options_file, weight_file, out)
+    with h5py.File(out, "r") as f:
+        emb = f["embedding"][...]
+    assert emb.shape == (len(words), 8)
+    model = BidirectionalLanguageModel(options_file, weight_file, stateful=False)
+    batcher = Batcher(None, 12)
+    for k, w in enumerate(words):  # bilm-tf: token k alone, position 1 of [[token]]
+        ref = model(batcher.batch_sentences([[w]]))["token_embeddings"].numpy()[0, 1]
+        np.testing.assert_allclose(emb[k], ref, rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_ten_thousand_lines_flat_memory(tiny_model, tmp_path):
+    import resource
+
+    options_file, weight_file = tiny_model
+    data = tmp_path / "big.txt"
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(3000)]
+    with open(data, "w") as f:
+        for _ in range(10_000):
+            f.write(" ".join(rng.choice(words, size=rng.integers(1, 40))) + "\n")
+    out = tmp_path / "big.hdf5"
+    dump_bilm_embeddings(None, data, options_file, weight_file, out, stateful=False)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    dump_bilm_embeddings(None, data, options_file, weight_file, out, stateful=False)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert after - before < 50_000  # KiB: a second pass adds no memory
+    with h5py.File(out, "r") as f:
+        assert len(f) == 10_000

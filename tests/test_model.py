@@ -1,0 +1,143 @@
+"""BidirectionalLanguageModel against bilm-tf's own outputs and an independent NumPy model."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bilm import Batcher, BidirectionalLanguageModel, TokenBatcher, dump_token_embeddings
+from tests.numpy_reference import bilm_sentence, load
+
+
+def load_golden(model_dir):
+    sentences = json.loads((model_dir / "lm_embeddings_sentences.json").read_text())
+    expected = []
+    for k in range(len(sentences)):
+        with h5py.File(model_dir / f"lm_embeddings_{k}.hdf5", "r") as f:
+            expected.append([np.concatenate([f[str(i)][0], f[str(i)][1]], axis=-1)
+                             for i in range(10)])
+    return sentences, expected
+
+
+def golden_batches(sentences):
+    return [[sentences[k][i].strip().split() for k in range(3)] for i in range(10)]
+
+
+def check_golden(model, batch_ids, sentences, expected):
+    for i, batch in enumerate(golden_batches(sentences)):
+        out = model(batch_ids(batch))
+        lengths = out["lengths"].numpy()
+        assert list(lengths) == [len(s) for s in batch]
+        lm = out["lm_embeddings"].numpy()
+        assert lm.shape[1] == 3 and lm.shape[3] == 32
+        for k in range(3):
+            np.testing.assert_allclose(lm[k, 2, : lengths[k]], expected[k][i], rtol=0, atol=1e-5)
+            assert out["mask"].numpy()[k].sum() == lengths[k]
+
+
+def test_reproduces_bilm_tf_stateful_embeddings(fixture_model):
+    sentences, expected = load_golden(fixture_model)
+    batcher = Batcher(fixture_model / "vocab_test.txt", 50)
+    model = BidirectionalLanguageModel(fixture_model / "options.json",
+                                       fixture_model / "lm_weights.hdf5", max_batch_size=4)
+    assert model.encoder.trainable_weights == []
+    check_golden(model, batcher.batch_sentences, sentences, expected)
+    # The carried state matters: a fresh model on batch 5 alone disagrees with bilm-tf.
+    fresh = BidirectionalLanguageModel(fixture_model / "options.json",
+                                       fixture_model / "lm_weights.hdf5", stateful=False)
+    batch = golden_batches(sentences)[5]
+    lm = fresh(batcher.batch_sentences(batch))["lm_embeddings"].numpy()
+    assert np.abs(lm[0, 2, : len(batch[0])] - expected[0][5]).max() > 1e-3
+
+
+def test_reproduces_inside_tf_function_and_reset(fixture_model):
+    sentences, expected = load_golden(fixture_model)
+    batcher = Batcher(None, 50)  # the vocabulary is only a cache
+    model = BidirectionalLanguageModel(fixture_model / "options.json",
+                                       fixture_model / "lm_weights.hdf5", max_batch_size=4)
+    graph_fn = tf.function(lambda ids: model(ids))
+    check_golden(model, batcher.batch_sentences, sentences, expected)
+    model.reset_states()
+    check_golden(lambda ids: graph_fn(tf.constant(ids)), batcher.batch_sentences,
+                 sentences, expected)
+
+
+def test_token_input_matches_character_input(fixture_model, tmp_path):
+    sentences, expected = load_golden(fixture_model)
+    tokens = sorted({t for group in sentences for s in group for t in s.split()})
+    vocab_file = tmp_path / "vocab.txt"
+    vocab_file.write_text("\n".join(["<S>", "</S>", *tokens]) + "\n")
+    embedding_file = tmp_path / "embeddings.hdf5"
+    dump_token_embeddings(vocab_file, fixture_model / "options.json",
+                          fixture_model / "lm_weights.hdf5", embedding_file)
+    with h5py.File(embedding_file, "r") as f:
+        assert f["embedding"].shape == (len(tokens) + 2, 16)
+    model = BidirectionalLanguageModel(
+        fixture_model / "options.json", fixture_model / "lm_weights.hdf5",
+        use_character_inputs=False, embedding_weight_file=embedding_file, max_batch_size=4)
+    check_golden(model, TokenBatcher(vocab_file).batch_sentences, sentences, expected)
+
+
+def test_matches_numpy_reference_with_skip_connections(tiny_model):
+    options_file, weight_file = tiny_model
+    options = json.loads(options_file.read_text())
+    w = load(weight_file)
+    model = BidirectionalLanguageModel(options_file, weight_file, stateful=False)
+    batcher = Batcher(None, 12)
+    sentences = [["a", "bird", "sings", "loudly"], ["ünïcode"], ["x" * 30, "y"]]
+    ids = batcher.batch_sentences(sentences)
+    lm = model(ids)["lm_embeddings"].numpy()
+    for k, s in enumerate(sentences):
+        ref = bilm_sentence(w, options, ids[k, : len(s) + 2])
+        np.testing.assert_allclose(lm[k, :, : len(s)], ref, rtol=0, atol=2e-5)
+        # bilm-tf keeps the padding token's embedding in layer 0 past the end, zeros above
+        assert np.abs(lm[k, 1:, len(s):]).max(initial=0.0) == 0.0
+
+
+def test_stateless_is_deterministic(tiny_model):
+    options_file, weight_file = tiny_model
+    model = BidirectionalLanguageModel(options_file, weight_file, stateful=False,
+                                       max_batch_size=2)
+    batcher = Batcher(None, 12)
+    target = ["the", "same", "sentence"]
+    others = [["other", "words", "here", "and", "more"], ["x"], ["a", "b"]]
+    alone = model(batcher.batch_sentences([target]))["lm_embeddings"].numpy()[0]
+    model(batcher.batch_sentences(others))
+    in_batch = model(batcher.batch_sentences([*others, target]))["lm_embeddings"].numpy()[3]
+    np.testing.assert_allclose(in_batch[:, :3], alone, rtol=0, atol=1e-6)
+    fast = list(model.embed_sentences([others[0], target, *others], batch_size=2))
+    np.testing.assert_allclose(fast[1], alone, rtol=0, atol=1e-6)
+    fast_eager = list(model.embed_sentences([target], jit_compile=False))
+    np.testing.assert_allclose(fast_eager[0], alone, rtol=0, atol=1e-6)
+
+
+def test_stateful_rows_beyond_batch_untouched(tiny_model):
+    options_file, weight_file = tiny_model
+    model = BidirectionalLanguageModel(options_file, weight_file, max_batch_size=3)
+    batcher = Batcher(None, 12)
+    model(batcher.batch_sentences([["a", "b"], ["c"], ["d", "e", "f"]]))
+    before = [(c.numpy().copy(), h.numpy().copy()) for c, h in model._states]
+    model(batcher.batch_sentences([["g"]]))
+    for (c0, h0), (c, h) in zip(before, model._states):
+        np.testing.assert_array_equal(c.numpy()[:, 1:], c0[:, 1:])
+        np.testing.assert_array_equal(h.numpy()[:, 1:], h0[:, 1:])
+        assert np.abs(c.numpy()[:, 0] - c0[:, 0]).max() > 0
+    # history changes the output; reset_states brings back the first answer
+    first = BidirectionalLanguageModel(options_file, weight_file, max_batch_size=3)
+    ids = batcher.batch_sentences([["g", "h"]])
+    expected = first(ids)["lm_embeddings"].numpy()
+    assert np.abs(model(ids)["lm_embeddings"].numpy() - expected).max() > 1e-4
+    model.reset_states()
+    np.testing.assert_array_equal(model(ids)["lm_embeddings"].numpy(), expected)
+
+
+def test_max_batch_size(tiny_model):
+    options_file, weight_file = tiny_model
+    ids = Batcher(None, 12).batch_sentences([["a"]] * 5)
+    with pytest.raises(ValueError, match="max_batch_size=4"):
+        BidirectionalLanguageModel(options_file, weight_file, max_batch_size=4)(ids)
+    out = BidirectionalLanguageModel(options_file, weight_file, max_batch_size=4,
+                                     stateful=False)(ids)
+    assert out["lm_embeddings"].shape == (5, 3, 1, 16)

@@ -1,0 +1,127 @@
+"""Weight I/O: every layout round-trips, and bad files fail naming the HDF5 key."""
+
+import h5py
+import numpy as np
+import pytest
+
+from bilm import BidirectionalLanguageModel
+from bilm.encoder import BiLMEncoder
+from bilm.options import BiLMOptions
+from bilm.weights import WeightFileError, load_weights, save_weights, weight_table
+from tests.conftest import TINY_OPTIONS, make_model_files
+
+CHAR = {"filters": [[1, 4], [2, 4]], "n_highway": 2, "embedding": {"dim": 3},
+        "n_characters": 262, "max_characters_per_token": 10, "activation": "tanh"}
+
+LAYOUTS = {
+    "1 layer, projection": {"lstm": {"dim": 8, "projection_dim": 4, "n_layers": 1},
+                            "char_cnn": CHAR},
+    "3 layers, skip": {"lstm": {"dim": 8, "projection_dim": 4, "n_layers": 3,
+                                "use_skip_connections": True}, "char_cnn": CHAR},
+    "no highway, no CNN projection": {
+        "lstm": {"dim": 8, "projection_dim": 8, "n_layers": 2},
+        "char_cnn": {**CHAR, "n_highway": 0}},  # 8 filters = projection_dim: no W_proj
+    "word input": {"lstm": {"dim": 8, "projection_dim": 4, "n_layers": 2}, "_vocab": 11},
+}
+
+
+def expected_keys(options):
+    keys = set()
+    if "char_cnn" in options:
+        cnn = options["char_cnn"]
+        keys.add("char_embed")
+        keys |= {f"CNN/{p}_cnn_{i}" for i in range(len(cnn["filters"])) for p in "Wb"}
+        keys |= {f"CNN_high_{k}/{n}" for k in range(cnn["n_highway"])
+                 for n in ("W_carry", "b_carry", "W_transform", "b_transform")}
+        if sum(c for _, c in cnn["filters"]) != options["lstm"]["projection_dim"]:
+            keys |= {"CNN_proj/W_proj", "CNN_proj/b_proj"}
+    else:
+        keys.add("embedding")
+    lstm = options["lstm"]
+    for d in range(2):
+        for k in range(lstm["n_layers"]):
+            root = f"RNN_{d}/RNN/MultiRNNCell/Cell{k}/LSTMCell"
+            keys |= {f"{root}/W_0", f"{root}/B"}
+            if lstm["projection_dim"] < lstm["dim"]:
+                keys.add(f"{root}/W_P_0")
+    return keys
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_layouts_round_trip_bit_exactly(tmp_path, layout):
+    options = LAYOUTS[layout]
+    options_file, weight_file = make_model_files(tmp_path, options, seed=3)
+    with h5py.File(weight_file, "r") as f:
+        stored = {}
+        f.visititems(lambda n, o: stored.__setitem__(n, o[...])
+                     if isinstance(o, h5py.Dataset) else None)
+    assert set(stored) == expected_keys(options)
+    opts = BiLMOptions.from_dict({k: v for k, v in options.items() if k != "_vocab"})
+    encoder = BiLMEncoder(opts, n_word_vocab=options.get("_vocab"))
+    load_weights(encoder, weight_file)
+    again = tmp_path / "again.hdf5"
+    save_weights(encoder, again)
+    with h5py.File(again, "r") as f:
+        for key, value in stored.items():
+            assert f[key].dtype == np.float32
+            np.testing.assert_array_equal(f[key][...], value)  # bit-exact
+    if "char_cnn" in options:  # and the file is usable for inference
+        out = BidirectionalLanguageModel(options_file, weight_file, stateful=False)(
+            np.ones((1, 3, 10), np.int32))
+        assert np.isfinite(out["lm_embeddings"].numpy()).all()
+
+
+def test_table_names_match_bilm_tf_tf1_variables():
+    encoder = BiLMEncoder(BiLMOptions.from_dict(TINY_OPTIONS))
+    names = {e.h5_key: e.tf1_key for e in weight_table(encoder)}
+    assert names["char_embed"] == "lm/char_embed"
+    assert names["CNN_high_0/W_carry"] == "lm/CNN_high_0/W_carry"
+    assert (names["RNN_1/RNN/MultiRNNCell/Cell1/LSTMCell/W_P_0"]
+            == "lm/RNN_1/rnn/multi_rnn_cell/cell_1/lstm_cell/projection/kernel")
+    assert (names["RNN_0/RNN/MultiRNNCell/Cell0/LSTMCell/W_0"]
+            == "lm/RNN_0/rnn/multi_rnn_cell/cell_0/lstm_cell/kernel")
+
+
+def corrupt(tiny_model, tmp_path, edit):
+    options_file, weight_file = tiny_model
+    bad = tmp_path / "bad.hdf5"
+    bad.write_bytes(weight_file.read_bytes())
+    with h5py.File(bad, "a") as f:
+        edit(f)
+    return options_file, bad
+
+
+def test_missing_dataset_named(tiny_model, tmp_path):
+    key = "RNN_1/RNN/MultiRNNCell/Cell1/LSTMCell/B"
+    options_file, bad = corrupt(tiny_model, tmp_path, lambda f: f.__delitem__(key))
+    with pytest.raises(WeightFileError, match=f"missing dataset '{key}'"):
+        BidirectionalLanguageModel(options_file, bad)
+
+
+def test_shape_mismatch_names_both_shapes(tiny_model, tmp_path):
+    def edit(f):
+        del f["CNN_proj/W_proj"]
+        f.create_dataset("CNN_proj/W_proj", data=np.zeros((16, 9), np.float32))
+    options_file, bad = corrupt(tiny_model, tmp_path, edit)
+    with pytest.raises(WeightFileError) as err:
+        BidirectionalLanguageModel(options_file, bad)
+    assert "'CNN_proj/W_proj' has shape (16, 9)" in str(err.value)
+    assert "(16, 8)" in str(err.value)
+
+
+def test_extra_layer_in_file_is_an_error(tiny_model, tmp_path):
+    def edit(f):
+        f.create_dataset("CNN_high_1/W_carry", data=np.zeros((16, 16), np.float32))
+    options_file, bad = corrupt(tiny_model, tmp_path, edit)
+    with pytest.raises(WeightFileError, match="CNN_high_1/W_carry"):
+        BidirectionalLanguageModel(options_file, bad)
+
+
+def test_not_hdf5_and_missing_file(tiny_model, tmp_path):
+    options_file, _ = tiny_model
+    junk = tmp_path / "junk.hdf5"
+    junk.write_text("not hdf5")
+    with pytest.raises(WeightFileError, match="not a readable HDF5"):
+        BidirectionalLanguageModel(options_file, junk)
+    with pytest.raises(WeightFileError, match="not found"):
+        BidirectionalLanguageModel(options_file, tmp_path / "none.hdf5")
