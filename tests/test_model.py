@@ -78,6 +78,17 @@ def test_token_input_matches_character_input(fixture_model, tmp_path):
         fixture_model / "options.json", fixture_model / "lm_weights.hdf5",
         use_character_inputs=False, embedding_weight_file=embedding_file, max_batch_size=4)
     check_golden(model, TokenBatcher(vocab_file).batch_sentences, sentences, expected)
+    # the batched stateless path agrees between token and character input too
+    batch = golden_batches(sentences)[0]
+    token_model = BidirectionalLanguageModel(
+        fixture_model / "options.json", fixture_model / "lm_weights.hdf5",
+        use_character_inputs=False, embedding_weight_file=embedding_file, stateful=False)
+    char_model = BidirectionalLanguageModel(
+        fixture_model / "options.json", fixture_model / "lm_weights.hdf5", stateful=False)
+    by_token = list(token_model.embed_sentences(batch, token_batcher=TokenBatcher(vocab_file)))
+    by_char = list(char_model.embed_sentences(batch))
+    for a, b in zip(by_token, by_char):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
 
 
 def test_matches_numpy_reference_with_skip_connections(tiny_model):

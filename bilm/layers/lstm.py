@@ -1,8 +1,8 @@
 """LSTM layer with projection and clipping, with TF1 ``LSTMCell`` semantics.
 
 One layer runs all directions of the biLM at once: the forward and backward streams are
-stacked on a leading ``directions`` axis and advance together, so each time step is one batched
-matmul instead of two.
+stacked on a leading ``directions`` axis and advance together in one loop, so the loop's
+per-step overhead is paid once for both.
 """
 
 from __future__ import annotations
