@@ -193,9 +193,12 @@ class BidirectionalLanguageModel:
                 cache.clear()
                 self._token_cache_array = self._token_cache_array[:0]
                 new = list(dict.fromkeys(tokens))
+            # Shortest first, in chunks: each chunk's CNN runs only over its own longest
+            # token's characters (CharCNN trims padding columns).
+            new.sort(key=lambda t: len(t.encode("utf-8", "ignore")))
             ids = np.stack([self._batcher.token_char_ids(t) for t in new]) + 1
-            chunks = [self._embed_chars(ids[i : i + 4096]).numpy()
-                      for i in range(0, len(ids), 4096)]
+            chunks = [self._embed_chars(ids[i : i + 512]).numpy()
+                      for i in range(0, len(ids), 512)]
             start = len(self._token_cache_array)
             self._token_cache_array = np.concatenate([self._token_cache_array, *chunks])
             for k, t in enumerate(new):

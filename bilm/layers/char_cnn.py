@@ -7,6 +7,7 @@ import math
 import keras
 import tensorflow as tf
 
+from bilm.data.vocabulary import PAD_CHAR
 from bilm.options import CharCNNOptions
 
 
@@ -39,6 +40,22 @@ class CharCNN(keras.layers.Layer):
                                                initializer="zeros"))
         self.built = True
 
+    def _trim(self, char_ids: tf.Tensor, shifted: bool) -> tf.Tensor:
+        """Drop trailing character columns that only hold padding, keeping ``max_width``.
+
+        Exact: past a token's end every window of width w reads padding characters only and has
+        the same value, so keeping ``w`` padding columns beyond the longest token keeps one such
+        window per filter and every other window; the max over positions is unchanged. Short
+        words then cost a fraction of the 50-character convolution.
+        """
+        pad = PAD_CHAR + 1 if shifted else PAD_CHAR
+        max_width = max(w for w, _ in self.options.filters)
+        is_char = tf.logical_and(char_ids != pad, char_ids != 0) if shifted else char_ids != pad
+        # shape (n_tokens,): characters before the padding (<begin word> ... <end word>)
+        lengths = tf.reduce_sum(tf.cast(is_char, tf.int32), axis=-1)
+        keep = tf.minimum(tf.shape(char_ids)[-1], tf.reduce_max(lengths) + max_width)
+        return char_ids[:, :keep]
+
     def call(self, char_ids: tf.Tensor, shifted: bool = True) -> tf.Tensor:
         """Embed tokens given as character ids.
 
@@ -51,12 +68,13 @@ class CharCNN(keras.layers.Layer):
         table = tf.convert_to_tensor(self.char_embed)
         if shifted:
             table = tf.concat([tf.zeros_like(table[:1]), table], axis=0)
-        x = tf.gather(table, char_ids)  # shape (n_tokens, max_chars, char_dim)
-        x = x[:, tf.newaxis]  # shape (n_tokens, 1, max_chars, char_dim)
+        char_ids = self._trim(char_ids, shifted)
+        x = tf.gather(table, char_ids)  # shape (n_tokens, n_chars, char_dim)
+        x = x[:, tf.newaxis]  # shape (n_tokens, 1, n_chars, char_dim)
         pooled = []
         for kernel, bias in zip(self.kernels, self.biases):
             conv = tf.nn.conv2d(x, kernel, strides=1, padding="VALID")
-            # shape (n_tokens, 1, max_chars - width + 1, count)
+            # shape (n_tokens, 1, n_chars - width + 1, count)
             pooled.append(tf.reduce_max(conv, axis=[1, 2]) + bias)
         act = tf.nn.relu if self.options.activation == "relu" else tf.tanh
         return act(tf.concat(pooled, axis=-1))
