@@ -129,7 +129,8 @@ class BiLMEncoder(keras.layers.Layer):
 
     def run_lstms(self, x: tf.Tensor, lengths: tf.Tensor | None = None,
                   initial_states: list[LSTMState] | None = None, input_dropout: float = 0.0,
-                  training: bool = False) -> tuple[list[tf.Tensor], list[LSTMState]]:
+                  training: bool = False, dropout_seed: tf.Tensor | None = None,
+                  ) -> tuple[list[tf.Tensor], list[LSTMState]]:
         """Run the LSTM stacks.
 
         Args:
@@ -137,14 +138,18 @@ class BiLMEncoder(keras.layers.Layer):
                 direction already in its reading order.
             lengths: (batch,) valid steps, or None when every step is valid.
             initial_states: per layer (c, h); zeros if None.
+            input_dropout, training, dropout_seed: dropout on each layer's input (training);
+                with a (2,) seed it is stateless, each layer folding in its index.
         Returns:
             per layer outputs (n_directions, T, batch, projection_dim), and final states.
         """
         outputs, states = [], []
         for k, layer in enumerate(self.lstms):
             state = None if initial_states is None else initial_states[k]
+            seed = (None if dropout_seed is None
+                    else tf.random.experimental.stateless_fold_in(dropout_seed, k))
             x, final = layer(x, lengths=lengths, initial_state=state,
-                             input_dropout=input_dropout, training=training)
+                             input_dropout=input_dropout, training=training, dropout_seed=seed)
             outputs.append(x)
             states.append(final)
         return outputs, states

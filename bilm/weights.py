@@ -170,3 +170,59 @@ def save_weights(encoder: BiLMEncoder, outfile: str | os.PathLike[str]) -> None:
     with atomic_path(outfile) as tmp, h5py.File(tmp, "w") as f:
         for entry in weight_table(encoder):
             f.create_dataset(entry.h5_key, data=entry.get().astype(np.float32))
+
+
+def training_variables(lm) -> dict[str, object]:
+    """Every trainable variable of a :class:`~bilm.lm.LanguageModel` by a stable checkpoint
+    name (``encoder/<table name>`` or ``softmax/W|b``), one entry per variable."""
+    names: dict[str, object] = {}
+    for entry in weight_table(lm.encoder):
+        key = entry.h5_key
+        if entry.direction is not None:  # LSTM variables hold every direction
+            layer = key.split("/MultiRNNCell/Cell")[1].split("/")[0]
+            key = f"lstm_{layer}/{key.rsplit('/', 1)[1]}"
+        names.setdefault(f"encoder/{key}", entry.variable)
+    if lm.softmax_w is not None:
+        names["softmax/W"] = lm.softmax_w
+    names["softmax/b"] = lm.softmax_b
+    return names
+
+
+def tf1_table(lm) -> list[WeightEntry]:
+    """:func:`weight_table` plus the softmax, for reading bilm-tf TF1 training checkpoints."""
+    table = weight_table(lm.encoder)
+    if lm.softmax_w is not None:
+        table.append(WeightEntry(lm.softmax_w, "softmax/W", "lm/softmax/W"))
+    table.append(WeightEntry(lm.softmax_b, "softmax/b", "lm/softmax/b"))
+    return table
+
+
+def load_tf1_checkpoint(lm, path: str, slots: dict[int, object] | None = None) -> int:
+    """Restore a bilm-tf (TF1) training checkpoint into ``lm`` without TF1.
+
+    ``slots`` maps ``id(variable)`` to its Adagrad accumulator, restored from
+    ``<name>/Adagrad`` when present. Returns the checkpoint's ``global_step`` (0 if absent).
+    Raises :class:`WeightFileError` naming a missing variable or a shape mismatch.
+    """
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(path)
+    shapes = reader.get_variable_to_shape_map()
+
+    def read(name: str, expected: tuple[int, ...]) -> np.ndarray:
+        if name not in shapes:
+            raise WeightFileError(f"{path}: missing variable '{name}' (expected shape "
+                                  f"{expected}); do the options match this checkpoint?")
+        value = reader.get_tensor(name)
+        if tuple(value.shape) != expected:
+            raise WeightFileError(f"{path}: variable '{name}' has shape {tuple(value.shape)}, "
+                                  f"the options imply {expected}")
+        return value
+
+    for entry in tf1_table(lm):
+        entry.set(read(entry.tf1_key, entry.shape))
+        slot = (slots or {}).get(id(entry.variable))
+        if slot is not None and f"{entry.tf1_key}/Adagrad" in shapes:
+            WeightEntry(slot, entry.h5_key, entry.tf1_key, entry.direction).set(
+                read(f"{entry.tf1_key}/Adagrad", entry.shape))
+    return int(reader.get_tensor("global_step")) if "global_step" in shapes else 0

@@ -68,6 +68,7 @@ class ProjectedLSTM(keras.layers.Layer):
     def call(self, x: tf.Tensor, lengths: tf.Tensor | None = None,
              initial_state: tuple[tf.Tensor, tf.Tensor] | None = None,
              input_dropout: float = 0.0, training: bool = False,
+             dropout_seed: tf.Tensor | None = None,
              ) -> tuple[tf.Tensor, tuple[tf.Tensor, tf.Tensor]]:
         """Run the layer over time.
 
@@ -77,6 +78,7 @@ class ProjectedLSTM(keras.layers.Layer):
                 outputs zeros and keeps its state (TF1 ``dynamic_rnn`` with sequence_length).
             initial_state: (c, h) as from :meth:`zero_state`; zeros if None.
             input_dropout: drop rate on the layer input (training only).
+            dropout_seed: (2,) int seed for stateless (reproducible, resumable) dropout.
         Returns:
             outputs (n_directions, T, batch, out_dim) and the final (c, h).
         """
@@ -88,7 +90,10 @@ class ProjectedLSTM(keras.layers.Layer):
         if training and input_dropout > 0.0:
             # bilm-tf's DropoutWrapper sits outside the ResidualWrapper: the skip connection
             # adds the dropped-out input.
-            x = tf.nn.dropout(x, rate=input_dropout)
+            if dropout_seed is None:
+                x = tf.nn.dropout(x, rate=input_dropout)
+            else:
+                x = tf.nn.experimental.stateless_dropout(x, rate=input_dropout, seed=dropout_seed)
         kernel = tf.convert_to_tensor(self.kernel)
         w_x, w_h = kernel[:, : self.input_dim], kernel[:, self.input_dim :]
         bias = tf.convert_to_tensor(self.bias)

@@ -1,0 +1,206 @@
+"""Training end to end on the KJV corpus with a tiny biLM, resume, replicas, TF1 import."""
+
+import glob
+import json
+import math
+import os
+import subprocess
+import sys
+from collections import Counter
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bilm import Batcher, BidirectionalLanguageModel, BiLMOptions
+from bilm.data import BidirectionalLMDataset, LMDataset, UnicodeCharsVocabulary
+from bilm.training import _Trainer, dump_weights, load_vocab, train
+from bilm.training import test as evaluate
+from bilm.weights import tf1_table
+from tests.conftest import ROOT
+
+TINY = {
+    "lstm": {"dim": 64, "projection_dim": 32, "n_layers": 2, "cell_clip": 3, "proj_clip": 3,
+             "use_skip_connections": True},
+    "char_cnn": {"filters": [[1, 8], [2, 8], [3, 16]], "n_highway": 1, "embedding": {"dim": 8},
+                 "n_characters": 261, "max_characters_per_token": 20, "activation": "relu"},
+    "bidirectional": True, "dropout": 0.1, "batch_size": 16, "unroll_steps": 10,
+    "n_negative_samples_batch": 256, "all_clip_norm_val": 10.0, "learning_rate": 0.2,
+    "n_epochs": 1,
+}
+
+
+def tiny_options(vocab, **changes):
+    return {**TINY, "n_tokens_vocab": vocab.size, **changes}
+
+
+def unigram_perplexity(train_glob, heldout_file, vocab):
+    """Add-one unigram model of the training text, per token (and </S>) of the held-out."""
+    counts = Counter()
+    for path in sorted(glob.glob(train_glob)):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                counts.update(line.split())
+                counts["</S>"] += 1
+    total = sum(counts.values()) + vocab.size
+    log_p, n = 0.0, 0
+    with open(heldout_file, encoding="utf-8") as f:
+        for line in f:
+            for w in [*line.split(), "</S>"]:
+                w = w if w in vocab else "<UNK>"
+                log_p += math.log((counts[w] + 1) / total)
+                n += 1
+    return math.exp(-log_p / n)
+
+
+def test_end_to_end_train_test_export_load(kjv, tmp_path):
+    vocab = load_vocab(kjv / "vocab.txt", 20)
+    options = tiny_options(vocab, batch_size=32, unroll_steps=20)
+    save, log = tmp_path / "save", tmp_path / "log"
+    data = BidirectionalLMDataset(str(kjv / "train" / "*"), vocab, seed=0)
+    heldout = str(kjv / "heldout" / "*")
+
+    # loss on a fixed held-out batch, before and after training
+    probe = next(BidirectionalLMDataset(heldout, vocab, test=True).iter_batches(32, 20))
+    probe = {k: tf.constant(v) for k, v in probe.items()}
+    fresh = _Trainer(BiLMOptions.from_dict(options),
+                     tf.distribute.get_strategy(), seed=0)
+    before = float(fresh.lm(probe, training=False)[0])
+
+    ckpt = train(options, data, 1, str(save), str(log), n_batches=300, log_every=100, seed=0)
+    assert os.path.exists(ckpt + ".index")
+    assert json.loads((save / "options.json").read_text())["n_tokens_vocab"] == vocab.size
+    assert list(log.iterdir())  # TensorBoard events
+
+    trained = _Trainer(BiLMOptions.from_dict(options),
+                       tf.distribute.get_strategy())
+    trained.restore(ckpt, weights_only=True)
+    after = float(trained.lm(probe, training=False)[0])
+    assert after < before - 1.0, (before, after)
+
+    ppl = evaluate(str(save / "options.json"), ckpt,
+               BidirectionalLMDataset(heldout, vocab, test=True), batch_size=64)
+    baseline = unigram_perplexity(str(kjv / "train" / "*"), kjv / "heldout" / "kjv.heldout.txt",
+                                  vocab)
+    assert math.isfinite(ppl) and ppl < baseline, (ppl, baseline)
+
+    out = tmp_path / "export" / "weights.hdf5"
+    dump_weights(str(save), str(out))
+    inference_options = json.loads((out.parent / "options.json").read_text())
+    assert inference_options["char_cnn"]["n_characters"] == 262
+    model = BidirectionalLanguageModel(out.parent / "options.json", out, stateful=False)
+
+    # the training network's own forward pass on the same sentence, both directions
+    sentence = ["In", "the", "beginning", "God", "created", "the", "heaven", "and", "the",
+                "earth", "."]
+    lm_out = model(Batcher(None, 20).batch_sentences([sentence]))["lm_embeddings"].numpy()[0]
+    chars = UnicodeCharsVocabulary(None, 20, tokens=["<S>"]).encode_chars(sentence, split=False)
+    ids = tf.constant(np.stack([chars, chars[::-1]])[:, :, np.newaxis])  # (d, T, 1, chars)
+    x = trained.lm.encoder.embed_tokens(ids, shifted=False)  # (d, T, 1, dim)
+    outputs, _ = trained.lm.encoder.run_lstms(x)
+    for k, layer in enumerate(outputs, start=1):
+        fwd, bwd = layer[0, :, 0].numpy(), layer[1, ::-1, 0].numpy()
+        expected = np.concatenate([fwd, bwd], -1)[1:-1]
+        np.testing.assert_allclose(lm_out[k], expected, rtol=0, atol=1e-5)
+
+
+def test_resume_is_exact(kjv, tmp_path):
+    vocab = load_vocab(kjv / "vocab.txt", 20)
+    options = tiny_options(vocab)
+
+    def run(save, n_batches, restart=None):
+        data = BidirectionalLMDataset(str(kjv / "train" / "*"), vocab, seed=3)
+        return train(options, data, 1, str(save), str(tmp_path / "log"), restart,
+                     n_batches=n_batches, seed=5, progress=False)
+
+    one = run(tmp_path / "one", 6)
+    half = run(tmp_path / "two", 3)
+    two = run(tmp_path / "two", 6, restart=half)
+    for (name, _), (name2, _) in zip(tf.train.list_variables(one), tf.train.list_variables(two)):
+        assert name == name2
+        if name.startswith(("_", "save_counter")):
+            continue
+        np.testing.assert_array_equal(tf.train.load_variable(one, name),
+                                      tf.train.load_variable(two, name), err_msg=name)
+    assert tf.train.load_variable(two, "global_step/.ATTRIBUTES/VARIABLE_VALUE") == 6
+
+
+def test_two_replicas_equal_one(kjv, tmp_path):
+    # Logical devices must be configured before TensorFlow starts: a fresh process.
+    script = ROOT / "tests" / "replica_check.py"
+    r = subprocess.run([sys.executable, str(script), str(kjv), str(tmp_path)],
+                       capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "max abs difference" in r.stdout
+    diff = float(r.stdout.split("max abs difference")[1].split()[0])
+    assert diff <= 1e-5
+
+
+def test_bilm_tf_tf1_checkpoint_restores(tmp_path):
+    vocab_file = tmp_path / "vocab.txt"
+    vocab_file.write_text("<S>\n</S>\n<UNK>\nthe\nlight\nwas\ngood\n.\n")
+    vocab = load_vocab(vocab_file, 20)
+    options = tiny_options(vocab, n_negative_samples_batch=4, batch_size=2, unroll_steps=3)
+    opts = BiLMOptions.from_dict(options)
+    trainer = _Trainer(opts, tf.distribute.get_strategy())
+    rng = np.random.default_rng(0)
+    names, tensors = [], []
+    for entry in tf1_table(trainer.lm):
+        value = rng.normal(size=entry.shape).astype(np.float32)
+        names += [entry.tf1_key, entry.tf1_key + "/Adagrad"]
+        tensors += [value, np.abs(value) + 1.0]
+    names.append("global_step")
+    tensors.append(np.int64(1234))
+    save_dir = tmp_path / "bilm_tf_run"
+    save_dir.mkdir()
+    prefix = str(save_dir / "model.ckpt-1234")
+    # TF's own checkpoint writer, bilm-tf's variable names (a name-based, TF1-style file)
+    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names),
+                      tensors=tensors)
+    (save_dir / "checkpoint").write_text('model_checkpoint_path: "model.ckpt-1234"\n')
+    (save_dir / "options.json").write_text(json.dumps(options))
+
+    trainer.restore(prefix)
+    assert int(trainer.step.numpy()) == 1234
+    written = dict(zip(names, tensors))
+    for entry in tf1_table(trainer.lm):
+        np.testing.assert_array_equal(entry.get(), written[entry.tf1_key])
+    kernel = trainer.variables["encoder/lstm_1/W_0"]
+    acc = trainer.optimizer.accumulators["encoder/lstm_1/W_0"]
+    np.testing.assert_array_equal(
+        acc.numpy()[1],
+        written["lm/RNN_1/rnn/multi_rnn_cell/cell_1/lstm_cell/kernel/Adagrad"])
+    assert kernel.shape[0] == 2
+
+    # a bilm-tf checkpoint directory works for export, evaluation and restart
+    out = tmp_path / "export" / "weights.hdf5"
+    dump_weights(str(save_dir), str(out))
+    model = BidirectionalLanguageModel(out.parent / "options.json", out, stateful=False)
+    assert np.isfinite(model(Batcher(None, 20).batch_sentences([["the", "light"]]))[
+        "lm_embeddings"].numpy()).all()
+    data_file = tmp_path / "data.txt"
+    data_file.write_text("the light was good .\n" * 20)
+    ppl = evaluate(str(save_dir / "options.json"), prefix,
+               BidirectionalLMDataset(str(data_file), vocab, test=True), batch_size=2)
+    assert math.isfinite(ppl)
+    ckpt = train(options, BidirectionalLMDataset(str(data_file), vocab, seed=0), 1,
+                 str(tmp_path / "continued"), str(tmp_path / "log"), prefix,
+                 n_batches=1236, progress=False)
+    assert ckpt.endswith("-1236")
+
+
+def test_forward_only_lm(tmp_path):
+    vocab_file = tmp_path / "vocab.txt"
+    vocab_file.write_text("<S>\n</S>\n<UNK>\na\nb\n")
+    vocab = load_vocab(vocab_file, 20)
+    data_file = tmp_path / "data.txt"
+    data_file.write_text("a b a b a\nb a\n" * 10)
+    options = tiny_options(vocab, bidirectional=False, n_negative_samples_batch=3,
+                           batch_size=2, unroll_steps=4)
+    ckpt = train(options, LMDataset(str(data_file), vocab, seed=0), 1, str(tmp_path / "s"),
+                 str(tmp_path / "l"), n_batches=3, progress=False)
+    assert tf.train.load_variable(ckpt, "global_step/.ATTRIBUTES/VARIABLE_VALUE") == 3
+    with pytest.raises(ValueError, match="BidirectionalLMDataset"):
+        train({**options, "bidirectional": True}, LMDataset(str(data_file), vocab), 1,
+              str(tmp_path / "s2"), str(tmp_path / "l"), n_batches=1)
