@@ -200,13 +200,10 @@ class _Trainer:
 
         def replica_fn(batch, states):
             ctx = tf.distribute.get_replica_context()
-            with tf.GradientTape() as tape:
-                loss, finals = self.lm(batch, states, training=True, seed=seed)
-                # bilm-tf differentiates loss * unroll_steps (a per-window sum over time),
-                # averaged over replicas; Adagrad's step size depends on that scale.
-                scaled = loss * unroll_steps / ctx.num_replicas_in_sync
-            grads = tape.gradient(scaled, variables)
-            grads = [tf.convert_to_tensor(g) for g in grads]  # sparse rows -> dense
+            # bilm-tf differentiates loss * unroll_steps (a per-window sum over time),
+            # averaged over replicas; Adagrad's step size depends on that scale.
+            loss, finals, grads = self.lm.train_gradients(
+                batch, states, seed, variables, scale=unroll_steps / ctx.num_replicas_in_sync)
             grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
             grads, norm = tf.clip_by_global_norm(grads, clip)
             ctx.merge_call(lambda strategy, g: self.optimizer.apply(

@@ -132,6 +132,7 @@ class ProjectedLSTM(keras.layers.Layer):
         _, c, h, outputs = tf.while_loop(
             lambda t, *_: t < n_steps, step,
             (tf.constant(0), initial_state[0], initial_state[1], outputs),
+            maximum_iterations=n_steps,  # lets XLA compile the loop's gradient
         )
         out = tf.transpose(outputs.stack(), [1, 0, 2, 3])  # shape (d, T, batch, out_dim)
         if self.residual:

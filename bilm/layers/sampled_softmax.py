@@ -52,7 +52,8 @@ def log_uniform_unique_sample(num_sampled: int, range_max: int, seed: tf.Tensor,
     unique, index = tf.unique(draws)  # unique ids in order of first draw
     first_draw = tf.math.unsorted_segment_min(tf.range(tf.shape(index)[0]), index,
                                               tf.shape(unique)[0])
-    return unique[:num_sampled], tf.cast(first_draw[num_sampled - 1] + 1, tf.int64)
+    sampled = tf.ensure_shape(unique[:num_sampled], [num_sampled])
+    return sampled, tf.cast(first_draw[num_sampled - 1] + 1, tf.int64)
 
 
 def sampled_softmax_loss(weights: tf.Tensor, biases: tf.Tensor, labels: tf.Tensor,
@@ -80,3 +81,34 @@ def sampled_softmax_loss(weights: tf.Tensor, biases: tf.Tensor, labels: tf.Tenso
                         tf.cast(sampled_expected, tf.float32)),
         remove_accidental_hits=True,
     )
+
+
+def draw_negatives(num_sampled: int, num_classes: int, seed: tf.Tensor,
+                   ) -> tuple[tf.Tensor, tf.Tensor]:
+    """(sampled ids (num_sampled,) int64, number of draws) — see
+    :func:`log_uniform_unique_sample`; kept outside XLA (its size is data-dependent)."""
+    return log_uniform_unique_sample(num_sampled, num_classes, seed)
+
+
+def sampled_softmax_loss_static(weights: tf.Tensor, biases: tf.Tensor, labels: tf.Tensor,
+                                inputs: tf.Tensor, sampled: tf.Tensor, num_tries: tf.Tensor,
+                                ) -> tf.Tensor:
+    """TF's sampled softmax arithmetic (``subtract_log_q``, accidental hits removed) with
+    fixed shapes, so XLA can compile it; equals :func:`sampled_softmax_loss` given the same
+    negatives. Returns the (n,) loss."""
+    num_sampled = sampled.shape[0]
+    num_classes = weights.shape[0]
+    labels = tf.cast(labels, tf.int64)
+    true_w = tf.gather(weights, labels)  # shape (n, dim)
+    true_logits = tf.reduce_sum(inputs * true_w, axis=1) + tf.gather(biases, labels)
+    sampled_logits = tf.matmul(inputs, tf.gather(weights, sampled), transpose_b=True)
+    sampled_logits += tf.gather(biases, sampled)  # shape (n, num_sampled)
+    hits = tf.equal(labels[:, tf.newaxis], sampled[tf.newaxis, :])
+    sampled_logits += tf.where(hits, tf.float32.min, 0.0)
+    true_q = _expected_count(log_uniform_prob(labels, num_classes), num_sampled, num_tries)
+    sampled_q = _expected_count(log_uniform_prob(sampled, num_classes), num_sampled,
+                                num_tries)
+    true_logits -= tf.cast(tf.math.log(true_q), tf.float32)
+    sampled_logits -= tf.cast(tf.math.log(sampled_q), tf.float32)[tf.newaxis, :]
+    logits = tf.concat([true_logits[:, tf.newaxis], sampled_logits], axis=1)
+    return tf.reduce_logsumexp(logits, axis=1) - true_logits

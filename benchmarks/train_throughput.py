@@ -1,0 +1,108 @@
+"""Training throughput (and, with --quality, held-out perplexity) at bilm-tf's "small" shape.
+
+    python benchmarks/train_throughput.py                  # 60 timed batches
+    python benchmarks/train_throughput.py --quality        # 300 batches + held-out perplexity
+
+Shape: char CNN filters [[1,32],[2,32],[3,64],[4,128],[5,256],[6,512],[7,1024]], char embedding
+16, 1 highway, LSTM 1024 / projection 128, 2 layers, clip 3, skip connections, dropout 0.1,
+bidirectional, batch 64 x unroll 20, 4096 negatives, one CPU replica, on
+../shared/corpus/kjv/train with its vocabulary. Tokens/s counts batch_size * unroll_steps per
+batch (one direction, as bilm-tf reported), excluding start-up (the first batches, which trace
+and compile); start-up is the time from calling train() to the end of the first batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+KJV = ROOT.parent / "shared" / "corpus" / "kjv"
+
+SMALL = {
+    "lstm": {"dim": 1024, "projection_dim": 128, "n_layers": 2, "cell_clip": 3, "proj_clip": 3,
+             "use_skip_connections": True},
+    "char_cnn": {"filters": [[1, 32], [2, 32], [3, 64], [4, 128], [5, 256], [6, 512],
+                             [7, 1024]],
+                 "n_highway": 1, "embedding": {"dim": 16}, "n_characters": 261,
+                 "max_characters_per_token": 50, "activation": "relu"},
+    "bidirectional": True, "dropout": 0.1, "batch_size": 64, "unroll_steps": 20,
+    "n_negative_samples_batch": 4096, "all_clip_norm_val": 10.0, "learning_rate": 0.2,
+    "n_epochs": 1,
+}
+
+
+class _Rates(logging.Handler):
+    """Collects the tokens/s of each logged window and the time of the first batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rates: list[float] = []
+        self.first_batch: float | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        m = re.search(r"batch (\d+)/\d+: .* ([\d.]+) tokens/s", msg)
+        if m:
+            self.rates.append(float(m.group(2)))
+        if self.first_batch is None and record.name == "bilm._io" and " 1/" in msg:
+            self.first_batch = time.perf_counter()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batches", type=int, default=60, help="batches to train (timed after 1)")
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--quality", action="store_true",
+                   help="train 300 batches (shuffled shards) and report held-out perplexity")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    if not KJV.exists():
+        sys.exit(f"needs {KJV} (../shared beside the checkout)")
+    if args.quality:
+        args.batches = 300
+    import tensorflow as tf
+
+    from bilm.data import BidirectionalLMDataset
+    from bilm.training import load_vocab, test, train
+
+    rates = _Rates()
+    logging.getLogger("bilm").addHandler(rates)
+    logging.getLogger("bilm").setLevel(logging.INFO)
+    vocab = load_vocab(str(KJV / "vocab.txt"), 50)
+    options = {**SMALL, "n_tokens_vocab": vocab.size}
+    with tempfile.TemporaryDirectory() as tmp:
+        data = BidirectionalLMDataset(str(KJV / "train" / "*"), vocab,
+                                      shuffle_on_load=args.quality, seed=args.seed)
+        start = time.perf_counter()
+        ckpt = train(options, data, 1, os.path.join(tmp, "save"), os.path.join(tmp, "log"),
+                     n_batches=args.batches, log_every=args.log_every, seed=args.seed,
+                     checkpoint_every=10**9, progress=True)
+        total = time.perf_counter() - start
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        timed = rates.rates[1:] or rates.rates  # the first window holds tracing
+        print(f"# TF {tf.__version__}, {args.batches} batches of 64 x 20, 4096 negatives")
+        print(f"training tokens/s (median of {len(timed)} windows after the first): "
+              f"{statistics.median(timed):,.0f}")
+        if rates.first_batch is not None:
+            print(f"start-up (train() call to end of first batch): "
+                  f"{rates.first_batch - start:.1f} s")
+        print(f"total {total:.1f} s, peak RSS {rss:,.0f} MB")
+        if args.quality:
+            ppl = test(os.path.join(tmp, "save", "options.json"), ckpt,
+                       BidirectionalLMDataset(str(KJV / "heldout" / "*"), vocab, test=True),
+                       batch_size=64)
+            print(f"held-out perplexity after {args.batches} batches: {ppl:.1f} "
+                  "(bilm-tf: 167.8; target <= 176)")
+
+
+if __name__ == "__main__":
+    main()
