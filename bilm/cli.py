@@ -78,6 +78,83 @@ def _cmd_dump_tokens(args: argparse.Namespace) -> None:
     logger.info("wrote %s", args.output)
 
 
+def _cmd_vocab(args: argparse.Namespace) -> None:
+    from bilm.data.build_vocab import build_vocab
+
+    _check_output(args.output, args.overwrite)
+    stats = build_vocab(args.train_prefix, args.output, min_count=args.min_count,
+                        max_size=args.max_size,
+                        max_characters_per_token=args.max_characters_per_token,
+                        progress=not args.quiet)
+    print(f"{stats.n_written} entries written to {args.output} ({stats.n_tokens} tokens, "
+          f"{stats.n_types} types, {stats.n_long} longer than "
+          f"{args.max_characters_per_token - 2} bytes)")
+
+
+def _train_options(args: argparse.Namespace) -> dict:
+    import json
+
+    from bilm.presets import preset
+    from bilm.scripts import merge_options
+
+    options = preset(args.preset)
+    if args.options:
+        try:
+            with open(args.options, encoding="utf-8") as f:
+                options = merge_options(options, json.load(f))
+        except FileNotFoundError:
+            raise UserError(f"options file not found: {args.options}") from None
+        except json.JSONDecodeError as e:
+            raise UserError(f"{args.options} is not valid JSON: {e}") from None
+    for key in ("batch_size", "n_epochs", "n_train_tokens", "learning_rate", "dropout"):
+        value = getattr(args, key, None)
+        if value is not None:
+            options[key] = value
+    return options
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from bilm.options import BiLMOptions
+    from bilm.scripts import _data
+    from bilm.training import load_vocab, train
+
+    options = _train_options(args)
+    cnn = options.get("char_cnn")
+    vocab = load_vocab(args.vocab, cnn["max_characters_per_token"] if cnn else None)
+    options["n_tokens_vocab"] = vocab.size
+    opts = BiLMOptions.from_dict(options)
+    data = _data(args.train_prefix, vocab, opts.bidirectional, False, True)
+    ckpt = train(opts, data, args.n_gpus, args.save_dir, args.save_dir, seed=args.seed,
+                 n_batches=args.n_batches, progress=not args.quiet)
+    print(f"checkpoint: {ckpt}")
+
+
+def _cmd_resume(args: argparse.Namespace) -> None:
+    from bilm.scripts import restart
+
+    argv = ["--save_dir", args.save_dir, "--vocab_file", args.vocab, "--train_prefix",
+            args.train_prefix, "--n_gpus", str(args.n_gpus)]
+    for key in ("n_epochs", "batch_size", "n_train_tokens"):
+        if getattr(args, key) is not None:
+            argv += [f"--{key}", str(getattr(args, key))]
+    restart(argv)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from bilm.scripts import run_test
+
+    run_test(["--save_dir", args.save_dir, "--vocab_file", args.vocab, "--test_prefix",
+              args.test_prefix, "--batch_size", str(args.batch_size)])
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    from bilm.training import dump_weights
+
+    _check_output(args.output, args.overwrite)
+    dump_weights(args.save_dir, args.output)
+    print(f"wrote {args.output} and options.json beside it")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bilm", description="ELMo-style bidirectional language models on TensorFlow 2.",
@@ -117,6 +194,61 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", required=True, help="weights HDF5 file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=_cmd_dump_tokens)
+
+    p = sub.add_parser("vocab", help="build a vocabulary from training shards",
+                       formatter_class=fmt)
+    p.add_argument("train_prefix", help="glob of the training shards")
+    p.add_argument("output", help="vocabulary file to write")
+    p.add_argument("--min-count", type=int, default=1, help="drop rarer tokens")
+    p.add_argument("--max-size", type=int, help="at most this many entries")
+    p.add_argument("--max-characters-per-token", type=int, default=50)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(func=_cmd_vocab)
+
+    from bilm.presets import PRESETS
+
+    p = sub.add_parser("train", help="train a biLM", formatter_class=fmt)
+    p.add_argument("--train-prefix", required=True, help="glob of the training shards")
+    p.add_argument("--vocab", required=True, help="vocabulary file (bilm vocab)")
+    p.add_argument("--save-dir", required=True, help="checkpoints, options.json, logs")
+    p.add_argument("--preset", default="tiny", choices=list(PRESETS),
+                   help="built-in hyperparameters")
+    p.add_argument("--options", help="JSON file overriding the preset's keys")
+    p.add_argument("--n-gpus", type=int, default=1, help="replicas (GPUs, else CPU)")
+    p.add_argument("--n-batches", type=int, help="stop after this many batches")
+    p.add_argument("--batch-size", type=int, help="per replica")
+    p.add_argument("--n-epochs", type=int)
+    p.add_argument("--n-train-tokens", type=int, help="default: counted from the shards")
+    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--dropout", type=float)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("resume", help="continue training from the latest checkpoint",
+                       formatter_class=fmt)
+    p.add_argument("--save-dir", required=True)
+    p.add_argument("--vocab", required=True)
+    p.add_argument("--train-prefix", required=True)
+    p.add_argument("--n-gpus", type=int, default=1)
+    p.add_argument("--n-epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--n-train-tokens", type=int)
+    p.set_defaults(func=_cmd_resume)
+
+    p = sub.add_parser("evaluate", help="held-out perplexity of the latest checkpoint",
+                       formatter_class=fmt)
+    p.add_argument("--save-dir", required=True)
+    p.add_argument("--vocab", required=True)
+    p.add_argument("--test-prefix", required=True, help="glob of the held-out shards")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("export", help="latest checkpoint -> weights.hdf5 + options.json",
+                       formatter_class=fmt)
+    p.add_argument("--save-dir", required=True)
+    p.add_argument("output", help="HDF5 weights file to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(func=_cmd_export)
     return parser
 
 
@@ -124,19 +256,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(-1 if args.quiet else (1 if args.verbose else 0))
-    if getattr(args, "batch_size", 1) < 1:
-        parser.error("--batch-size must be >= 1")
+    for flag in ("batch_size", "n_batches", "n_epochs", "n_gpus", "n_train_tokens"):
+        value = getattr(args, flag, None)
+        if value is not None and value < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1")
     from bilm.data.vocabulary import VocabularyError
     from bilm.options import OptionsError
 
     try:
         args.func(args)
+    except KeyboardInterrupt:
+        print("bilm: interrupted", file=sys.stderr)
+        return 130
     except (UserError, OptionsError, VocabularyError, FileNotFoundError) as e:
         if args.debug:
             raise
         print(f"bilm: error: {e}", file=sys.stderr)
         return 2
-    except ValueError as e:  # weight-file mismatches and bad inputs
+    except (ValueError, RuntimeError) as e:  # weight-file mismatches, training stops
         if args.debug or type(e).__module__.split(".")[0] != "bilm":
             raise
         print(f"bilm: error: {e}", file=sys.stderr)

@@ -51,3 +51,55 @@ def test_usage_scripts_run(fixture_model, script):
         assert "first vector of 'Pretrained': [ 0.12011" in r.stdout
     else:
         assert "sentence 1: (3, 11, 32)" in r.stdout
+
+
+def test_cli_training_commands_and_bin_scripts(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    text = "the light was good .\nand god saw the light .\nthe earth was without form .\n"
+    for k in range(2):
+        (corpus / f"shard.{k}.txt").write_text(text * 30)
+    vocab = tmp_path / "vocab.txt"
+    r = bilm("vocab", corpus / "shard.*", vocab)
+    assert r.returncode == 0, r.stderr
+    words = vocab.read_text().split("\n")
+    # by count, ties in code-point order
+    assert words[:8] == ["<S>", "</S>", "<UNK>", ".", "the", "light", "was", "and"]
+    assert "14 entries" in r.stdout
+    tiny = tmp_path / "tiny.json"
+    tiny.write_text('{"lstm": {"dim": 16, "projection_dim": 8}, "char_cnn": {"filters": '
+                    '[[1, 4], [2, 4]], "embedding": {"dim": 4}}, "batch_size": 4, '
+                    '"unroll_steps": 5, "n_negative_samples_batch": 8}')
+    save = tmp_path / "save"
+    r = bilm("train", "--train-prefix", corpus / "shard.*", "--vocab", vocab, "--save-dir",
+             save, "--options", tiny, "--n-batches", 3)
+    assert r.returncode == 0, r.stderr
+    assert "checkpoint:" in r.stdout and (save / "checkpoint").exists()
+    r = bilm("evaluate", "--save-dir", save, "--vocab", vocab, "--test-prefix",
+             corpus / "shard.0.txt", "--batch-size", 4)
+    assert r.returncode == 0, r.stderr
+    ppl = float(r.stdout.split("perplexity:")[1])
+    assert 1.0 < ppl < 100.0  # 15-word vocabulary
+    out = tmp_path / "export" / "weights.hdf5"
+    r = bilm("export", "--save-dir", save, out)
+    assert r.returncode == 0, r.stderr
+    assert (out.parent / "options.json").exists()
+    r = bilm("embed", corpus / "shard.0.txt", tmp_path / "emb.hdf5", "--options",
+             out.parent / "options.json", "--weights", out)
+    assert r.returncode == 0, r.stderr
+    # bilm-tf's scripts, with bilm-tf's flags
+    r = subprocess.run([sys.executable, str(ROOT / "bin" / "run_test.py"), "--save_dir",
+                        str(save), "--vocab_file", str(vocab), "--test_prefix",
+                        str(corpus / "shard.0.txt"), "--batch_size", "4"],
+                       capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert float(r.stdout.split("perplexity:")[1]) == pytest.approx(ppl, rel=1e-6)
+    r = subprocess.run([sys.executable, str(ROOT / "bin" / "dump_weights.py"), "--save_dir",
+                        str(save), "--outfile", str(tmp_path / "w2.hdf5")],
+                       capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr
+    # errors: one line, exit 2
+    r = bilm("train", "--train-prefix", tmp_path / "nothing*", "--vocab", vocab,
+             "--save-dir", save, "--options", tiny)
+    assert r.returncode == 2 and "no training files match" in r.stderr
+    assert "Traceback" not in r.stderr
