@@ -7,6 +7,8 @@ per-step overhead is paid once for both.
 
 from __future__ import annotations
 
+import math
+
 import keras
 import tensorflow as tf
 
@@ -20,6 +22,13 @@ def per_direction_matmul(x: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
     per-step sizes of an LSTM (measured, TF 2.21).
     """
     return tf.stack([tf.matmul(x[k], w[k]) for k in range(w.shape[0])])
+
+
+def _glorot_per_direction(fan_in: int, fan_out: int) -> keras.initializers.Initializer:
+    """TF1's default (Glorot uniform) for each direction's 2-D matrix; Keras' GlorotUniform
+    would count the directions axis into the fans of the stacked 3-D variable."""
+    limit = math.sqrt(6.0 / (fan_in + fan_out))
+    return keras.initializers.RandomUniform(-limit, limit)
 
 
 class ProjectedLSTM(keras.layers.Layer):
@@ -48,7 +57,7 @@ class ProjectedLSTM(keras.layers.Layer):
         self.residual = residual
         self.kernel = self.add_weight(
             shape=(n_directions, input_dim + self.out_dim, 4 * dim), name="kernel",
-            initializer=keras.initializers.GlorotUniform(),
+            initializer=_glorot_per_direction(input_dim + self.out_dim, 4 * dim),
         )
         self.bias = self.add_weight(shape=(n_directions, 4 * dim), name="bias",
                                     initializer="zeros")
@@ -56,7 +65,7 @@ class ProjectedLSTM(keras.layers.Layer):
         if use_projection:
             self.projection = self.add_weight(
                 shape=(n_directions, dim, projection_dim), name="projection",
-                initializer=keras.initializers.GlorotUniform(),
+                initializer=_glorot_per_direction(dim, projection_dim),
             )
         self.built = True
 
