@@ -8,7 +8,7 @@ import keras
 import tensorflow as tf
 
 from bilm.encoder import BiLMEncoder, LSTMState
-from bilm.layers.sampled_softmax import draw_negatives, sampled_softmax_loss_static
+from bilm.layers.sampled_softmax import log_uniform_unique_sample, sampled_softmax_loss_static
 from bilm.options import BiLMOptions
 
 __all__ = ["LanguageModel"]
@@ -85,8 +85,9 @@ class LanguageModel(keras.layers.Layer):
 
     def _negatives(self, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         opts = self.options
-        drawn = [draw_negatives(opts.n_negative_samples_batch, opts.n_tokens_vocab,
-                                _fold(seed, 3 + k)) for k in range(self.n_directions)]
+        # outside XLA: the number of draws is data-dependent
+        drawn = [log_uniform_unique_sample(opts.n_negative_samples_batch, opts.n_tokens_vocab,
+                                           _fold(seed, 3 + k)) for k in range(self.n_directions)]
         return tf.stack([s for s, _ in drawn]), tf.stack([n for _, n in drawn])
 
     def _head_loss(self, x, states, labels, sampled, num_tries, seed, training):

@@ -120,6 +120,11 @@ def _make_strategy(n_gpus: int) -> tf.distribute.Strategy:
     return tf.distribute.MirroredStrategy([d.name for d in devices[:n_gpus]])
 
 
+def _is_object_checkpoint(path: str) -> bool:
+    """True for our tf.train.Checkpoint files, False for bilm-tf's name-based TF1 ones."""
+    return any(n == "_CHECKPOINTABLE_OBJECT_GRAPH" for n, _ in tf.train.list_variables(path))
+
+
 def _as_options(options: BiLMOptions | dict | str) -> BiLMOptions:
     if isinstance(options, BiLMOptions):
         return options
@@ -225,8 +230,7 @@ class _Trainer:
     def restore(self, path: str, weights_only: bool = False) -> None:
         """Ours (tf.train.Checkpoint) or a bilm-tf TF1 checkpoint; ``weights_only`` skips the
         optimizer, step and LSTM states (evaluation, export)."""
-        names = {n for n, _ in tf.train.list_variables(path)}
-        if "_CHECKPOINTABLE_OBJECT_GRAPH" in names:
+        if _is_object_checkpoint(path):
             if weights_only:
                 tf.train.Checkpoint(variables=dict(self.variables)).read(
                     path).expect_partial().assert_existing_objects_matched()
@@ -317,8 +321,7 @@ def train(options: BiLMOptions | dict | str, data: BidirectionalLMDataset | LMDa
         trainer.restore(restart_ckpt_file)
     start = int(trainer.step.numpy())
     # Only our own checkpoints know the data position; bilm-tf's restart read afresh.
-    ours = restart_ckpt_file and "_CHECKPOINTABLE_OBJECT_GRAPH" in {
-        n for n, _ in tf.train.list_variables(restart_ckpt_file)}
+    ours = restart_ckpt_file and _is_object_checkpoint(restart_ckpt_file)
     batches = _prefetch(_global_batches(data, options, n_replicas, start if ours else 0))
     states = trainer.distributed_states()
     writer = tf.summary.create_file_writer(tf_log_dir)

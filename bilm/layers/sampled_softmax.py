@@ -83,13 +83,6 @@ def sampled_softmax_loss(weights: tf.Tensor, biases: tf.Tensor, labels: tf.Tenso
     )
 
 
-def draw_negatives(num_sampled: int, num_classes: int, seed: tf.Tensor,
-                   ) -> tuple[tf.Tensor, tf.Tensor]:
-    """(sampled ids (num_sampled,) int64, number of draws) — see
-    :func:`log_uniform_unique_sample`; kept outside XLA (its size is data-dependent)."""
-    return log_uniform_unique_sample(num_sampled, num_classes, seed)
-
-
 def sampled_softmax_loss_static(weights: tf.Tensor, biases: tf.Tensor, labels: tf.Tensor,
                                 inputs: tf.Tensor, sampled: tf.Tensor, num_tries: tf.Tensor,
                                 ) -> tf.Tensor:
