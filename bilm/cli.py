@@ -155,6 +155,18 @@ def _cmd_export(args: argparse.Namespace) -> None:
     print(f"wrote {args.output} and options.json beside it")
 
 
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from bilm.demo import run_demo
+
+    out = Path(args.output)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise UserError(f"{out} is not empty; pass --overwrite or another --output")
+    run_demo(out, Path(args.corpus) if args.corpus else None, n_batches=args.n_batches,
+             quick=args.quick, progress=not args.quiet)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bilm", description="ELMo-style bidirectional language models on TensorFlow 2.",
@@ -249,6 +261,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", help="HDF5 weights file to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("demo", help="the whole toolkit in minutes, on text shipped with "
+                       "Python", formatter_class=fmt)
+    p.add_argument("--output", default="bilm-demo", help="folder for every artifact")
+    p.add_argument("--corpus", help="a folder with train/* and heldout/* (default: Python's "
+                   "own documentation)")
+    p.add_argument("--n-batches", type=int, help="training batches (default 1500)")
+    p.add_argument("--quick", action="store_true", help="a seconds-long smoke run")
+    p.add_argument("--overwrite", action="store_true", help="reuse a non-empty --output")
+    p.set_defaults(func=_cmd_demo)
     return parser
 
 

@@ -1,5 +1,6 @@
 """The console command and the usage scripts, run as a user would (real subprocesses)."""
 
+import math
 import os
 import subprocess
 import sys
@@ -103,3 +104,20 @@ def test_cli_training_commands_and_bin_scripts(tmp_path):
              "--save-dir", save, "--options", tiny)
     assert r.returncode == 2 and "no training files match" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_demo_quick_run(tmp_path):
+    out = tmp_path / "demo"
+    r = bilm("demo", "--quick", "--output", out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for step in range(1, 7):
+        assert f"[{step}/6]" in r.stdout
+    for artifact in ("vocab.txt", "model/weights.hdf5", "model/options.json",
+                     "training_curve.png", "checkpoints/checkpoint"):
+        assert (out / artifact).exists(), artifact
+    assert (out / "training_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ppl = float(r.stdout.split("held-out perplexity ")[1].split()[0])
+    assert math.isfinite(ppl) and ppl > 1
+    assert "'return' in: press return to continue ." in r.stdout
+    r = bilm("demo", "--quick", "--output", out)
+    assert r.returncode == 2 and "is not empty" in r.stderr
