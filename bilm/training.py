@@ -140,6 +140,7 @@ class _Trainer:
     options: BiLMOptions
     strategy: tf.distribute.Strategy
     seed: int = 0
+    for_training: bool = True  # False (evaluation, export): no optimizer state allocated
 
     def __post_init__(self) -> None:
         opts = self.options
@@ -150,7 +151,8 @@ class _Trainer:
         with self.strategy.scope():
             self.lm = LanguageModel(opts)
             self.variables = training_variables(self.lm)
-            self.optimizer = Adagrad(self.variables, opts.learning_rate)
+            self.optimizer = (Adagrad(self.variables, opts.learning_rate)
+                              if self.for_training else None)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         rows = opts.batch_size * self.n_replicas
         self.state_vars = [
@@ -159,8 +161,10 @@ class _Trainer:
             for c, h in self.lm.zero_states(1)
         ]
         self.checkpoint = tf.train.Checkpoint(
-            variables=dict(self.variables), optimizer=dict(self.optimizer.accumulators),
-            global_step=self.step, lstm_states=[list(s) for s in self.state_vars])
+            variables=dict(self.variables), global_step=self.step,
+            lstm_states=[list(s) for s in self.state_vars])
+        if self.optimizer is not None:
+            self.checkpoint.optimizer = dict(self.optimizer.accumulators)
         self._names = list(self.variables)
         self._train_step = tf.function(self._train_step_impl)
 
@@ -239,7 +243,9 @@ class _Trainer:
             logger.info("restored %s%s", path, "" if weights_only else
                         f" (step {int(self.step.numpy())})")
             return
-        slots = {id(self.variables[n]): self.optimizer.accumulators[n] for n in self.variables}
+        slots = {}
+        if self.optimizer is not None and not weights_only:
+            slots = {id(v): self.optimizer.accumulators[n] for n, v in self.variables.items()}
         step = load_tf1_checkpoint(self.lm, path, slots)
         self.step.assign(step)
         logger.info("restored bilm-tf checkpoint %s (step %d)", path, step)
@@ -391,7 +397,7 @@ def test(options: BiLMOptions | dict | str, ckpt_file: str,
     options = _as_options(options).replace(batch_size=batch_size, unroll_steps=1)
     trainer = _Trainer(options, tf.distribute.OneDeviceStrategy(
         tf.config.list_logical_devices("CPU" if not tf.config.list_logical_devices("GPU")
-                                       else "GPU")[0].name))
+                                       else "GPU")[0].name), for_training=False)
     trainer.restore(ckpt_file, weights_only=True)
     lm = trainer.lm
 
@@ -422,7 +428,7 @@ def dump_weights(tf_save_dir: str, outfile: str, ckpt_file: str | None = None) -
         ckpt_file = tf.train.latest_checkpoint(tf_save_dir)
         if ckpt_file is None:
             raise FileNotFoundError(f"no checkpoint in {tf_save_dir}")
-    trainer = _Trainer(options, tf.distribute.get_strategy())
+    trainer = _Trainer(options, tf.distribute.get_strategy(), for_training=False)
     try:
         trainer.restore(ckpt_file, weights_only=True)
     except (ValueError, tf.errors.NotFoundError) as e:
