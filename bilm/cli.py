@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -155,6 +156,49 @@ def _cmd_export(args: argparse.Namespace) -> None:
     print(f"wrote {args.output} and options.json beside it")
 
 
+def _cmd_score(args: argparse.Namespace) -> None:
+    import contextlib
+
+    from bilm.scoring import score_sentences
+    from bilm.training import _Trainer, load_options_latest_checkpoint, load_vocab
+
+    if not os.path.exists(args.input):
+        raise UserError(f"input file not found: {args.input}")
+    if args.output:
+        _check_output(args.output, args.overwrite)
+    options, ckpt = load_options_latest_checkpoint(args.save_dir)
+    vocab = load_vocab(args.vocab, options.char_cnn.max_characters_per_token
+                       if options.char_cnn else None)
+    import tensorflow as tf
+
+    trainer = _Trainer(options, tf.distribute.get_strategy(), for_training=False)
+    trainer.restore(ckpt, weights_only=True)
+    with open(args.input, encoding="utf-8") as f:
+        sentences = [line.split() for line in f]
+    with contextlib.ExitStack() as stack:
+        out = sys.stdout
+        if args.output:
+            from bilm._io import atomic_path
+
+            tmp = stack.enter_context(atomic_path(args.output))
+            out = stack.enter_context(open(tmp, "w", encoding="utf-8"))
+        out.write("line\tn_tokens\tlogprob_forward\tlogprob_backward\tperplexity_forward\t"
+                  "perplexity_backward\tperplexity\n")
+        total_lp, total_n = 0.0, 0
+        for i, sc in enumerate(score_sentences(trainer.lm, vocab, sentences,
+                                               batch_size=args.batch_size)):
+            bwd = sc.logprob_backward
+            out.write(f"{i}\t{sc.n_tokens}\t{sc.logprob_forward:.4f}\t"
+                      f"{'' if bwd is None else f'{bwd:.4f}'}\t{sc.perplexity_forward:.3f}\t"
+                      f"{'' if bwd is None else f'{sc.perplexity_backward:.3f}'}\t"
+                      f"{sc.perplexity:.3f}\n")
+            directions = [sc.logprob_forward] + ([] if bwd is None else [bwd])
+            total_lp += sum(directions) / len(directions)
+            total_n += sc.n_predictions
+    print(f"corpus perplexity: {math.exp(-total_lp / max(total_n, 1)):.3f} over "
+          f"{len(sentences)} sentences", file=sys.stderr if not args.output else sys.stdout)
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     from pathlib import Path
 
@@ -261,6 +305,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", help="HDF5 weights file to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("score", help="per-sentence log-probability and perplexity under a "
+                       "trained checkpoint", formatter_class=fmt)
+    p.add_argument("input", help="text file, one tokenized sentence per line")
+    p.add_argument("--save-dir", required=True, help="training directory (latest checkpoint)")
+    p.add_argument("--vocab", required=True)
+    p.add_argument("--output", help="TSV file (default: standard output)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(func=_cmd_score)
 
     p = sub.add_parser("demo", help="the whole toolkit in minutes, on text shipped with "
                        "Python", formatter_class=fmt)

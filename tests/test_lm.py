@@ -54,3 +54,33 @@ def test_two_stage_gradients_equal_one_tape():
                                        atol=1e-6, err_msg=v.path)
         if share:  # the shared embedding gets the softmax's gradient and the input's
             assert lm.softmax_w is None and np.abs(grads[0].numpy()).sum() > 0
+
+
+def test_sentence_scores_equal_the_training_loss():
+    from bilm.data import UnicodeCharsVocabulary
+    from bilm.scoring import score_sentences
+
+    vocab = UnicodeCharsVocabulary(None, 12, tokens=["<S>", "</S>", "<UNK>", "a", "b", "c"])
+    options = BiLMOptions.from_dict({
+        "lstm": {"dim": 8, "projection_dim": 4, "n_layers": 2, "use_skip_connections": True},
+        "char_cnn": {"filters": [[1, 4], [2, 4]], "embedding": {"dim": 3}, "n_characters": 261,
+                     "max_characters_per_token": 12, "n_highway": 1},
+        "n_tokens_vocab": 6, "dropout": 0.0})
+    lm = LanguageModel(options)
+    sentence = ["a", "c", "zz", "b"]
+    short = ["c"]
+    scores = list(score_sentences(lm, vocab, [sentence, short, []], batch_size=2))
+    assert [s.n_tokens for s in scores] == [4, 1, 0]
+    # the same sentence as one training window (batch 1, unroll n + 1, zero state)
+    fwd, bwd = sentence, sentence[::-1]
+    ids, rids = vocab.encode(fwd, split=False), vocab.encode(bwd, reverse=True, split=False)
+    batch = {
+        "tokens_characters": vocab.encode_chars(fwd, split=False)[None, :-1],
+        "tokens_characters_reverse": vocab.encode_chars(bwd, reverse=True, split=False)[None, :-1],
+        "next_token_id": ids[None, 1:], "next_token_id_reverse": rids[None, 1:],
+    }
+    batch = {k: tf.constant(v, tf.int32) for k, v in batch.items()}
+    loss, _ = lm(batch, training=False)
+    mean_nll = -(scores[0].logprob_forward + scores[0].logprob_backward) / 2 / 5
+    np.testing.assert_allclose(float(loss), mean_nll, rtol=1e-5)
+    np.testing.assert_allclose(scores[0].perplexity, np.exp(float(loss)), rtol=1e-5)
