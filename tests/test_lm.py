@@ -84,3 +84,29 @@ def test_sentence_scores_equal_the_training_loss():
     mean_nll = -(scores[0].logprob_forward + scores[0].logprob_backward) / 2 / 5
     np.testing.assert_allclose(float(loss), mean_nll, rtol=1e-5)
     np.testing.assert_allclose(scores[0].perplexity, np.exp(float(loss)), rtol=1e-5)
+
+
+def test_two_stage_gradients_full_softmax_with_dropout():
+    rng = np.random.default_rng(1)
+    options = BiLMOptions.from_dict({
+        "lstm": {"dim": 16, "projection_dim": 8, "n_layers": 2, "use_skip_connections": True},
+        "char_cnn": {"filters": [[1, 4], [2, 4]], "embedding": {"dim": 3}, "n_characters": 261,
+                     "max_characters_per_token": 12, "n_highway": 1},
+        "n_tokens_vocab": 30, "dropout": 0.1, "sample_softmax": False})
+    batch = {k: tf.constant(rng.integers(0, 30, size=(2, 3)), tf.int32)
+             for k in ("next_token_id", "next_token_id_reverse")}
+    for k in ("tokens_characters", "tokens_characters_reverse"):
+        batch[k] = tf.constant(rng.integers(0, 261, size=(2, 3, 12)), tf.int32)
+    seed = tf.constant([1, 2], tf.int64)
+    for jit in (False, True):
+        lm = LanguageModel(options, jit_compile=jit)
+        variables = lm.trainable_variables
+        loss, _, grads = lm.train_gradients(batch, None, seed, variables, scale=3.0)
+        with tf.GradientTape() as tape:
+            ref_loss, _ = lm(batch, None, training=True, seed=seed)
+            scaled = ref_loss * 3.0
+        ref = tape.gradient(scaled, variables)
+        np.testing.assert_allclose(float(loss), float(ref_loss), rtol=1e-6)
+        for v, g, r in zip(variables, grads, ref):
+            np.testing.assert_allclose(g.numpy(), tf.convert_to_tensor(r).numpy(), rtol=1e-4,
+                                       atol=1e-6, err_msg=v.path)
