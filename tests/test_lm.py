@@ -34,6 +34,21 @@ def word_lm(share: bool) -> LanguageModel:
     return LanguageModel(options)
 
 
+def assert_two_stage_equals_one_tape(lm, batch, seed, scale=3.0):
+    """train_gradients (XLA head + CNN stage) against one tape over the forward pass."""
+    variables = lm.trainable_variables
+    loss, _, grads = lm.train_gradients(batch, None, seed, variables, scale=scale)
+    with tf.GradientTape() as tape:
+        ref_loss, _ = lm(batch, None, training=True, seed=seed)
+        scaled = ref_loss * scale
+    ref = tape.gradient(scaled, variables)
+    np.testing.assert_allclose(float(loss), float(ref_loss), rtol=1e-6)
+    for v, g, r in zip(variables, grads, ref):
+        np.testing.assert_allclose(g.numpy(), tf.convert_to_tensor(r).numpy(), rtol=1e-4,
+                                   atol=1e-6, err_msg=v.path)
+    return grads
+
+
 def test_two_stage_gradients_equal_one_tape():
     rng = np.random.default_rng(1)
     batch = {k: tf.constant(rng.integers(0, 20, size=(2, 3)), tf.int32)
@@ -42,16 +57,7 @@ def test_two_stage_gradients_equal_one_tape():
     seed = tf.constant([1, 2], tf.int64)
     for share in (False, True):
         lm = word_lm(share)
-        variables = lm.trainable_variables
-        loss, _, grads = lm.train_gradients(batch, None, seed, variables, scale=3.0)
-        with tf.GradientTape() as tape:
-            ref_loss, _ = lm(batch, None, training=True, seed=seed)
-            scaled = ref_loss * 3.0
-        ref = tape.gradient(scaled, variables)
-        np.testing.assert_allclose(float(loss), float(ref_loss), rtol=1e-6)
-        for v, g, r in zip(variables, grads, ref):
-            np.testing.assert_allclose(g.numpy(), tf.convert_to_tensor(r).numpy(), rtol=1e-4,
-                                       atol=1e-6, err_msg=v.path)
+        grads = assert_two_stage_equals_one_tape(lm, batch, seed)
         if share:  # the shared embedding gets the softmax's gradient and the input's
             assert lm.softmax_w is None and np.abs(grads[0].numpy()).sum() > 0
 
@@ -99,14 +105,4 @@ def test_two_stage_gradients_full_softmax_with_dropout():
         batch[k] = tf.constant(rng.integers(0, 261, size=(2, 3, 12)), tf.int32)
     seed = tf.constant([1, 2], tf.int64)
     for jit in (False, True):
-        lm = LanguageModel(options, jit_compile=jit)
-        variables = lm.trainable_variables
-        loss, _, grads = lm.train_gradients(batch, None, seed, variables, scale=3.0)
-        with tf.GradientTape() as tape:
-            ref_loss, _ = lm(batch, None, training=True, seed=seed)
-            scaled = ref_loss * 3.0
-        ref = tape.gradient(scaled, variables)
-        np.testing.assert_allclose(float(loss), float(ref_loss), rtol=1e-6)
-        for v, g, r in zip(variables, grads, ref):
-            np.testing.assert_allclose(g.numpy(), tf.convert_to_tensor(r).numpy(), rtol=1e-4,
-                                       atol=1e-6, err_msg=v.path)
+        assert_two_stage_equals_one_tape(LanguageModel(options, jit_compile=jit), batch, seed)

@@ -1,12 +1,10 @@
 """Training end to end on the KJV corpus with a tiny biLM, resume, replicas, TF1 import."""
 
-import glob
 import json
 import math
 import os
 import subprocess
 import sys
-from collections import Counter
 
 import numpy as np
 import pytest
@@ -14,6 +12,7 @@ import tensorflow as tf
 
 from bilm import Batcher, BidirectionalLanguageModel, BiLMOptions
 from bilm.data import BidirectionalLMDataset, LMDataset, UnicodeCharsVocabulary
+from bilm.demo import unigram_perplexity
 from bilm.training import _Trainer, dump_weights, load_vocab, train
 from bilm.training import test as evaluate
 from bilm.weights import tf1_table
@@ -32,25 +31,6 @@ TINY = {
 
 def tiny_options(vocab, **changes):
     return {**TINY, "n_tokens_vocab": vocab.size, **changes}
-
-
-def unigram_perplexity(train_glob, heldout_file, vocab):
-    """Add-one unigram model of the training text, per token (and </S>) of the held-out."""
-    counts = Counter()
-    for path in sorted(glob.glob(train_glob)):
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                counts.update(line.split())
-                counts["</S>"] += 1
-    total = sum(counts.values()) + vocab.size
-    log_p, n = 0.0, 0
-    with open(heldout_file, encoding="utf-8") as f:
-        for line in f:
-            for w in [*line.split(), "</S>"]:
-                w = w if w in vocab else "<UNK>"
-                log_p += math.log((counts[w] + 1) / total)
-                n += 1
-    return math.exp(-log_p / n)
 
 
 def test_end_to_end_train_test_export_load(kjv, tmp_path):
@@ -80,8 +60,7 @@ def test_end_to_end_train_test_export_load(kjv, tmp_path):
 
     ppl = evaluate(str(save / "options.json"), ckpt,
                BidirectionalLMDataset(heldout, vocab, test=True), batch_size=64)
-    baseline = unigram_perplexity(str(kjv / "train" / "*"), kjv / "heldout" / "kjv.heldout.txt",
-                                  vocab)
+    baseline = unigram_perplexity(str(kjv / "train" / "*"), heldout, vocab)
     assert math.isfinite(ppl) and ppl < baseline, (ppl, baseline)
 
     out = tmp_path / "export" / "weights.hdf5"
