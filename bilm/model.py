@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -33,6 +34,36 @@ def remove_sentence_boundaries(layer: tf.Tensor, lengths: tf.Tensor) -> tf.Tenso
     inside = j < (lengths - 2)[:, tf.newaxis]
     index = tf.where(inside, j + 1, j + 2)  # shape (batch, T - 2)
     return tf.gather(layer, index, batch_dims=1)
+
+
+def contextual_layers(encoder: BiLMEncoder, emb: tf.Tensor, lengths: tf.Tensor,
+                      initial_states: list | None = None,
+                      ) -> tuple[dict[str, tf.Tensor], list]:
+    """ELMo's layers from token embeddings: the one inference computation.
+
+    Args:
+        encoder: a two-direction :class:`~bilm.encoder.BiLMEncoder`.
+        emb: (batch, T, dim) token embeddings with ``<S>``/``</S>`` included.
+        lengths: (batch,) tokens per row, boundaries included (0 for padding rows).
+        initial_states: per layer (c, h), each (2, batch, size); zeros if None.
+    Returns:
+        ``lm_embeddings`` (batch, n_layers + 1, T - 2, 2 * dim), ``lengths`` (batch,) and
+        ``mask`` (batch, T - 2) without the boundaries; and the final LSTM states.
+    """
+    x = tf.transpose(emb, [1, 0, 2])  # shape (T, batch, dim)
+    x_bwd = tf.reverse_sequence(x, lengths, seq_axis=0, batch_axis=1)
+    outputs, finals = encoder.run_lstms(tf.stack([x, x_bwd]), lengths, initial_states)
+    layers = [tf.concat([emb, emb], axis=-1)]
+    for out in outputs:  # shape (2, T, batch, dim)
+        bwd = tf.reverse_sequence(out[1], lengths, seq_axis=0, batch_axis=1)
+        layers.append(tf.transpose(tf.concat([out[0], bwd], axis=-1), [1, 0, 2]))
+    layers = [remove_sentence_boundaries(t, lengths) for t in layers]
+    n_out = tf.shape(emb)[1] - 2
+    return {
+        "lm_embeddings": tf.stack(layers, axis=1),
+        "lengths": lengths - 2,
+        "mask": tf.sequence_mask(lengths - 2, n_out),
+    }, finals
 
 
 class BidirectionalLanguageModel:
@@ -157,28 +188,16 @@ class BidirectionalLanguageModel:
     def _contextual(self, emb: tf.Tensor, lengths: tf.Tensor,
                     stateful: bool) -> dict[str, tf.Tensor]:
         """LSTMs over token embeddings (batch, T, dim) with ``<S>``/``</S>`` included."""
-        batch = tf.shape(emb)[0]
-        x = tf.transpose(emb, [1, 0, 2])  # shape (T, batch, dim)
-        x_bwd = tf.reverse_sequence(x, lengths, seq_axis=0, batch_axis=1)
         states = None
         if stateful:
+            batch = tf.shape(emb)[0]
             states = [(c[:, :batch], h[:, :batch]) for c, h in self._states]
-        outputs, finals = self.encoder.run_lstms(tf.stack([x, x_bwd]), lengths, states)
+        out, finals = contextual_layers(self.encoder, emb, lengths, states)
         if stateful:
             for (c_var, h_var), (c, h) in zip(self._states, finals):
                 c_var[:, :batch].assign(c)
                 h_var[:, :batch].assign(h)
-        layers = [tf.concat([emb, emb], axis=-1)]
-        for out in outputs:  # shape (2, T, batch, dim)
-            bwd = tf.reverse_sequence(out[1], lengths, seq_axis=0, batch_axis=1)
-            layers.append(tf.transpose(tf.concat([out[0], bwd], axis=-1), [1, 0, 2]))
-        layers = [remove_sentence_boundaries(t, lengths) for t in layers]
-        n_out = tf.shape(emb)[1] - 2
-        return {
-            "lm_embeddings": tf.stack(layers, axis=1),
-            "lengths": lengths - 2,
-            "mask": tf.sequence_mask(lengths - 2, n_out),
-        }
+        return out
 
     # -- fast, stateless embedding of tokenized text ------------------------------------------
 
@@ -292,26 +311,72 @@ def _read_max_chars(options_file: str | os.PathLike[str]) -> int:
 def dump_token_embeddings(vocab_file: str | os.PathLike[str],
                           options_file: str | os.PathLike[str],
                           weight_file: str | os.PathLike[str],
-                          outfile: str | os.PathLike[str], batch_size: int = 4096) -> None:
+                          outfile: str | os.PathLike[str], batch_size: int = 4096,
+                          progress: bool = True) -> None:
     """Write the context-independent embedding of every vocabulary token (bilm-tf's layout).
 
     ``outfile`` gets dataset ``embedding`` (n_vocab, projection_dim), rows in file order; a
     token-input :class:`BidirectionalLanguageModel` reads it as ``embedding_weight_file``.
+    The file is written atomically.
     """
     max_chars = _read_max_chars(options_file)
     vocab = UnicodeCharsVocabulary(vocab_file, max_chars)
     model = BidirectionalLanguageModel(options_file, weight_file, stateful=False)
     ids = vocab.word_char_ids + 1
-    progress = Progress("dump_token_embeddings", total=len(ids), unit="tokens")
+    bar = Progress("dump_token_embeddings", total=len(ids), unit="tokens", enabled=progress)
     parts = []
     for i in range(0, len(ids), batch_size):
         parts.append(model._embed_chars(ids[i : i + batch_size]).numpy())
-        progress.update(len(parts[-1]))
-    progress.close()
+        bar.update(len(parts[-1]))
+    bar.close()
     dim = model.options.lstm.projection_dim
     embeddings = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
     with atomic_path(outfile) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("embedding", data=embeddings.astype(np.float32))
+
+
+# Choices of dump_bilm_embeddings (and ``bilm embed``); the first of each is the default.
+LAYERS = ("all", "top", "average")
+POOLS = ("none", "mean", "max")
+LAYOUTS = ("bilm", "allennlp")
+
+
+def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+
+
+def reduce_embeddings(embeddings: np.ndarray, layers: str = "all",
+                      pool: str = "none") -> np.ndarray:
+    """Select layers and pool tokens of one sentence's ``lm_embeddings``.
+
+    Args:
+        embeddings: (n_layers + 1, n_tokens, dim), as :meth:`embed_sentences` yields.
+        layers: ``"all"`` keeps every layer; ``"top"`` the top LSTM layer; ``"average"`` the
+            mean of all n_layers + 1 layers (AllenNLP's ``--top`` / ``--average``).
+        pool: ``"none"`` keeps one vector per token; ``"mean"`` / ``"max"`` reduce over the
+            sentence's tokens. A sentence without tokens (a blank line) pools to zeros.
+
+    Returns:
+        float32: (n_layers + 1, n_tokens, dim) for all layers, (n_tokens, dim) for top or
+        average; pooling drops the n_tokens axis.
+    """
+    _check_choice("layers", layers, LAYERS)
+    _check_choice("pool", pool, POOLS)
+    out = embeddings
+    if layers == "top":
+        out = out[-1]  # shape (n_tokens, dim)
+    elif layers == "average":
+        out = out.mean(axis=0)  # shape (n_tokens, dim)
+    if pool != "none":
+        token_axis = out.ndim - 2
+        if out.shape[token_axis] == 0:  # mean/max of nothing: zeros, so every line has a row
+            out = np.zeros(out.shape[:token_axis] + out.shape[token_axis + 1 :], np.float32)
+        elif pool == "mean":
+            out = out.mean(axis=token_axis)
+        else:
+            out = out.max(axis=token_axis)
+    return out.astype(np.float32, copy=False)
 
 
 def _count_lines(path: str) -> int:
@@ -325,22 +390,42 @@ def _read_sentences(path: str) -> Iterator[list[str]]:
             yield line.split()
 
 
+def _sentence_to_index(path: str) -> dict[str, str]:
+    """AllenNLP's ``sentence_to_index``: each stripped line -> its line index as a string (a
+    repeated line maps to its last occurrence, as in AllenNLP)."""
+    with open(path, encoding="utf-8") as f:
+        return {line.strip(): str(index) for index, line in enumerate(f)}
+
+
 def dump_bilm_embeddings(vocab_file: str | os.PathLike[str] | None,
                          dataset_file: str | os.PathLike[str],
                          options_file: str | os.PathLike[str],
                          weight_file: str | os.PathLike[str],
                          outfile: str | os.PathLike[str], stateful: bool = True,
-                         batch_size: int = 64, progress: bool = True) -> None:
+                         batch_size: int = 64, progress: bool = True, *, layers: str = "all",
+                         pool: str = "none", layout: str = "bilm") -> None:
     """Embed every line of a tokenized text file (one sentence per line) into HDF5.
 
-    ``outfile`` gets one dataset per line, key ``str(line_index)``, shape
-    (n_layers + 1, n_tokens, 2 * projection_dim), float32; a blank line gives n_tokens 0.
+    ``outfile`` gets one dataset per line, key ``str(line_index)``, float32; with the defaults
+    its shape is (n_layers + 1, n_tokens, 2 * projection_dim) (bilm-tf's layout) and a blank
+    line gives n_tokens 0.
 
     With the defaults this is bilm-tf's computation: one sentence at a time, LSTM state
     carried from line to line. ``stateful=False`` embeds ``batch_size`` sentences at a time,
     grouped by length, each from a zero state: deterministic and many times faster. The file
     is streamed and the output is written atomically. ``vocab_file`` only caches char ids.
+
+    ``layers`` (all | top | average) and ``pool`` (none | mean | max) reduce each sentence
+    as :func:`reduce_embeddings` does: e.g. top + mean gives one (2 * projection_dim,) vector
+    per line, zeros for a blank line. ``layout="allennlp"`` adds AllenNLP's ``elmo`` command's
+    ``sentence_to_index`` dataset: shape (1,), a JSON string mapping each stripped line to its
+    key (it holds every distinct line in memory while writing).
     """
+    _check_choice("layers", layers, LAYERS)
+    _check_choice("pool", pool, POOLS)
+    _check_choice("layout", layout, LAYOUTS)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
     dataset_file = os.fspath(dataset_file)
     if not os.path.exists(dataset_file):
         raise FileNotFoundError(f"dataset file not found: {dataset_file}")
@@ -360,8 +445,17 @@ def dump_bilm_embeddings(vocab_file: str | os.PathLike[str] | None,
         def embeddings() -> Iterator[np.ndarray]:
             yield from model.embed_sentences(_read_sentences(dataset_file),
                                              batch_size=batch_size)
+    n_blank = 0
     with atomic_path(outfile) as tmp, h5py.File(tmp, "w") as fout:
         for index, emb in enumerate(embeddings()):
-            fout.create_dataset(str(index), data=emb.astype(np.float32, copy=False))
+            n_blank += emb.shape[1] == 0
+            fout.create_dataset(str(index), data=reduce_embeddings(emb, layers, pool))
             bar.update()
+        if layout == "allennlp":
+            index_json = json.dumps(_sentence_to_index(dataset_file))
+            fout.create_dataset("sentence_to_index", (1,), dtype=h5py.string_dtype())[0] = (
+                index_json)
     bar.close()
+    if n_blank and pool != "none":
+        logger.warning("%d blank line(s) have no tokens: their pooled vectors are zeros",
+                       n_blank)

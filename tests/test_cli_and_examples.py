@@ -42,6 +42,28 @@ def test_cli_embed_info_and_errors(tiny_model, tmp_path):
     assert r.stderr.strip() == f"bilm: error: missing option 'lstm.projection_dim' in {bad}"
 
 
+def test_cli_export_savedmodel(tiny_model, tmp_path):
+    import numpy as np
+    import tensorflow as tf
+
+    from bilm.keras import ELMoEmbedding
+
+    options_file, weight_file = tiny_model
+    out = tmp_path / "elmo_sm"
+    args = ("export-savedmodel", out, "--options", options_file, "--weights", weight_file)
+    r = bilm(*args)
+    assert r.returncode == 0, r.stderr
+    assert "signatures 'default' and 'tokens'" in r.stdout
+    sentences = tf.constant(["the light was good .", "and god saw"])
+    got = tf.saved_model.load(str(out)).signatures["default"](sentences)["default"].numpy()
+    expected = ELMoEmbedding(options_file, weight_file, output="default")(sentences).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    r = bilm(*args)
+    assert r.returncode == 2 and "exists; pass --overwrite" in r.stderr
+    assert bilm(*args, "--overwrite").returncode == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elmo_sm"]  # no temporary left
+
+
 @pytest.mark.parametrize("script", ["usage_character.py", "usage_token.py", "usage_cached.py"])
 def test_usage_scripts_run(fixture_model, script):
     r = subprocess.run([sys.executable, str(ROOT / script), str(fixture_model)],
@@ -131,3 +153,191 @@ def test_demo_quick_run(tmp_path):
     assert "'return' in: press return to continue ." in r.stdout
     r = bilm("demo", "--quick", "--output", out)
     assert r.returncode == 2 and "is not empty" in r.stderr
+
+
+def _read_h5(path):
+    with h5py.File(path, "r") as f:
+        return {k: f[k][...] for k in f}
+
+
+def test_embed_layers_pool_and_allennlp_layout(tiny_model, tmp_path):
+    """--layers / --pool / --format: values against the default (all layers, per token)."""
+    import json
+
+    import numpy as np
+
+    from bilm.model import dump_bilm_embeddings, reduce_embeddings
+
+    options_file, weight_file = tiny_model
+    lines = ["a b c", "", "d e", "a b c", "  f  "]
+    data = tmp_path / "in.txt"
+    data.write_text("\n".join(lines) + "\n")
+    base = tmp_path / "all.hdf5"
+    dump_bilm_embeddings(None, data, options_file, weight_file, base, stateful=False,
+                         progress=False)
+    full = _read_h5(base)  # the default layout, unchanged: (n_layers + 1, n_tokens, 16)
+    assert [full[str(i)].shape for i in range(5)] == [(3, 3, 16), (3, 0, 16), (3, 2, 16),
+                                                      (3, 3, 16), (3, 1, 16)]
+    # each reduction, written out by hand on the default arrays
+    emb = full["0"]
+    np.testing.assert_array_equal(reduce_embeddings(emb, "top"), emb[2])
+    np.testing.assert_allclose(reduce_embeddings(emb, "average"),
+                               (emb[0] + emb[1] + emb[2]) / 3, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(reduce_embeddings(emb, "all", "mean"),
+                               (emb[:, 0] + emb[:, 1] + emb[:, 2]) / 3, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(reduce_embeddings(emb, "all", "max"),
+                                  np.maximum(np.maximum(emb[:, 0], emb[:, 1]), emb[:, 2]))
+    assert reduce_embeddings(emb, "average", "max").shape == (16,)
+    for layers, shape in (("all", (3, 16)), ("top", (16,)), ("average", (16,))):
+        for pool in ("mean", "max"):  # a blank line pools to zeros
+            np.testing.assert_array_equal(reduce_embeddings(full["1"], layers, pool),
+                                          np.zeros(shape, np.float32))
+    with pytest.raises(ValueError, match="layers must be one of 'all', 'top', 'average'"):
+        dump_bilm_embeddings(None, data, options_file, weight_file, tmp_path / "x.hdf5",
+                             layers="bottom")
+    assert not (tmp_path / "x.hdf5").exists()
+
+    # the Python API: average + max, AllenNLP's layout with every layer
+    out = tmp_path / "avg_max.hdf5"
+    dump_bilm_embeddings(None, data, options_file, weight_file, out, stateful=False,
+                         progress=False, layers="average", pool="max")
+    got = _read_h5(out)
+    assert sorted(got) == ["0", "1", "2", "3", "4"]
+    for k, e in full.items():
+        expected = e.mean(axis=0).max(axis=0) if e.shape[1] else np.zeros(16, np.float32)
+        np.testing.assert_allclose(got[k], expected, rtol=1e-6, atol=1e-6)
+        assert got[k].dtype == np.float32
+    out = tmp_path / "allennlp_all.hdf5"
+    dump_bilm_embeddings(None, data, options_file, weight_file, out, stateful=False,
+                         progress=False, layout="allennlp")
+    got = _read_h5(out)
+    index = {"a b c": "3", "": "1", "d e": "2", "f": "4"}  # stripped lines; last one wins
+    assert json.loads(got.pop("sentence_to_index")[0]) == index
+    assert sorted(got) == sorted(full)
+    for k in full:
+        np.testing.assert_array_equal(got[k], full[k])
+
+    # the command line: --layers top --pool mean --format allennlp
+    out = tmp_path / "top_mean.hdf5"
+    r = bilm("-q", "embed", data, out, "--options", options_file, "--weights", weight_file,
+             "--layers", "top", "--pool", "mean", "--format", "allennlp", "--batch-size", 2)
+    assert r.returncode == 0, r.stderr
+    assert "1 blank line(s)" in r.stderr  # the zero vector is announced
+    with h5py.File(out, "r") as f:
+        assert f["sentence_to_index"].shape == (1,)  # AllenNLP's layout: f[...][0] is JSON
+        assert json.loads(f["sentence_to_index"][0]) == index
+        got = {k: f[k][...] for k in f if k != "sentence_to_index"}
+    assert sorted(got) == sorted(full)
+    for k, e in full.items():
+        expected = e[2].mean(axis=0) if e.shape[1] else np.zeros(16, np.float32)
+        assert got[k].shape == (16,)
+        np.testing.assert_allclose(got[k], expected, rtol=1e-5, atol=1e-6)
+
+
+# -- the documentation's commands work as written -----------------------------------------
+
+DOCS = [ROOT / "README.md", ROOT / "docs" / "cli.md"]
+
+
+def _subcommands():
+    import argparse
+
+    from bilm.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for p in (parser, *sub.choices.values()):
+        p.allow_abbrev = False  # the docs must spell flags out: `--layer` is not `--layers`
+    return parser, sub.choices
+
+
+def _flags(parser) -> set[str]:
+    return {s for a in parser._actions for s in a.option_strings if s.startswith("--")}
+
+
+def _bash_lines(text: str):
+    """(code, comment) of each line of the ```bash blocks, continuation lines joined."""
+    import re
+
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+            code, _, comment = line.partition("#")
+            yield code.strip(), comment
+
+
+def _other_flags() -> set[str]:
+    """Flags of the other documented programs: bilm-tf's scripts, the benchmarks, tools."""
+    import re
+
+    sources = [ROOT / "bilm" / "scripts.py", *sorted((ROOT / "benchmarks").glob("*.py"))]
+    found = {m for path in sources for m in re.findall(r'"(--[a-z][\w-]*)"', path.read_text())}
+    return found | {"--gpus", "--all", "--top", "--average"}  # docker run; allennlp elmo
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_documented_commands_parse(doc):
+    """Every ``bilm ...`` line of the doc's bash blocks parses with the real parser (flags and
+    values as written, optional [--flags] included), every --flag the doc mentions exists,
+    every script and relative link it names is in the repository."""
+    import re
+    import shlex
+
+    parser, commands = _subcommands()
+    text = doc.read_text(encoding="utf-8")
+    checked = 0
+    last = None
+    for code, comment in _bash_lines(text):
+        for command in re.split(r"&&|;|\|\|", code):
+            argv = shlex.split(command.replace("[", " ").replace("]", " "))
+            if argv[:1] == ["bilm"]:
+                try:
+                    args = parser.parse_args(argv[1:])
+                except SystemExit:
+                    pytest.fail(f"{doc.name}: does not parse: {command.strip()}")
+                last = commands[args.command]
+                checked += 1
+            elif argv[:1] == ["python"] and argv[1:2] != ["-m"]:
+                script = ROOT / argv[1]
+                assert script.exists(), f"{doc.name}: {argv[1]} does not exist"
+                for flag in (a for a in argv[2:] if a.startswith("--")):
+                    assert f'"{flag}"' in script.read_text(), f"{doc.name}: {argv[1]} {flag}"
+        for flag in re.findall(r"(?<![\w-])--[a-z][\w-]*", comment):  # "# --stateful ..."
+            if last is not None:
+                assert flag in _flags(last) | _flags(parser), f"{doc.name}: {flag} in {comment}"
+    assert checked >= (4 if doc.name == "README.md" else 10), "no bilm commands found"
+    # inline `bilm CMD ... --flag`: the command and its flags exist
+    for span in re.findall(r"`(bilm [^`]+)`", text):
+        words = span.split()
+        name = words[1].rstrip(":")  # also `bilm embed: error: ...` messages
+        if name.startswith("-") or name.isupper():  # `bilm -q ...`, `bilm COMMAND`
+            continue
+        assert name in commands, f"{doc.name}: unknown command in `{span}`"
+        for flag in re.findall(r"(?<![\w-])--[a-z][\w-]*", span):
+            assert flag in _flags(commands[name]) | _flags(parser), f"`{span}`"
+    # any --flag anywhere in the prose belongs to some documented program
+    known = set().union(_flags(parser), *map(_flags, commands.values()), _other_flags())
+    prose = re.sub(r"```python\n.*?```", "", text, flags=re.S)
+    for flag in set(re.findall(r"(?<![\w-])--[a-z][\w-]*", prose)):
+        assert flag in known, f"{doc.name} mentions {flag}, which no command has"
+    # files and relative links it names exist
+    for name in re.findall(r"\b((?:usage_\w+|bin/\w+|benchmarks/\w+)\.py)\b", text):
+        assert (ROOT / name).exists(), f"{doc.name} names {name}"
+    for link in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+        if "://" not in link:
+            assert (doc.parent / link).exists(), f"{doc.name} links to {link}"
+
+
+def test_cli_reference_covers_every_flag():
+    """docs/cli.md has a section per subcommand listing each of its flags."""
+    import re
+
+    _, commands = _subcommands()
+    text = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    sections = dict(re.findall(r"^## `bilm ([\w-]+)`\n(.*?)(?=^## |\Z)", text, re.S | re.M))
+    assert sorted(sections) == sorted(commands)
+    for name, parser in commands.items():
+        for flag in _flags(parser) - {"--help"}:
+            assert f"`{flag}" in sections[name], f"docs/cli.md: bilm {name} {flag} missing"
+        for action in parser._actions:
+            if not action.option_strings and action.dest != "help":
+                assert action.dest.upper() in sections[name], (name, action.dest)
