@@ -1,0 +1,93 @@
+"""Export a biLM as a TensorFlow SavedModel with the TF Hub ELMo interface.
+
+The exported model needs TensorFlow only (no ``bilm``)::
+
+    elmo = tf.saved_model.load("elmo_savedmodel")
+    out = elmo.signatures["default"](strings=tf.constant(["the cat sat"]))
+    out["elmo"]      # (batch, max_len, 2 * projection_dim)
+
+Signatures (as TF Hub's ``google/elmo``): ``default`` takes ``strings`` (batch,) — sentences
+split on whitespace; ``tokens`` takes ``tokens`` (batch, max_len) strings and ``sequence_len``
+(batch,) int32. Both return ``word_emb`` (batch, max_len, proj), ``lstm_outputs1``,
+``lstm_outputs2``, … (batch, max_len, 2 * proj), ``elmo`` (batch, max_len, 2 * proj; the
+trainable scalar mix, zero at padding), ``default`` (batch, 2 * proj; the mean of ``elmo``
+over the real tokens) and ``sequence_len`` (batch,).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+
+import tensorflow as tf
+
+from bilm.keras import ELMoEmbedding
+
+__all__ = ["export_savedmodel"]
+
+logger = logging.getLogger(__name__)
+
+
+class _ELMoModule(tf.__internal__.tracking.AutoTrackable):
+    """The exported object: signatures plus the attributes of a reusable SavedModel
+    (``variables``, ``trainable_variables`` — the scalar mix, as the hub module's —,
+    ``regularization_losses`` and ``__call__``), which ``hub.KerasLayer`` looks for."""
+
+    def __init__(self, layer: ELMoEmbedding) -> None:
+        self.layer = layer
+        mix = [layer.scalar_mix.scalar_weights.value, layer.scalar_mix.gamma.value]
+        self.variables = [v.value for v in layer.bilm.weights] + mix
+        self.trainable_variables = mix
+        self.regularization_losses = []
+
+    def _outputs(self, inputs) -> dict[str, tf.Tensor]:
+        out = self.layer.layer_outputs(inputs)
+        out.pop("mask")
+        return out
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="strings")])
+    def default(self, strings: tf.Tensor) -> dict[str, tf.Tensor]:
+        return self._outputs(strings)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string, name="tokens"),
+                                  tf.TensorSpec([None], tf.int32, name="sequence_len")])
+    def tokens(self, tokens: tf.Tensor, sequence_len: tf.Tensor) -> dict[str, tf.Tensor]:
+        return self._outputs([tokens, sequence_len])
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="strings")])
+    def __call__(self, strings: tf.Tensor) -> dict[str, tf.Tensor]:
+        return self._outputs(strings)
+
+
+def export_savedmodel(options_file: str | os.PathLike[str], weight_file: str | os.PathLike[str],
+                      export_dir: str | os.PathLike[str], do_layer_norm: bool = False,
+                      overwrite: bool = False) -> None:
+    """Write a SavedModel with the ``default`` and ``tokens`` signatures (see the module doc).
+
+    The folder appears complete or not at all: it is written beside ``export_dir`` and renamed
+    into place. An existing ``export_dir`` is an error unless ``overwrite``.
+    """
+    export_dir = os.path.abspath(os.fspath(export_dir))
+    if os.path.exists(export_dir) and not overwrite:
+        raise FileExistsError(f"{export_dir} exists; pass overwrite=True to replace it")
+    layer = ELMoEmbedding(options_file, weight_file, do_layer_norm=do_layer_norm)
+    module = _ELMoModule(layer)
+    parent = os.path.dirname(export_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".bilm-export-", dir=parent)
+    try:
+        tf.saved_model.save(module, tmp, signatures={"default": module.default,
+                                                      "tokens": module.tokens})
+        if os.path.exists(export_dir):
+            old = tmp + ".old"
+            os.rename(export_dir, old)
+            os.rename(tmp, export_dir)
+            shutil.rmtree(old)
+        else:
+            os.rename(tmp, export_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("wrote SavedModel %s", export_dir)

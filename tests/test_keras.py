@@ -1,0 +1,231 @@
+"""The Keras layer and the SavedModel export against BidirectionalLanguageModel."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bilm import Batcher, BidirectionalLanguageModel
+from bilm.elmo import _LAYERS, clear_weight_layers, weight_layers
+from bilm.keras import ELMoEmbedding, char_ids_from_tokens, split_sentences
+from bilm.options import load_options
+
+SENTENCES = [
+    "The cat sat on the mat .",
+    "",
+    "naïve café — ünïcode tokens",
+    "a " + "x" * 200 + " token far longer than max_characters_per_token",
+    "<S> literal boundary tokens </S>",
+    "Pilate saith unto him , What is truth ?",
+]
+
+
+def _reference(options_file, weight_file, sentences, mix_w, gamma, do_layer_norm=False):
+    """BidirectionalLanguageModel (stateless) + weight_layers, as a user of bilm-tf would."""
+    max_chars = load_options(options_file).char_cnn.max_characters_per_token
+    ids = Batcher(None, max_chars).batch_sentences([s.split() for s in sentences])
+    ops = BidirectionalLanguageModel(options_file, weight_file, stateful=False)(ids)
+    clear_weight_layers()
+    out = weight_layers("ref", ops, do_layer_norm=do_layer_norm)["weighted_op"]
+    _LAYERS["ref"].scalar_weights.assign(mix_w)
+    _LAYERS["ref"].gamma.assign([gamma])
+    out = weight_layers("ref", ops, do_layer_norm=do_layer_norm)["weighted_op"]
+    clear_weight_layers()
+    return ops, out.numpy(), ops["mask"].numpy()
+
+
+@pytest.mark.parametrize("max_chars", [12, 50])
+def test_char_ids_equal_batcher(max_chars):
+    tokens, lengths = split_sentences(tf.constant(SENTENCES))
+    ids = char_ids_from_tokens(tokens, lengths, max_chars).numpy()
+    expected = Batcher(None, max_chars).batch_sentences([s.split() for s in SENTENCES])
+    np.testing.assert_array_equal(ids, expected)
+
+
+@pytest.mark.parametrize("do_layer_norm", [False, True])
+def test_outputs_equal_bilm_plus_weight_layers(tiny_model, do_layer_norm):
+    options_file, weight_file = tiny_model
+    mix_w, gamma = np.array([0.4, -0.8, 1.1], np.float32), 1.7
+    ops, expected, mask = _reference(options_file, weight_file, SENTENCES, mix_w, gamma,
+                                     do_layer_norm)
+    layer = ELMoEmbedding(options_file, weight_file, do_layer_norm=do_layer_norm)
+    layer.scalar_mix.scalar_weights.assign(mix_w)
+    layer.scalar_mix.gamma.assign([gamma])
+    out = {k: v.numpy() for k, v in layer.layer_outputs(tf.constant(SENTENCES)).items()}
+    m = mask[..., None]
+    assert out["elmo"].shape == expected.shape
+    np.testing.assert_allclose(out["elmo"], expected * m, atol=1e-5)
+    assert np.abs(expected * m).max() > 0.1  # a real comparison, not zeros against zeros
+    lm = ops["lm_embeddings"].numpy()
+    p = lm.shape[-1] // 2
+    np.testing.assert_allclose(out["word_emb"], lm[:, 0, :, :p] * m, atol=1e-5)
+    for k in (1, 2):
+        np.testing.assert_allclose(out[f"lstm_outputs{k}"], lm[:, k] * m, atol=1e-5)
+    # default: the mean over real tokens (the empty sentence gives zeros)
+    n = mask.sum(axis=1)
+    mean = (expected * m).sum(axis=1) / np.maximum(n, 1)[:, None]
+    np.testing.assert_allclose(out["default"], mean, atol=1e-5)
+    np.testing.assert_array_equal(out["sequence_len"], [len(s.split()) for s in SENTENCES])
+    np.testing.assert_array_equal(out["default"][1], 0.0)
+    # the (tokens, sequence_len) input gives the same numbers
+    tokens, lengths = split_sentences(tf.constant(SENTENCES))
+    by_tokens = layer.layer_outputs({"tokens": tokens, "sequence_len": lengths})
+    np.testing.assert_allclose(by_tokens["elmo"].numpy(), out["elmo"], atol=1e-6)
+
+
+def test_fixture_model_matches(fixture_model):
+    """The released-format test model (max 50 characters, 2 layers), default mix."""
+    options_file, weight_file = fixture_model / "options.json", fixture_model / "lm_weights.hdf5"
+    _, expected, mask = _reference(options_file, weight_file, SENTENCES,
+                                   np.zeros(3, np.float32), 1.0)
+    layer = ELMoEmbedding(options_file, weight_file)
+    out = layer(tf.constant(SENTENCES)).numpy()
+    np.testing.assert_allclose(out, expected * mask[..., None], atol=1e-5)
+
+
+def test_stateless(tiny_model):
+    layer = ELMoEmbedding(*tiny_model, output="lstm_outputs2")
+    alone = layer(tf.constant([SENTENCES[0]])).numpy()[0]
+    layer(tf.constant(SENTENCES[2:]))  # other batches in between change nothing
+    in_batch = layer(tf.constant(SENTENCES)).numpy()[0]
+    np.testing.assert_allclose(in_batch[: alone.shape[0]], alone, atol=1e-6)
+
+
+def test_keras_masking(tiny_model):
+    """Per-token outputs carry the token mask: Keras' pooling then averages real tokens only,
+    which is exactly the ``default`` output."""
+    inputs = keras.Input(shape=(), dtype="string")
+    pooled = keras.layers.GlobalAveragePooling1D()(ELMoEmbedding(*tiny_model)(inputs))
+    model = keras.Model(inputs, pooled)
+    x = tf.constant(SENTENCES)
+    expected = ELMoEmbedding(*tiny_model, output="default")(x).numpy()
+    np.testing.assert_allclose(model.predict(x, verbose=0), expected, atol=1e-6)
+    # without the mask the padding zeros would be averaged in
+    unmasked = ELMoEmbedding(*tiny_model)(x).numpy().mean(axis=1)
+    assert np.abs(unmasked - expected).max() > 1e-3
+
+
+def test_bad_arguments(tiny_model):
+    with pytest.raises(ValueError, match="output="):
+        ELMoEmbedding(*tiny_model, output="lstm_outputs3")
+    with pytest.raises(ValueError, match="dropout"):
+        ELMoEmbedding(*tiny_model, dropout=1.0)
+
+
+def _classifier(tiny_model, output="default", trainable_bilm=False):
+    inputs = keras.Input(shape=(), dtype="string")
+    x = ELMoEmbedding(*tiny_model, output=output, trainable_bilm=trainable_bilm,
+                      dropout=0.1)(inputs)
+    if output != "default":
+        x = keras.layers.GlobalAveragePooling1D()(x)
+    outputs = keras.layers.Dense(3, activation="softmax")(x)
+    model = keras.Model(inputs, outputs)
+    model.compile(keras.optimizers.Adam(0.05), "sparse_categorical_crossentropy")
+    return model
+
+
+def _data():
+    labels = np.arange(len(SENTENCES)) % 3
+    return tf.data.Dataset.from_tensor_slices((SENTENCES, labels)).batch(3)
+
+
+@pytest.mark.parametrize("trainable_bilm", [False, True])
+def test_gradients_reach_mix_and_optionally_bilm(tiny_model, trainable_bilm):
+    keras.utils.set_random_seed(0)
+    model = _classifier(tiny_model, output="elmo", trainable_bilm=trainable_bilm)
+    layer = model.layers[1]
+    mix_before = layer.scalar_mix.scalar_weights.numpy().copy()
+    bilm_before = [v.numpy().copy() for v in layer.bilm.weights]
+    assert len(layer.trainable_weights) == (len(layer.bilm.weights) + 2 if trainable_bilm
+                                            else 2)
+    history = model.fit(_data(), epochs=4, verbose=0, shuffle=False)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert np.abs(layer.scalar_mix.scalar_weights.numpy() - mix_before).max() > 1e-3
+    moved = max(np.abs(v.numpy() - b).max() for v, b in zip(layer.bilm.weights, bilm_before))
+    if trainable_bilm:
+        assert moved > 1e-3
+    else:
+        assert moved == 0.0
+
+
+def test_subclassed_model(tiny_model):
+    class Classifier(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.elmo = ELMoEmbedding(*tiny_model, output="default")
+            self.dense = keras.layers.Dense(3)
+
+        def call(self, x):
+            return self.dense(self.elmo(x))
+
+    model = Classifier()
+    model.compile(keras.optimizers.Adam(0.05),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = model.fit(_data(), epochs=3, verbose=0, shuffle=False)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+
+
+def test_keras_save_load_round_trip(tiny_model, tmp_path):
+    options_file, weight_file = tiny_model
+    local = tmp_path / "model"
+    local.mkdir()
+    shutil.copy(options_file, local / "options.json")
+    shutil.copy(weight_file, local / "weights.hdf5")
+    keras.utils.set_random_seed(1)
+    model = _classifier((local / "options.json", local / "weights.hdf5"), trainable_bilm=True)
+    model.fit(_data(), epochs=2, verbose=0, shuffle=False)  # the biLM now differs from its file
+    x = tf.constant(SENTENCES)
+    before = model.predict(x, verbose=0)
+    model.save(tmp_path / "clf.keras")
+    shutil.rmtree(local)  # the archive is self-contained
+    loaded = keras.models.load_model(tmp_path / "clf.keras")
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), before)
+
+
+def test_savedmodel_in_fresh_process(tiny_model, tmp_path):
+    from bilm.savedmodel import export_savedmodel
+
+    export_dir = tmp_path / "elmo_sm"
+    export_savedmodel(*tiny_model, export_dir)
+    with pytest.raises(FileExistsError):
+        export_savedmodel(*tiny_model, export_dir)
+    layer = ELMoEmbedding(*tiny_model)
+    expected = {k: v.numpy() for k, v in layer.layer_outputs(tf.constant(SENTENCES)).items()}
+    tokens = [s.split() for s in SENTENCES]
+    width = max(len(t) for t in tokens)
+    padded = [t + [""] * (width - len(t)) for t in tokens]
+    script = f"""
+import json, sys
+import numpy as np
+import tensorflow as tf
+m = tf.saved_model.load({str(export_dir)!r})
+a = m.signatures["default"](strings=tf.constant({json.dumps(SENTENCES)}))
+b = m.signatures["tokens"](tokens=tf.constant({json.dumps(padded)}),
+                           sequence_len=tf.constant({json.dumps([len(t) for t in tokens])}))
+np.savez({str(tmp_path / "out.npz")!r}, **{{"a_" + k: v.numpy() for k, v in a.items()}},
+         **{{"b_" + k: v.numpy() for k, v in b.items()}})
+print(json.dumps({{"bilm_imported": any(n.split(".")[0] == "bilm" for n in sys.modules),
+                   "trainable": len(m.trainable_variables)}}))
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert report == {"bilm_imported": False, "trainable": 2}
+    got = np.load(tmp_path / "out.npz")
+    keys = {"word_emb", "lstm_outputs1", "lstm_outputs2", "elmo", "default", "sequence_len"}
+    for sig in ("a", "b"):
+        assert {k[2:] for k in got.files if k.startswith(sig + "_")} == keys
+        batch, t = len(SENTENCES), width
+        assert got[f"{sig}_word_emb"].shape == (batch, t, 8)
+        assert got[f"{sig}_elmo"].shape == (batch, t, 16)
+        assert got[f"{sig}_default"].shape == (batch, 16)
+        for k in keys:
+            np.testing.assert_allclose(got[f"{sig}_{k}"], expected[k], atol=1e-6)
