@@ -127,6 +127,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--weights", type=Path)
     parser.add_argument("--n-batches", type=int, default=1500, help="biLM training batches")
     parser.add_argument("--epochs", type=int, default=8, help="epochs of model (b)")
+    parser.add_argument("--max-sentences", type=int,
+                        help="use only the first N verses of each split (a smoke test)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     sections = args.corpus / "sections"
@@ -144,7 +146,11 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
 
     train_labels, train_texts = read_tsv(sections / "train.tsv")
     test_labels, test_texts = read_tsv(sections / "test.tsv")
-    classes = sorted(set(train_labels))
+    if args.max_sentences:
+        n = args.max_sentences
+        train_labels, train_texts = train_labels[:n], train_texts[:n]
+        test_labels, test_texts = test_labels[:n], test_texts[:n]
+    classes = sorted(set(train_labels) | set(test_labels))
     y_train = np.array([classes.index(c) for c in train_labels])
     y_test = np.array([classes.index(c) for c in test_labels])
     print(f"{len(train_texts)} training and {len(test_texts)} test verses, "

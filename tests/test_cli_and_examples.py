@@ -341,3 +341,17 @@ def test_cli_reference_covers_every_flag():
         for action in parser._actions:
             if not action.option_strings and action.dest != "help":
                 assert action.dest.upper() in sections[name], (name, action.dest)
+
+
+def test_kjv_sections_example_smoke(kjv, tmp_path):
+    """examples/kjv_sections.py end to end on a few verses: trains, exports, classifies."""
+    r = subprocess.run([sys.executable, str(ROOT / "examples" / "kjv_sections.py"), "--corpus",
+                        str(kjv), "--workdir", str(tmp_path / "work"), "--n-batches", "2",
+                        "--epochs", "1", "--max-sentences", "150"],
+                       capture_output=True, text=True, env=ENV, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path / "work" / "model" / "weights.hdf5").exists()
+    for row in ("(a) ELMo", "(a2) ELMo", "(b) Keras", "(c) bag of words", "(d) bag of words"):
+        line = next(ln for ln in r.stdout.splitlines() if ln.startswith(row))
+        accuracy = float(line.split("accuracy")[1].split()[0])
+        assert 0.0 <= accuracy <= 1.0
