@@ -48,26 +48,23 @@ def _int_at_least(low: int) -> Callable[[str], int]:
     return parse
 
 
-def _positive_float(text: str) -> float:
-    """An argparse ``type``: a finite float > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (0 < value < math.inf):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
+def _float_type(ok, requirement: str):
+    """An argparse ``type``: a float for which ``ok(value)`` holds, else 'must be ...'."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text}")
+        return value
+
+    return parse
 
 
-def _rate(text: str) -> float:
-    """An argparse ``type``: a float in [0, 1) (a dropout rate)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (0 <= value < 1):
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
+_positive_float = _float_type(lambda v: 0 < v < math.inf, "a positive number")
+_rate = _float_type(lambda v: 0 <= v < 1, "in [0, 1)")  # a dropout rate
 
 
 _positive = _int_at_least(1)
