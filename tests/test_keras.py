@@ -229,3 +229,18 @@ print(json.dumps({{"bilm_imported": any(n.split(".")[0] == "bilm" for n in sys.m
         assert got[f"{sig}_default"].shape == (batch, 16)
         for k in keys:
             np.testing.assert_allclose(got[f"{sig}_{k}"], expected[k], atol=1e-6)
+
+
+def test_hub_keras_layer(tiny_model, tmp_path):
+    """Code written for the TF Hub module: hub.KerasLayer on the export (needs the optional
+    tensorflow_hub and tf_keras packages; skipped without them)."""
+    hub = pytest.importorskip("tensorflow_hub", reason="tensorflow_hub is not installed")
+    from bilm.savedmodel import export_savedmodel
+
+    export_savedmodel(*tiny_model, tmp_path / "sm")
+    layer = hub.KerasLayer(str(tmp_path / "sm"), signature="default", output_key="default")
+    got = layer(tf.constant(SENTENCES)).numpy()
+    expected = ELMoEmbedding(*tiny_model, output="default")(tf.constant(SENTENCES)).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    trainable = hub.KerasLayer(str(tmp_path / "sm"), trainable=True)
+    assert len(trainable.trainable_weights) == 2  # the scalar mix, as the hub module's
