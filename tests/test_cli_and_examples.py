@@ -131,6 +131,31 @@ def test_cli_training_commands_and_bin_scripts(tmp_path):
                         str(save), "--outfile", str(tmp_path / "w2.hdf5")],
                        capture_output=True, text=True, env=ENV, timeout=300)
     assert r.returncode == 0, r.stderr
+    # token embeddings of the vocabulary, from the exported model
+    r = bilm("dump-tokens", vocab, tmp_path / "tokens.hdf5", "--options",
+             out.parent / "options.json", "--weights", out)
+    assert r.returncode == 0, r.stderr
+    with h5py.File(tmp_path / "tokens.hdf5", "r") as f:
+        assert f["embedding"].shape == (len(words) - 1, 8)  # words has a final ""
+    # resume: 3 batches done; 100 tokens / (4 x 5) per batch -> up to batch 5
+    r = bilm("resume", "--save-dir", save, "--vocab", vocab, "--train-prefix",
+             corpus / "shard.*", "--n-train-tokens", 100, "--n-epochs", 1)
+    assert r.returncode == 0, r.stderr
+    assert 'model_checkpoint_path: "model-5"' in (save / "checkpoint").read_text()
+    r = subprocess.run([sys.executable, str(ROOT / "bin" / "restart.py"), "--save_dir",
+                        str(save), "--vocab_file", str(vocab), "--train_prefix",
+                        str(corpus / "shard.*"), "--n_train_tokens", "140", "--n_epochs", "1"],
+                       capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert 'model_checkpoint_path: "model-7"' in (save / "checkpoint").read_text()
+    short = tmp_path / "short.json"
+    short.write_text(tiny.read_text()[:-1] + ', "n_train_tokens": 40, "n_epochs": 1}')
+    r = subprocess.run([sys.executable, str(ROOT / "bin" / "train_elmo.py"), "--save_dir",
+                        str(tmp_path / "bin_run"), "--vocab_file", str(vocab),
+                        "--train_prefix", str(corpus / "shard.*"), "--options", str(short)],
+                       capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert 'model_checkpoint_path: "model-2"' in (tmp_path / "bin_run" / "checkpoint").read_text()
     # errors: one line, exit 2
     r = bilm("train", "--train-prefix", tmp_path / "nothing*", "--vocab", vocab,
              "--save-dir", save, "--options", tiny)
