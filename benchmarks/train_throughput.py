@@ -2,6 +2,7 @@
 
     python benchmarks/train_throughput.py                  # 60 timed batches
     python benchmarks/train_throughput.py --quality        # 300 batches + held-out perplexity
+    python benchmarks/train_throughput.py --precision mixed_bfloat16 --no-jit --batches 40
 
 Shape: char CNN filters [[1,32],[2,32],[3,64],[4,128],[5,256],[6,512],[7,1024]], char embedding
 16, 1 highway, LSTM 1024 / projection 128, 2 layers, clip 3, skip connections, dropout 0.1,
@@ -47,28 +48,36 @@ class _Rates(logging.Handler):
         super().__init__()
         self.rates: list[float] = []
         self.first_batch: float | None = None
+        self.skipped = 0  # mixed_float16 steps skipped on overflow
 
     def emit(self, record: logging.LogRecord) -> None:
         msg = record.getMessage()
         m = re.search(r"batch (\d+)/\d+: .* ([\d.]+) tokens/s", msg)
         if m:
             self.rates.append(float(m.group(2)))
+        if "gradients overflowed" in msg:
+            self.skipped += 1
         if self.first_batch is None and record.name == "bilm._io" and " 1/" in msg:
             self.first_batch = time.perf_counter()
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--batches", type=int, default=60, help="batches to train (timed after 1)")
+    p.add_argument("--batches", type=int, default=None,
+                   help="batches to train (default 60; 300 with --quality)")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--quality", action="store_true",
-                   help="train 300 batches (shuffled shards) and report held-out perplexity")
+                   help="shuffled shards, then held-out perplexity (300 batches unless --batches)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=["float32", "mixed_bfloat16", "mixed_float16"],
+                   default="float32", help="the options' precision (default float32)")
+    p.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
+                   help="XLA for the LSTMs + softmax (default: the toolkit's, on at this shape)")
     args = p.parse_args()
     if not KJV.exists():
         sys.exit(f"needs {KJV} (../shared beside the checkout)")
-    if args.quality:
-        args.batches = 300
+    if args.batches is None:
+        args.batches = 300 if args.quality else 60
     import tensorflow as tf
 
     from bilm.data import BidirectionalLMDataset
@@ -77,8 +86,11 @@ def main() -> None:
     rates = _Rates()
     logging.getLogger("bilm").addHandler(rates)
     logging.getLogger("bilm").setLevel(logging.INFO)
+    logging.getLogger("bilm.training").setLevel(logging.DEBUG)  # overflow-skipped steps
     vocab = load_vocab(str(KJV / "vocab.txt"), 50)
-    options = {**SMALL, "n_tokens_vocab": vocab.size}
+    options = {**SMALL, "n_tokens_vocab": vocab.size, "precision": args.precision}
+    if args.jit is not None:
+        options["jit_compile"] = args.jit
     with tempfile.TemporaryDirectory() as tmp:
         data = BidirectionalLMDataset(str(KJV / "train" / "*"), vocab,
                                       shuffle_on_load=args.quality, seed=args.seed)
@@ -89,19 +101,25 @@ def main() -> None:
         total = time.perf_counter() - start
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         timed = rates.rates[1:] or rates.rates  # the first window holds tracing
-        print(f"# TF {tf.__version__}, {args.batches} batches of 64 x 20, 4096 negatives")
+        jit = "default" if args.jit is None else args.jit
+        print(f"# TF {tf.__version__}, {args.batches} batches of 64 x 20, 4096 negatives, "
+              f"precision {args.precision}, jit {jit}")
         print(f"training tokens/s (median of {len(timed)} windows after the first): "
               f"{statistics.median(timed):,.0f}")
         if rates.first_batch is not None:
             print(f"start-up (train() call to end of first batch): "
                   f"{rates.first_batch - start:.1f} s")
-        print(f"total {total:.1f} s, peak RSS {rss:,.0f} MB")
+        print(f"total {total:.1f} s, peak RSS {rss:,.0f} MB (training)")
+        if args.precision == "mixed_float16":
+            print(f"steps skipped on float16 overflow: {rates.skipped}")
         if args.quality:
             ppl = test(os.path.join(tmp, "save", "options.json"), ckpt,
                        BidirectionalLMDataset(str(KJV / "heldout" / "*"), vocab, test=True),
                        batch_size=64)
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             print(f"held-out perplexity after {args.batches} batches: {ppl:.1f} "
                   "(bilm-tf: 167.8; target <= 176)")
+            print(f"peak RSS {rss:,.0f} MB (training + test)")
 
 
 if __name__ == "__main__":

@@ -31,13 +31,22 @@ class BiLMEncoder(keras.layers.Layer):
         use_character_inputs: char-CNN input (default: whether ``options`` has ``char_cnn``).
         n_word_vocab: rows of the word embedding (word input only).
         n_directions: 2 for a biLM, 1 for a forward-only LM (default: from ``bidirectional``).
+        precision: ``float32``, or ``mixed_bfloat16`` / ``mixed_float16``: float32 weights,
+            matmuls and convolutions in 16 bits (training; the options' key is not read here,
+            so inference stays float32).
     """
 
     def __init__(self, options: BiLMOptions, use_character_inputs: bool | None = None,
                  n_word_vocab: int | None = None, n_directions: int | None = None,
-                 **kwargs) -> None:
+                 precision: str = "float32", **kwargs) -> None:
         kwargs.setdefault("name", "bilm")
         super().__init__(**kwargs)
+        self.precision = precision
+        # a per-layer Keras policy (never the global one) for the CNN and highway layers
+        policy = None if precision == "float32" else precision
+        compute_dtype = {"float32": "float32", "mixed_bfloat16": "bfloat16",
+                         "mixed_float16": "float16"}[precision]
+        self.matmul_dtype = tf.as_dtype(compute_dtype)
         if use_character_inputs is None:
             use_character_inputs = options.use_character_inputs
         if n_directions is None:
@@ -53,10 +62,10 @@ class BiLMEncoder(keras.layers.Layer):
             if options.char_cnn is None:
                 raise ValueError("character inputs need a 'char_cnn' section in the options")
             cnn = options.char_cnn
-            self.char_cnn = CharCNN(cnn, name="char_cnn")
+            self.char_cnn = CharCNN(cnn, name="char_cnn", dtype=policy)
             n_filters = cnn.n_filters
             if cnn.n_highway > 0:
-                self.highway = Highway(n_filters, cnn.n_highway, name="highway")
+                self.highway = Highway(n_filters, cnn.n_highway, name="highway", dtype=policy)
             if n_filters != p:  # bilm-tf projects only when the sizes differ
                 self.w_proj = self.add_weight(
                     shape=(n_filters, p), name="W_proj",
@@ -78,7 +87,8 @@ class BiLMEncoder(keras.layers.Layer):
                 input_dim=p, dim=lstm.dim, projection_dim=p, n_directions=n_directions,
                 cell_clip=lstm.cell_clip, proj_clip=lstm.proj_clip,
                 use_projection=lstm.use_projection,
-                residual=lstm.use_skip_connections and k > 0, name=f"lstm_{k}",
+                residual=lstm.use_skip_connections and k > 0, compute_dtype=compute_dtype,
+                name=f"lstm_{k}",
             )
             for k in range(lstm.n_layers)
         ]
@@ -93,7 +103,7 @@ class BiLMEncoder(keras.layers.Layer):
             ids: char ids (..., max_chars) or word ids (...). ``shifted``: inference ids where 0
                 is padding (its embedding row is zeros / a zero char row); else training ids.
         Returns:
-            (..., projection_dim) float.
+            (..., projection_dim) float32.
         """
         if not self.use_character_inputs:
             table = tf.convert_to_tensor(self.embedding)
@@ -106,7 +116,9 @@ class BiLMEncoder(keras.layers.Layer):
         if self.highway is not None:
             x = self.highway(x)
         if self.w_proj is not None:
-            x = tf.matmul(x, self.w_proj) + self.b_proj
+            x = tf.matmul(tf.cast(x, self.matmul_dtype), tf.cast(self.w_proj, self.matmul_dtype))
+            x = tf.cast(x, tf.float32) + self.b_proj
+        x = tf.cast(x, tf.float32)  # mixed precision: the CNN's 16-bit output
         return tf.reshape(x, tf.concat([lead, [self.projection_dim]], axis=0))
 
     def embed_unique_tokens(self, ids: tf.Tensor, shifted: bool = True) -> tf.Tensor:

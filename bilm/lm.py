@@ -26,20 +26,28 @@ class LanguageModel(keras.layers.Layer):
     bidirectional loss is the mean of the two directions' mean losses, as bilm-tf.
 
     ``jit_compile`` runs the LSTMs and the softmax, forward and backward, through XLA
-    (:meth:`train_gradients`); default: for LSTMs up to 2048 units, where it measured faster.
+    (:meth:`train_gradients`); default: the options' ``jit_compile``, else on for LSTMs up to
+    2048 units, where it measured faster. ``precision`` (default: the options') ``float32``,
+    or ``mixed_bfloat16`` / ``mixed_float16``: float32 variables, 16-bit matmuls and
+    convolutions, float32 LSTM cell state, softmax logits and loss.
     """
 
     def __init__(self, options: BiLMOptions, jit_compile: bool | None = None,
-                 **kwargs) -> None:
+                 precision: str | None = None, **kwargs) -> None:
         kwargs.setdefault("name", "lm")
         super().__init__(**kwargs)
         if options.n_tokens_vocab is None:
             raise ValueError("training needs 'n_tokens_vocab' in the options")
         if jit_compile is None:
+            jit_compile = options.jit_compile
+        if jit_compile is None:
             jit_compile = options.lstm.dim <= 2048
         self.jit_compile = jit_compile
+        self.precision = options.precision if precision is None else precision
         self.options = options
-        self.encoder = BiLMEncoder(options, n_word_vocab=options.n_tokens_vocab)
+        self.encoder = BiLMEncoder(options, n_word_vocab=options.n_tokens_vocab,
+                                   precision=self.precision)
+        self.matmul_dtype = self.encoder.matmul_dtype
         self.n_directions = self.encoder.n_directions
         p = options.lstm.projection_dim
         self.softmax_w = None
@@ -105,11 +113,14 @@ class LanguageModel(keras.layers.Layer):
             inputs = tf.reshape(top[k], [-1, opts.lstm.projection_dim])  # (T * batch, dim)
             if sampled is not None:
                 loss = sampled_softmax_loss_static(self.softmax_weights, self.softmax_b,
-                                                   labels[k], inputs, sampled[k], num_tries[k])
+                                                   labels[k], inputs, sampled[k], num_tries[k],
+                                                   matmul_dtype=self.matmul_dtype)
             else:
-                logits = tf.matmul(inputs, self.softmax_weights, transpose_b=True)
+                mm = self.matmul_dtype
+                logits = tf.matmul(tf.cast(inputs, mm), tf.cast(self.softmax_weights, mm),
+                                   transpose_b=True)
                 loss = tf.nn.sparse_softmax_cross_entropy_with_logits(
-                    labels=labels[k], logits=logits + self.softmax_b)
+                    labels=labels[k], logits=tf.cast(logits, tf.float32) + self.softmax_b)
             losses.append(tf.reduce_mean(loss))
         return tf.add_n(losses) / len(losses), finals
 
@@ -146,7 +157,7 @@ class LanguageModel(keras.layers.Layer):
                                num_tries, seed, training)
 
     def train_gradients(self, batch: dict[str, tf.Tensor], states: list[LSTMState] | None,
-                        seed: tf.Tensor, variables: list, scale: float = 1.0):
+                        seed: tf.Tensor, variables: list, scale: float | tf.Tensor = 1.0):
         """Training loss, final states and the gradients of ``loss * scale`` for
         ``variables`` (dense tensors, in that order).
 
@@ -166,7 +177,7 @@ class LanguageModel(keras.layers.Layer):
         if sampled is None:  # full softmax: no negatives to pass to the compiled function
             head = self._head_grads
         loss, finals, dx, head_grads = head(x, states, labels, sampled, num_tries, seed,
-                                            tf.constant(scale, tf.float32))
+                                            tf.cast(scale, tf.float32))
         grads = {id(v): g for v, g in zip(self.head_variables(), head_grads)}
         # the token embedder's variables; a shared softmax is also the word embedding
         embed_vars = [v for v in variables if id(v) not in grads]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "PRECISIONS",
     "BiLMOptions",
     "CharCNNOptions",
     "LSTMOptions",
@@ -223,7 +224,13 @@ _TRAIN_KEYS: tuple[tuple[str, str, Any], ...] = (
     ("n_epochs", "int", 10),
     ("share_embedding_softmax", "bool", False),
     ("sample_softmax", "bool", True),
+    # Ours, training only (inference ignores them): compute precision of the training step
+    # and XLA for the LSTMs + softmax (None: on for lstm.dim <= 2048).
+    ("precision", "str", "float32"),
+    ("jit_compile", "bool", None),
 )
+
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 @dataclass(frozen=True)
@@ -248,8 +255,15 @@ class BiLMOptions:
     n_epochs: int = 10
     share_embedding_softmax: bool = False
     sample_softmax: bool = True
+    precision: str = "float32"  # float32 | mixed_bfloat16 | mixed_float16 (training)
+    jit_compile: bool | None = None  # XLA for the training head; None: lstm.dim <= 2048
     present: frozenset[str] = frozenset()
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:  # also for replace(); from_dict names the file
+            raise OptionsError(f"option 'precision' must be one of {', '.join(PRECISIONS)}, "
+                               f"got {self.precision!r}")
 
     @property
     def use_character_inputs(self) -> bool:
@@ -272,6 +286,11 @@ class BiLMOptions:
             if key in d and d[key] is not None:
                 present.add(key)
             kwargs[key] = _get(d, key, kind, "", source, default=default, optional=True)
+        if kwargs["precision"] not in PRECISIONS:
+            raise OptionsError(
+                f"option 'precision'{_where(source)} must be one of {', '.join(PRECISIONS)}, "
+                f"got {kwargs['precision']!r}"
+            )
         known = {"lstm", "char_cnn"} | {k for k, _, _ in _TRAIN_KEYS}
         return cls(
             lstm=LSTMOptions.from_dict(d["lstm"], source),

@@ -140,7 +140,12 @@ class _Trainer:
     options: BiLMOptions
     strategy: tf.distribute.Strategy
     seed: int = 0
-    for_training: bool = True  # False (evaluation, export): no optimizer state allocated
+    for_training: bool = True  # False (evaluation, export): no optimizer state, float32
+
+    # mixed_float16's dynamic loss scaling, as Keras' LossScaleOptimizer
+    INITIAL_LOSS_SCALE = 2.0**15
+    LOSS_SCALE_GROWTH_STEPS = 2000  # double the scale after this many finite steps
+    MAX_SKIPPED_STEPS = 40  # consecutive overflow steps before training stops
 
     def __post_init__(self) -> None:
         opts = self.options
@@ -148,12 +153,19 @@ class _Trainer:
         import keras
 
         keras.utils.set_random_seed(self.seed)  # reproducible initial weights
+        precision = opts.precision if self.for_training else "float32"
+        self.loss_scaling = precision == "mixed_float16"
         with self.strategy.scope():
-            self.lm = LanguageModel(opts)
+            self.lm = LanguageModel(opts, precision=precision)
             self.variables = training_variables(self.lm)
             self.optimizer = (Adagrad(self.variables, opts.learning_rate)
                               if self.for_training else None)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+            if self.loss_scaling:
+                self.loss_scale = tf.Variable(self.INITIAL_LOSS_SCALE, dtype=tf.float32,
+                                              trainable=False, name="loss_scale")
+                self.good_steps = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                              name="loss_scale_good_steps")
         rows = opts.batch_size * self.n_replicas
         self.state_vars = [
             (tf.Variable(tf.zeros([c.shape[0], rows, c.shape[2]]), trainable=False),
@@ -165,6 +177,9 @@ class _Trainer:
             lstm_states=[list(s) for s in self.state_vars])
         if self.optimizer is not None:
             self.checkpoint.optimizer = dict(self.optimizer.accumulators)
+        if self.loss_scaling:  # saved, so that a resumed run scales as the first would have
+            self.checkpoint.loss_scale = {"scale": self.loss_scale,
+                                          "good_steps": self.good_steps}
         self._names = list(self.variables)
         self._train_step = tf.function(self._train_step_impl)
 
@@ -206,27 +221,53 @@ class _Trainer:
         accumulators = [self.optimizer.accumulators[n] for n in self._names]
         clip = self.options.all_clip_norm_val
         unroll_steps = float(self.options.unroll_steps)
+        loss_scale = self.loss_scale.read_value() if self.loss_scaling else None
 
         def replica_fn(batch, states):
             ctx = tf.distribute.get_replica_context()
             # bilm-tf differentiates loss * unroll_steps (a per-window sum over time),
             # averaged over replicas; Adagrad's step size depends on that scale.
-            loss, finals, grads = self.lm.train_gradients(
-                batch, states, seed, variables, scale=unroll_steps / ctx.num_replicas_in_sync)
-            grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+            scale = unroll_steps / ctx.num_replicas_in_sync
+            if loss_scale is not None:
+                scale = scale * loss_scale
+            loss, finals, grads = self.lm.train_gradients(batch, states, seed, variables,
+                                                          scale=scale)
+            grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)  # float32
+            finite = tf.constant(True)
+            if loss_scale is not None:
+                grads = [g / loss_scale for g in grads]
+                finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+                # An overflow step is skipped: Adagrad with zero gradients changes nothing
+                # (accumulator += 0, variable -= 0), with no control flow across replicas.
+                grads = [tf.where(finite, g, tf.zeros_like(g)) for g in grads]
             grads, norm = tf.clip_by_global_norm(grads, clip)
             ctx.merge_call(lambda strategy, g: self.optimizer.apply(
                 strategy, g, [v.value for v in variables],
                 [a for a in accumulators]), args=(grads,))
-            return loss, norm, finals
+            return loss, norm, finals, finite
 
-        loss, norm, finals = self.strategy.run(replica_fn, args=(batch, states))
+        loss, norm, finals, finite = self.strategy.run(replica_fn, args=(batch, states))
         self.step.assign_add(1)
         loss = self.strategy.reduce(tf.distribute.ReduceOp.MEAN, loss, axis=None)
         norm = self.strategy.reduce(tf.distribute.ReduceOp.MEAN, norm, axis=None)
-        return loss, norm, finals
+        # every replica saw the same all-reduced gradients: one finite flag
+        finite = self.strategy.experimental_local_results(finite)[0]
+        if loss_scale is not None:
+            self._update_loss_scale(finite)
+        return loss, norm, finals, tf.logical_not(finite)
+
+    def _update_loss_scale(self, finite: tf.Tensor) -> None:
+        """Halve the scale after an overflow; double it after ``LOSS_SCALE_GROWTH_STEPS``
+        finite steps in a row (Keras' dynamic loss scaling)."""
+        good = tf.where(finite, self.good_steps + 1, 0)
+        grow = good >= self.LOSS_SCALE_GROWTH_STEPS
+        factor = tf.where(finite, tf.where(grow, 2.0, 1.0), 0.5)
+        self.loss_scale.assign(self.loss_scale * factor)
+        self.good_steps.assign(tf.where(grow, tf.zeros_like(good), good))
 
     def train_step(self, batch, states):
+        """One optimizer step: (mean loss, gradient norm, final states, skipped) where
+        ``skipped`` is True for a mixed_float16 step whose gradients overflowed."""
         return self._train_step(batch, states)
 
     # -- restore ------------------------------------------------------------------------------
@@ -239,7 +280,14 @@ class _Trainer:
                 tf.train.Checkpoint(variables=dict(self.variables)).read(
                     path).expect_partial().assert_existing_objects_matched()
             else:
-                self.checkpoint.read(path).assert_existing_objects_matched()
+                checkpoint = self.checkpoint
+                if self.loss_scaling and not any(
+                        n.startswith("loss_scale/") for n, _ in tf.train.list_variables(path)):
+                    # from a float32/bfloat16 run: the loss scale starts afresh
+                    checkpoint = tf.train.Checkpoint(**{
+                        k: getattr(self.checkpoint, k) for k in
+                        ("variables", "global_step", "lstm_states", "optimizer")})
+                checkpoint.read(path).assert_existing_objects_matched()
             logger.info("restored %s%s", path, "" if weights_only else
                         f" (step {int(self.step.numpy())})")
             return
@@ -335,36 +383,51 @@ def train(options: BiLMOptions | dict | str, data: BidirectionalLMDataset | LMDa
     bar = Progress("train", total=n_batches - start, unit="batches", enabled=progress)
     last_good = manager.latest_checkpoint
     t0 = time.perf_counter()
-    window_start, window_loss, window_n = t0, 0.0, 0
+    window_start, window_loss, window_n, window_batches = t0, 0.0, 0, 0
     step = start
+    n_skipped = 0  # consecutive mixed_float16 overflow steps
     try:
         for step in range(start, n_batches):
             batch = next(batches, None)
             if batch is None:
                 logger.info("training data exhausted after %d batches", step)
                 break
-            loss, norm, states = trainer.train_step(trainer.distribute_batch(batch), states)
+            loss, norm, states, skipped = trainer.train_step(trainer.distribute_batch(batch),
+                                                             states)
             loss = float(loss)
-            if not math.isfinite(loss):
-                raise TrainingError(
-                    f"loss became {loss} at batch {step + 1}; stopped without saving. The last "
-                    f"good checkpoint is {last_good or '(none)'}. Try a lower learning_rate or "
-                    "all_clip_norm_val.")
-            window_loss, window_n = window_loss + loss, window_n + 1
+            if bool(skipped):  # gradients overflowed in float16: step skipped, scale halved
+                n_skipped += 1
+                logger.debug("batch %d: gradients overflowed, step skipped (loss scale %g)",
+                             step + 1, float(trainer.loss_scale.numpy()))
+                if n_skipped >= trainer.MAX_SKIPPED_STEPS:
+                    raise TrainingError(
+                        f"{n_skipped} consecutive batches up to {step + 1} overflowed in "
+                        f"float16 (loss {loss}); stopped without saving. The last good "
+                        f"checkpoint is {last_good or '(none)'}. Try precision float32 or "
+                        "mixed_bfloat16.")
+            else:
+                n_skipped = 0
+                if not math.isfinite(loss):
+                    raise TrainingError(
+                        f"loss became {loss} at batch {step + 1}; stopped without saving. The "
+                        f"last good checkpoint is {last_good or '(none)'}. Try a lower "
+                        "learning_rate or all_clip_norm_val.")
+                window_loss, window_n = window_loss + loss, window_n + 1
+            window_batches += 1
             bar.update()
             done = step + 1
             if done % log_every == 0 or done == n_batches:
                 now = time.perf_counter()
-                rate = window_n * tokens_per_batch / (now - window_start)
+                rate = window_batches * tokens_per_batch / (now - window_start)
                 eta = (n_batches - done) * tokens_per_batch / rate
-                ppl = math.exp(window_loss / window_n)
+                ppl = math.exp(window_loss / window_n) if window_n else float("nan")
                 logger.info("batch %d/%d: train perplexity %.1f, %.0f tokens/s, ETA %.0f s",
                             done, n_batches, ppl, rate, eta)
                 with writer.as_default(step=done):
                     _scalar("train_perplexity", ppl)
                     _scalar("gradient_norm", float(norm))
                     _scalar("tokens_per_second", rate)
-                window_start, window_loss, window_n = now, 0.0, 0
+                window_start, window_loss, window_n, window_batches = now, 0.0, 0, 0
             if done % checkpoint_every == 0:
                 trainer.store_states(states)
                 last_good = manager.save(checkpoint_number=done)

@@ -106,3 +106,104 @@ def test_two_stage_gradients_full_softmax_with_dropout():
     seed = tf.constant([1, 2], tf.int64)
     for jit in (False, True):
         assert_two_stage_equals_one_tape(LanguageModel(options, jit_compile=jit), batch, seed)
+
+
+def char_lm_options(**changes) -> BiLMOptions:
+    return BiLMOptions.from_dict({
+        "lstm": {"dim": 32, "projection_dim": 16, "n_layers": 2, "use_skip_connections": True,
+                 "cell_clip": 3, "proj_clip": 3},
+        "char_cnn": {"filters": [[1, 8], [2, 8], [3, 16]], "embedding": {"dim": 4},
+                     "n_characters": 261, "max_characters_per_token": 12, "n_highway": 1},
+        "n_tokens_vocab": 60, "n_negative_samples_batch": 16, "dropout": 0.1,
+        "batch_size": 4, "unroll_steps": 5, **changes})
+
+
+def char_batch(seed: int = 0, batch_size: int = 4, steps: int = 5) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    batch = {k: rng.integers(0, 60, size=(batch_size, steps)).astype(np.int32)
+             for k in ("next_token_id", "next_token_id_reverse")}
+    for k in ("tokens_characters", "tokens_characters_reverse"):
+        batch[k] = rng.integers(0, 261, size=(batch_size, steps, 12)).astype(np.int32)
+    return batch
+
+
+def test_mixed_bfloat16_loss_and_gradients_close_to_float32():
+    batch = {k: tf.constant(v) for k, v in char_batch().items()}
+    seed = tf.constant([1, 2], tf.int64)
+    f32 = LanguageModel(char_lm_options(), jit_compile=False)
+    bf16 = LanguageModel(char_lm_options(precision="mixed_bfloat16"), jit_compile=False)
+    assert bf16.precision == "mixed_bfloat16"
+    for a, b in zip(f32.weights, bf16.weights, strict=True):
+        assert b.dtype == "float32"  # master weights stay float32
+        b.assign(a)
+    loss32, _, grads32 = f32.train_gradients(batch, None, seed, f32.trainable_variables, 10.0)
+    loss16, _, grads16 = bf16.train_gradients(batch, None, seed, bf16.trainable_variables,
+                                              10.0)
+    np.testing.assert_allclose(float(loss16), float(loss32), rtol=1e-2)
+    assert float(loss16) != float(loss32)  # the matmuls did run in bfloat16
+    for v, g32, g16 in zip(f32.trainable_variables, grads32, grads16, strict=True):
+        assert g16.dtype == tf.float32, v.path
+        g32, g16 = g32.numpy(), g16.numpy()
+        # bfloat16 keeps 8 mantissa bits: ~0.5% per product; a max-pool can switch position
+        err = np.linalg.norm(g16 - g32) / np.linalg.norm(g32)
+        assert err < 0.15, (v.path, err)
+        if "lstm" in v.path or "cnn" in v.path:
+            assert err > 1e-4, (v.path, err)  # and the CNN and LSTM gradients too
+
+
+def _trainer(**changes):
+    from bilm.training import _Trainer
+
+    return _Trainer(char_lm_options(dropout=0.0, **changes), tf.distribute.get_strategy())
+
+
+def test_mixed_bfloat16_steps_reduce_the_loss():
+    trainer = _trainer(precision="mixed_bfloat16", learning_rate=0.5, jit_compile=False)
+    batch = trainer.distribute_batch(char_batch())
+    losses = []
+    for _ in range(6):  # the same batch from the zero state, 6 Adagrad steps
+        loss, _, _, skipped = trainer.train_step(batch, trainer.distributed_states())
+        assert not bool(skipped)
+        losses.append(float(loss))
+    assert losses[-1] < losses[0] - 0.2, losses
+
+
+def test_mixed_float16_loss_scaling_skips_overflow_steps(tmp_path):
+    trainer = _trainer(precision="mixed_float16", jit_compile=False)
+    trainer.LOSS_SCALE_GROWTH_STEPS = 2
+    batch = trainer.distribute_batch(char_batch())
+    states = trainer.distributed_states()
+
+    def snapshot():
+        return ({n: v.numpy() for n, v in trainer.variables.items()},
+                {n: a.numpy() for n, a in trainer.optimizer.accumulators.items()})
+
+    before = snapshot()
+    trainer.loss_scale.assign(1e38)  # loss * scale overflows: every gradient is inf/nan
+    _, _, _, skipped = trainer.train_step(batch, states)
+    assert bool(skipped)
+    after = snapshot()
+    for old, new in zip(before, after, strict=True):
+        for name in old:
+            np.testing.assert_array_equal(old[name], new[name], err_msg=name)
+    assert float(trainer.loss_scale.numpy()) == np.float32(5e37)
+    assert int(trainer.step.numpy()) == 1 and int(trainer.good_steps.numpy()) == 0
+
+    trainer.loss_scale.assign(2.0**10)
+    for _ in range(2):
+        loss, _, _, skipped = trainer.train_step(batch, states)
+        assert not bool(skipped) and np.isfinite(float(loss))
+    assert not np.array_equal(trainer.variables["softmax/b"].numpy(), before[0]["softmax/b"])
+    assert float(trainer.loss_scale.numpy()) == 2.0**11  # doubled after 2 finite steps
+    assert int(trainer.good_steps.numpy()) == 0
+
+    # the loss scale is checkpointed (a resumed run scales as the first would have)
+    path = trainer.checkpoint.write(str(tmp_path / "ckpt"))
+    resumed = _trainer(precision="mixed_float16", jit_compile=False)
+    resumed.restore(path)
+    assert float(resumed.loss_scale.numpy()) == 2.0**11 and int(resumed.step.numpy()) == 3
+    # a float32 checkpoint (no loss scale) restores into a float16 trainer: scale kept
+    plain = _trainer()
+    path = plain.checkpoint.write(str(tmp_path / "plain"))
+    resumed.restore(path)
+    assert float(resumed.loss_scale.numpy()) == 2.0**11 and int(resumed.step.numpy()) == 0

@@ -63,6 +63,9 @@ def test_training_options_261_characters(tmp_path):
     (lambda d: d.pop("lstm"), "missing option 'lstm'"),
     (lambda d: d.update(dropout="high"), "'dropout'"),
     (lambda d: d["lstm"].update(projection_dim=8192), "must not exceed"),
+    (lambda d: d.update(precision="bfloat16"), "option 'precision'"),
+    (lambda d: d.update(precision=16), "option 'precision'"),
+    (lambda d: d.update(jit_compile="yes"), "option 'jit_compile'"),
 ])
 def test_bad_options_name_key_and_file(tmp_path, mutate, message):
     d = json.loads(json.dumps(RELEASED))
@@ -91,3 +94,19 @@ def test_word_input_options_and_replace():
     new = opts.replace(batch_size=7)
     assert new.batch_size == 7 and new.to_dict()["batch_size"] == 7
     assert "batch_size" not in opts.to_dict()
+
+
+def test_precision_and_jit_compile_round_trip(tmp_path):
+    opts = load_options(write(tmp_path, RELEASED))
+    assert opts.precision == "float32" and opts.jit_compile is None  # defaults: not written
+    assert "precision" not in opts.to_dict() and "jit_compile" not in opts.to_dict()
+    d = {**RELEASED, "precision": "mixed_bfloat16", "jit_compile": False}
+    opts = load_options(write(tmp_path, d))
+    assert opts.precision == "mixed_bfloat16" and opts.jit_compile is False
+    out = tmp_path / "out.json"
+    save_options(opts, out)
+    assert json.loads(out.read_text()) == d
+    new = opts.replace(precision="mixed_float16", jit_compile=True)
+    assert new.to_dict()["precision"] == "mixed_float16" and new.to_dict()["jit_compile"]
+    with pytest.raises(OptionsError, match="'precision'"):
+        opts.replace(precision="float16")

@@ -183,3 +183,23 @@ def test_forward_only_lm(tmp_path):
     with pytest.raises(ValueError, match="BidirectionalLMDataset"):
         train({**options, "bidirectional": True}, LMDataset(str(data_file), vocab), 1,
               str(tmp_path / "s2"), str(tmp_path / "l"), n_batches=1)
+
+
+def test_reverse_stream_chars_match_its_ids(kjv):
+    # bilm-tf: the backward stream reads each sentence reversed, </S> first; its character
+    # inputs are those of its own token ids (encode_chars(reverse=True) only swaps <S>/</S>).
+    vocab = load_vocab(kjv / "vocab.txt", 50)
+    batch = next(BidirectionalLMDataset(str(kjv / "heldout" / "*"), vocab, test=True)
+                 .iter_batches(8, 20))
+    for suffix in ("", "_reverse"):
+        ids = batch["token_ids" + suffix]
+        known = ids != vocab.unk
+        np.testing.assert_array_equal(vocab.word_char_ids[ids][known],
+                                      batch["tokens_characters" + suffix][known], err_msg=suffix)
+
+
+def test_highway_weights_initialised_independently():
+    from bilm.layers.highway import Highway
+
+    highway = Highway(16, 1)
+    assert not np.array_equal(highway.w_carry[0].numpy(), highway.w_transform[0].numpy())

@@ -42,14 +42,20 @@ class ProjectedLSTM(keras.layers.Layer):
 
     Weights: ``kernel`` (n_directions, input_dim + out_dim, 4 dim), ``bias`` (n_directions,
     4 dim), ``projection`` (n_directions, dim, out_dim). With ``residual``, the layer's input is
-    added to its output (not to its state), as TF1's ``ResidualWrapper``.
+    added to its output (not to its state), as TF1's ``ResidualWrapper``. ``compute_dtype``
+    ``bfloat16``/``float16`` runs the matmuls in that dtype (mixed precision; float32 weights,
+    state and gate arithmetic).
     """
 
     def __init__(self, input_dim: int, dim: int, projection_dim: int, n_directions: int,
                  cell_clip: float | None = None, proj_clip: float | None = None,
-                 use_projection: bool = True, residual: bool = False, **kwargs) -> None:
+                 use_projection: bool = True, residual: bool = False,
+                 compute_dtype: str = "float32", **kwargs) -> None:
         super().__init__(**kwargs)
         self.input_dim, self.dim = input_dim, dim
+        # dtype of the matmuls (bfloat16/float16 for mixed precision); the weights, the cell
+        # state, the gate arithmetic and the outputs stay float32
+        self.matmul_dtype = tf.as_dtype(compute_dtype)
         self.use_projection = use_projection
         self.out_dim = projection_dim if use_projection else dim
         self.n_directions = n_directions
@@ -103,12 +109,14 @@ class ProjectedLSTM(keras.layers.Layer):
                 x = tf.nn.dropout(x, rate=input_dropout)
             else:
                 x = tf.nn.experimental.stateless_dropout(x, rate=input_dropout, seed=dropout_seed)
-        kernel = tf.convert_to_tensor(self.kernel)
+        mm = self.matmul_dtype  # tf.cast to the same dtype adds no op: float32 is unchanged
+        kernel = tf.cast(tf.convert_to_tensor(self.kernel), mm)
         w_x, w_h = kernel[:, : self.input_dim], kernel[:, self.input_dim :]
         bias = tf.convert_to_tensor(self.bias)
-        proj = tf.convert_to_tensor(self.projection) if self.use_projection else None
+        proj = tf.cast(tf.convert_to_tensor(self.projection), mm) if self.use_projection else None
         # The input half of every gate for all steps in one matmul.
-        gx = tf.matmul(tf.reshape(x, [d, -1, self.input_dim]), w_x) + bias[:, tf.newaxis]
+        gx = tf.matmul(tf.cast(tf.reshape(x, [d, -1, self.input_dim]), mm), w_x)
+        gx = tf.cast(gx, x.dtype) + bias[:, tf.newaxis]
         gx = tf.reshape(gx, [d, n_steps, batch, 4 * self.dim])
         valid_all = None
         if lengths is not None:
@@ -120,14 +128,15 @@ class ProjectedLSTM(keras.layers.Layer):
         outputs = tf.TensorArray(x.dtype, size=n_steps, element_shape=[d, None, self.out_dim])
 
         def step(t, c_prev, h_prev, outputs):
-            gates = gx[:, t] + per_direction_matmul(h_prev, w_h)  # shape (d, batch, 4 dim)
+            gates = gx[:, t] + tf.cast(per_direction_matmul(tf.cast(h_prev, mm), w_h),
+                                       gx.dtype)  # shape (d, batch, 4 dim)
             i, j, f, o = tf.split(gates, 4, axis=-1)
             c = tf.sigmoid(f + FORGET_BIAS) * c_prev + tf.sigmoid(i) * tf.tanh(j)
             if cell_clip is not None:
                 c = tf.clip_by_value(c, -cell_clip, cell_clip)
             h = tf.sigmoid(o) * tf.tanh(c)
             if proj is not None:
-                h = per_direction_matmul(h, proj)
+                h = tf.cast(per_direction_matmul(tf.cast(h, mm), proj), c.dtype)
                 if proj_clip is not None:
                     h = tf.clip_by_value(h, -proj_clip, proj_clip)
             out = h

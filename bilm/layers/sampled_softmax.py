@@ -85,16 +85,20 @@ def sampled_softmax_loss(weights: tf.Tensor, biases: tf.Tensor, labels: tf.Tenso
 
 def sampled_softmax_loss_static(weights: tf.Tensor, biases: tf.Tensor, labels: tf.Tensor,
                                 inputs: tf.Tensor, sampled: tf.Tensor, num_tries: tf.Tensor,
-                                ) -> tf.Tensor:
+                                matmul_dtype: tf.DType = tf.float32) -> tf.Tensor:
     """TF's sampled softmax arithmetic (``subtract_log_q``, accidental hits removed) with
     fixed shapes, so XLA can compile it; equals :func:`sampled_softmax_loss` given the same
-    negatives. Returns the (n,) loss."""
+    negatives. ``matmul_dtype`` (mixed precision): the dtype of the (n, num_sampled) matmul;
+    the logits and the loss are float32 whatever it is. Returns the (n,) loss."""
     num_sampled = sampled.shape[0]
     num_classes = weights.shape[0]
     labels = tf.cast(labels, tf.int64)
     true_w = tf.gather(weights, labels)  # shape (n, dim)
     true_logits = tf.reduce_sum(inputs * true_w, axis=1) + tf.gather(biases, labels)
-    sampled_logits = tf.matmul(inputs, tf.gather(weights, sampled), transpose_b=True)
+    sampled_logits = tf.matmul(tf.cast(inputs, matmul_dtype),
+                               tf.cast(tf.gather(weights, sampled), matmul_dtype),
+                               transpose_b=True)
+    sampled_logits = tf.cast(sampled_logits, tf.float32)
     sampled_logits += tf.gather(biases, sampled)  # shape (n, num_sampled)
     hits = tf.equal(labels[:, tf.newaxis], sampled[tf.newaxis, :])
     sampled_logits += tf.where(hits, tf.float32.min, 0.0)
