@@ -67,6 +67,10 @@ def test_vocabulary_ids_and_specials_anywhere(tmp_path):
     np.testing.assert_array_equal(chars.encode_chars("ab"), [
         [258, 256, 259, 260, 260, 260], [258, 97, 98, 259, 260, 260],
         [258, 257, 259, 260, 260, 260]])
+    # reverse: </S> first, <S> last, the tokens in the order given (bilm-tf; the backward
+    # stream passes them already reversed) -- the same rule as encode(reverse=True)
+    bos, eos, ab, b = chars.encode_chars("<S> </S> ab b")[1:-1]
+    np.testing.assert_array_equal(chars.encode_chars("ab b", reverse=True), [eos, ab, b, bos])
 
 
 @pytest.mark.parametrize("content, message", [

@@ -206,9 +206,13 @@ class UnicodeCharsVocabulary(Vocabulary):
 
     def encode_chars(self, sentence: str | Sequence[str], reverse: bool = False,
                      split: bool = True) -> np.ndarray:
-        """Character ids of a sentence with ``<S>``/``</S>``; shape (n_tokens + 2, max_chars)."""
+        """Character ids of a sentence with ``<S>``/``</S>``; shape (n_tokens + 2, max_chars).
+
+        ``reverse`` (bilm-tf's meaning, as :meth:`encode`): ``</S>`` first and ``<S>`` last
+        around the tokens *in the order given* — the caller has already reversed them.
+        """
         tokens = sentence.split() if split else sentence
-        rows = [self.bos_chars, *(self.word_to_char_ids(w) for w in tokens), self.eos_chars]
+        rows = [self.word_to_char_ids(w) for w in tokens]
         if reverse:
-            rows.reverse()
-        return np.vstack(rows)
+            return np.vstack([self.eos_chars, *rows, self.bos_chars])
+        return np.vstack([self.bos_chars, *rows, self.eos_chars])

@@ -18,15 +18,17 @@ class Highway(keras.layers.Layer):
     def __init__(self, dim: int, n_layers: int, **kwargs) -> None:
         super().__init__(**kwargs)
         self.dim, self.n_layers = dim, n_layers
-        w_init = keras.initializers.RandomNormal(stddev=math.sqrt(1.0 / dim))
+        def w_init():  # a new initializer per weight: one instance would repeat its values
+            return keras.initializers.RandomNormal(stddev=math.sqrt(1.0 / dim))
+
         self.w_carry, self.b_carry, self.w_transform, self.b_transform = [], [], [], []
         for k in range(n_layers):
             self.w_carry.append(self.add_weight(shape=(dim, dim), name=f"W_carry_{k}",
-                                                initializer=w_init))
+                                                initializer=w_init()))
             self.b_carry.append(self.add_weight(shape=(dim,), name=f"b_carry_{k}",
                                                 initializer=keras.initializers.Constant(-2.0)))
             self.w_transform.append(self.add_weight(shape=(dim, dim), name=f"W_transform_{k}",
-                                                    initializer=w_init))
+                                                    initializer=w_init()))
             self.b_transform.append(self.add_weight(shape=(dim,), name=f"b_transform_{k}",
                                                     initializer="zeros"))
         self.built = True
