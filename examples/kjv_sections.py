@@ -130,7 +130,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--max-sentences", type=int,
                         help="use only the first N verses of each split (a smoke test)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("bilm").setLevel(logging.INFO)  # training progress; not TF's chatter
     sections = args.corpus / "sections"
     if not (sections / "train.tsv").exists():
         parser.error(f"{sections}/train.tsv not found; pass --corpus (../shared/corpus/kjv)")
