@@ -17,10 +17,18 @@ from collections.abc import Mapping
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from bilm.data.vocabulary import BOS, BOS_CHAR, BOW_CHAR, EOS, EOS_CHAR, EOW_CHAR, PAD_CHAR
+from bilm.data.vocabulary import (
+    BOS,
+    BOS_CHAR,
+    BOW_CHAR,
+    EOS,
+    EOS_CHAR,
+    EOW_CHAR,
+    PAD_CHAR,
+    _special_chars,
+)
 from bilm.encoder import BiLMEncoder
 from bilm.layers.scalar_mix import ScalarMix
 from bilm.model import contextual_layers
@@ -39,12 +47,6 @@ def split_sentences(sentences: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     ragged = tf.strings.split(sentences)
     tokens = ragged.to_tensor(default_value="")
     return tokens, tf.cast(ragged.row_lengths(), tf.int32)
-
-
-def _special(c: int, max_chars: int) -> np.ndarray:
-    row = np.full(max_chars, PAD_CHAR, np.int32)
-    row[:3] = (BOW_CHAR, c, EOW_CHAR)
-    return row
 
 
 def char_ids_from_tokens(tokens: tf.Tensor, lengths: tf.Tensor,
@@ -71,11 +73,11 @@ def char_ids_from_tokens(tokens: tf.Tensor, lengths: tf.Tensor,
                    tf.where(pos <= n_bytes, body,
                             tf.where(pos == n_bytes + 1, EOW_CHAR, PAD_CHAR)))
     # Tokens spelled "<S>" / "</S>" get the boundary characters, as in the Batcher.
-    ids = tf.where((tokens == BOS)[..., tf.newaxis], _special(BOS_CHAR, max_chars), ids)
-    ids = tf.where((tokens == EOS)[..., tf.newaxis], _special(EOS_CHAR, max_chars), ids)
+    ids = tf.where((tokens == BOS)[..., tf.newaxis], _special_chars(BOS_CHAR, max_chars), ids)
+    ids = tf.where((tokens == EOS)[..., tf.newaxis], _special_chars(EOS_CHAR, max_chars), ids)
     batch, t = tf.shape(tokens)[0], tf.shape(tokens)[1]
-    bos = tf.broadcast_to(_special(BOS_CHAR, max_chars), [batch, 1, max_chars])
-    eos = tf.constant(_special(EOS_CHAR, max_chars))
+    bos = tf.broadcast_to(_special_chars(BOS_CHAR, max_chars), [batch, 1, max_chars])
+    eos = tf.constant(_special_chars(EOS_CHAR, max_chars))
     ids = tf.concat([bos, ids, tf.zeros([batch, 1, max_chars], tf.int32)], axis=1) + 1
     steps = tf.range(t + 2)[tf.newaxis, :]  # shape (1, T + 2)
     lengths = lengths[:, tf.newaxis]

@@ -56,9 +56,7 @@ class _ELMoModule(tf.__internal__.tracking.AutoTrackable):
     def tokens(self, tokens: tf.Tensor, sequence_len: tf.Tensor) -> dict[str, tf.Tensor]:
         return self._outputs([tokens, sequence_len])
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="strings")])
-    def __call__(self, strings: tf.Tensor) -> dict[str, tf.Tensor]:
-        return self._outputs(strings)
+    __call__ = default  # strings in, as the 'default' signature
 
 
 def export_savedmodel(options_file: str | os.PathLike[str], weight_file: str | os.PathLike[str],
