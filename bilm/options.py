@@ -1,19 +1,26 @@
 """Typed, frozen options read from and written to bilm-tf's ``options.json`` schema.
 
 Every key bilm-tf knew has a typed field; keys we do not know are kept in ``extra`` and written
-back unchanged, so a file round-trips. Errors name the offending key and the file.
+back unchanged, so a file round-trips.
+
+This module is the one place that checks the type and range of every option: each dataclass
+validates itself in ``__post_init__``, so ``from_dict``, ``BiLMOptions.replace`` and direct
+construction share the same checks and the same one-line messages. Errors name the offending
+key (dotted: ``char_cnn.embedding.dim``) and the file.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 __all__ = [
+    "MAX_CHARACTERS_PER_TOKEN",
     "PRECISIONS",
     "BiLMOptions",
     "CharCNNOptions",
@@ -23,45 +30,114 @@ __all__ = [
     "save_options",
 ]
 
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+# Upper bound of char_cnn.max_characters_per_token. Every released model uses 50 (a token is cut
+# to 48 UTF-8 bytes); 1000 bytes is far longer than any word (longer "tokens" are URLs or encoded
+# blobs), while memory grows linearly with it: the vocabulary's character-id table is
+# n_vocab x max_characters int32 (3.2 GB for the 793K-word 1B Word Benchmark vocabulary at 1000)
+# and the char CNN's activations are n_tokens x max_characters x n_filters floats. Without a
+# bound, a typo (1000000) got the process killed for memory instead of an error here.
+MAX_CHARACTERS_PER_TOKEN = 1000
 
 class OptionsError(ValueError):
-    """An options file or dict is missing a key or holds a value of the wrong type."""
+    """An options file or dict is missing a key or holds a value of the wrong type or range."""
 
 
 def _where(source: str | None) -> str:
     return f" in {source}" if source else ""
 
 
-def _get(d: Mapping[str, Any], key: str, kind: str, path: str, source: str | None,
-         default: Any = ..., optional: bool = False) -> Any:
-    """Fetch ``d[key]`` and check its type; ``kind`` is int|float|bool|str."""
-    full = f"{path}.{key}" if path else key
-    if key not in d or (optional and d[key] is None):
+def _fail(key: str, source: str | None, rule: str, got: str) -> NoReturn:
+    raise OptionsError(f"option '{key}'{_where(source)} must be {rule}, got {got}")
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """The type and range of one option."""
+
+    kind: str  # int | float | bool | str; ints are accepted for floats, 0/1 for bools
+    low: int | None = None
+    high: int | None = None
+    low_open: bool = False  # True: ``low`` itself is not allowed
+    high_open: bool = False
+    nullable: bool = False  # None (JSON null) allowed
+    choices: tuple[Any, ...] = ()
+    choices_text: str = ""  # how to say the choices, when a plain list is not clear enough
+    name: str = ""  # the JSON key, when it is not the field's name
+
+    def describe_range(self) -> str:
+        if self.low is not None and self.high is not None:
+            return (f"in {'(' if self.low_open else '['}{self.low}, "
+                    f"{self.high}{')' if self.high_open else ']'}")
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {self.low}"
+        return f"{'<' if self.high_open else '<='} {self.high}"
+
+    def check(self, value: Any, key: str, source: str | None) -> Any:
+        """``value`` with its type normalized (3 -> 3.0 for a float, 1 -> True for a bool)."""
+        if value is None and self.nullable:
+            return None
+        null = " or null" if self.nullable else ""
+        ok = {
+            "int": isinstance(value, int) and not isinstance(value, bool),
+            # JSON written by hand often has 3 for 3.0; accept ints for floats.
+            "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+            "bool": isinstance(value, bool) or value in (0, 1),
+            "str": isinstance(value, str),
+        }[self.kind]
+        if not ok:
+            _fail(key, source, f"{self.kind}{null}", f"{value!r} ({type(value).__name__})")
+        if self.kind == "float":
+            value = float(value)
+            if not math.isfinite(value):  # Python's json reads NaN, Infinity and -Infinity
+                _fail(key, source, f"a finite number{null}", repr(value))
+        elif self.kind == "bool":
+            value = bool(value)
+        if self.choices and value not in self.choices:
+            text = self.choices_text or f"one of {', '.join(map(str, self.choices))}"
+            _fail(key, source, text, repr(value))
+        if self.low is not None or self.high is not None:
+            too_low = self.low is not None and (
+                value <= self.low if self.low_open else value < self.low)
+            too_high = self.high is not None and (
+                value >= self.high if self.high_open else value > self.high)
+            if too_low or too_high:
+                _fail(key, source, f"{self.describe_range()}{null}", repr(value))
+        return value
+
+
+def _apply(options: Any, rules: Mapping[str, _Rule], prefix: str) -> None:
+    """Check (and normalize in place) every field of a frozen dataclass that has a rule."""
+    for attr, rule in rules.items():
+        key = f"{prefix}.{rule.name or attr}" if prefix else rule.name or attr
+        object.__setattr__(options, attr, rule.check(getattr(options, attr), key, options.source))
+
+
+def _fetch(d: Mapping[str, Any], key: str, path: str, source: str | None,
+           default: Any = ..., none_is_default: bool = False) -> Any:
+    """``d[key]``, or ``default`` when absent (or null, with ``none_is_default``)."""
+    if key not in d or (none_is_default and d[key] is None):
         if default is ...:
-            raise OptionsError(f"missing option '{full}'{_where(source)}")
+            raise OptionsError(f"missing option '{f'{path}.{key}' if path else key}'"
+                               f"{_where(source)}")
         return default
-    value = d[key]
-    ok = {
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        # JSON written by hand often has 3 for 3.0; accept ints for floats.
-        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
-        "bool": isinstance(value, bool) or value in (0, 1),
-        "str": isinstance(value, str),
-    }[kind]
-    if not ok:
-        raise OptionsError(
-            f"option '{full}'{_where(source)} must be {kind}, got {value!r} "
-            f"({type(value).__name__})"
-        )
-    if kind == "float":
-        return float(value)
-    if kind == "bool":
-        return bool(value)
-    return value
+    return d[key]
 
 
-def _extra(d: Mapping[str, Any], known: set[str]) -> dict[str, Any]:
+def _extra(d: Mapping[str, Any], known: Iterable[str]) -> dict[str, Any]:
+    known = set(known)
     return {k: v for k, v in d.items() if k not in known}
+
+
+_LSTM_RULES = {
+    "dim": _Rule("int", low=1),
+    "projection_dim": _Rule("int", low=1),
+    "n_layers": _Rule("int", low=1),
+    "cell_clip": _Rule("float", low=0, low_open=True, nullable=True),
+    "proj_clip": _Rule("float", low=0, low_open=True, nullable=True),
+    "use_skip_connections": _Rule("bool"),
+}
 
 
 @dataclass(frozen=True)
@@ -75,9 +151,17 @@ class LSTMOptions:
     proj_clip: float | None = None  # clip projected output to +-proj_clip
     use_skip_connections: bool = False  # add input to output from the 2nd layer on
     extra: Mapping[str, Any] = field(default_factory=dict)
+    source: str | None = field(default=None, compare=False, repr=False)  # file, for messages
 
-    _KEYS = ("dim", "projection_dim", "n_layers", "cell_clip", "proj_clip",
-             "use_skip_connections")
+    _KEYS = tuple(_LSTM_RULES)
+
+    def __post_init__(self) -> None:
+        _apply(self, _LSTM_RULES, "lstm")
+        if self.projection_dim > self.dim:
+            raise OptionsError(
+                f"option 'lstm.projection_dim'{_where(self.source)} ({self.projection_dim}) "
+                f"must not exceed 'lstm.dim' ({self.dim})"
+            )
 
     @property
     def use_projection(self) -> bool:
@@ -87,25 +171,17 @@ class LSTMOptions:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], source: str | None = None) -> LSTMOptions:
         p = "lstm"
-        opts = cls(
-            dim=_get(d, "dim", "int", p, source),
-            projection_dim=_get(d, "projection_dim", "int", p, source),
-            n_layers=_get(d, "n_layers", "int", p, source, default=1),
-            cell_clip=_get(d, "cell_clip", "float", p, source, default=None, optional=True),
-            proj_clip=_get(d, "proj_clip", "float", p, source, default=None, optional=True),
-            use_skip_connections=_get(d, "use_skip_connections", "bool", p, source,
-                                      default=False, optional=True),
-            extra=_extra(d, set(cls._KEYS)),
+        return cls(
+            dim=_fetch(d, "dim", p, source),
+            projection_dim=_fetch(d, "projection_dim", p, source),
+            n_layers=_fetch(d, "n_layers", p, source, default=1),
+            cell_clip=_fetch(d, "cell_clip", p, source, default=None),
+            proj_clip=_fetch(d, "proj_clip", p, source, default=None),
+            use_skip_connections=_fetch(d, "use_skip_connections", p, source, default=False,
+                                        none_is_default=True),
+            extra=_extra(d, cls._KEYS),
+            source=source,
         )
-        for key in ("dim", "projection_dim", "n_layers"):
-            if getattr(opts, key) < 1:
-                raise OptionsError(f"option 'lstm.{key}'{_where(source)} must be >= 1")
-        if opts.projection_dim > opts.dim:
-            raise OptionsError(
-                f"option 'lstm.projection_dim'{_where(source)} ({opts.projection_dim}) "
-                f"must not exceed 'lstm.dim' ({opts.dim})"
-            )
-        return opts
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"dim": self.dim, "projection_dim": self.projection_dim,
@@ -117,6 +193,31 @@ class LSTMOptions:
             d["proj_clip"] = self.proj_clip
         d.update(self.extra)
         return d
+
+
+_CHAR_CNN_RULES = {  # filters and max_characters_per_token are checked in __post_init__
+    "n_highway": _Rule("int", low=0),
+    "embedding_dim": _Rule("int", low=1, name="embedding.dim"),
+    "n_characters": _Rule("int", choices=(261, 262),
+                          choices_text="261 (training) or 262 (inference)"),
+    "activation": _Rule("str", choices=("relu", "tanh"), choices_text="'relu' or 'tanh'"),
+    "max_characters_per_token": _Rule("int"),
+}
+
+
+def _filters(raw: Any, source: str | None) -> tuple[tuple[int, int], ...]:
+    def is_int(x: Any) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool) and x >= 1
+
+    def is_pair(x: Any) -> bool:
+        return (isinstance(x, Sequence) and not isinstance(x, str) and len(x) == 2
+                and is_int(x[0]) and is_int(x[1]))
+
+    if (not isinstance(raw, Sequence) or isinstance(raw, str) or not raw
+            or not all(is_pair(pair) for pair in raw)):
+        _fail("char_cnn.filters", source,
+              "a non-empty list of [width, count] pairs of integers >= 1", repr(raw))
+    return tuple((w, c) for w, c in raw)
 
 
 @dataclass(frozen=True)
@@ -131,9 +232,20 @@ class CharCNNOptions:
     activation: str = "relu"  # after the max-pool: relu | tanh
     extra: Mapping[str, Any] = field(default_factory=dict)
     embedding_extra: Mapping[str, Any] = field(default_factory=dict)
+    source: str | None = field(default=None, compare=False, repr=False)  # file, for messages
 
     _KEYS = ("filters", "n_highway", "embedding", "n_characters",
              "max_characters_per_token", "activation")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "filters", _filters(self.filters, self.source))
+        _apply(self, _CHAR_CNN_RULES, "char_cnn")
+        widest = max(w for w, _ in self.filters)
+        low = max(widest, 3)  # a token needs its begin and end marks and 1 byte
+        if not low <= self.max_characters_per_token <= MAX_CHARACTERS_PER_TOKEN:
+            _fail("char_cnn.max_characters_per_token", self.source,
+                  f"in [{low}, {MAX_CHARACTERS_PER_TOKEN}] (at least 3 and the widest "
+                  f"filter, {widest})", repr(self.max_characters_per_token))
 
     @property
     def n_filters(self) -> int:
@@ -148,53 +260,21 @@ class CharCNNOptions:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], source: str | None = None) -> CharCNNOptions:
         p = "char_cnn"
-        raw_filters = d.get("filters")
-        if raw_filters is None:
-            raise OptionsError(f"missing option 'char_cnn.filters'{_where(source)}")
-        try:
-            filters = tuple((int(w), int(c)) for w, c in raw_filters)
-            if not filters or any(w < 1 or c < 1 for w, c in filters):
-                raise ValueError
-            if any(isinstance(x, bool) or not isinstance(x, int)
-                   for pair in raw_filters for x in pair):
-                raise ValueError
-        except (TypeError, ValueError):
-            raise OptionsError(
-                f"option 'char_cnn.filters'{_where(source)} must be a non-empty list of "
-                f"[width, count] integer pairs, got {raw_filters!r}"
-            ) from None
         emb = d.get("embedding")
         if not isinstance(emb, Mapping):
             raise OptionsError(f"missing option 'char_cnn.embedding.dim'{_where(source)}")
-        opts = cls(
-            filters=filters,
-            n_highway=_get(d, "n_highway", "int", p, source, default=0),
-            embedding_dim=_get(emb, "dim", "int", "char_cnn.embedding", source),
-            n_characters=_get(d, "n_characters", "int", p, source, default=262),
-            max_characters_per_token=_get(d, "max_characters_per_token", "int", p, source,
-                                          default=50),
-            activation=_get(d, "activation", "str", p, source, default="relu"),
-            extra=_extra(d, set(cls._KEYS)),
-            embedding_extra=_extra(emb, {"dim"}),
+        return cls(
+            filters=_fetch(d, "filters", p, source),
+            n_highway=_fetch(d, "n_highway", p, source, default=0),
+            embedding_dim=_fetch(emb, "dim", "char_cnn.embedding", source),
+            n_characters=_fetch(d, "n_characters", p, source, default=262),
+            max_characters_per_token=_fetch(d, "max_characters_per_token", p, source,
+                                            default=50),
+            activation=_fetch(d, "activation", p, source, default="relu"),
+            extra=_extra(d, cls._KEYS),
+            embedding_extra=_extra(emb, ("dim",)),
+            source=source,
         )
-        if opts.activation not in ("relu", "tanh"):
-            raise OptionsError(
-                f"option 'char_cnn.activation'{_where(source)} must be 'relu' or 'tanh', "
-                f"got {opts.activation!r}"
-            )
-        if opts.n_characters not in (261, 262):
-            raise OptionsError(
-                f"option 'char_cnn.n_characters'{_where(source)} must be 261 (training) or "
-                f"262 (inference), got {opts.n_characters}"
-            )
-        max_width = max(w for w, _ in filters)
-        if opts.max_characters_per_token < max(max_width, 3):
-            raise OptionsError(
-                f"option 'char_cnn.max_characters_per_token'{_where(source)} "
-                f"({opts.max_characters_per_token}) is smaller than the widest filter "
-                f"({max_width}) or 3"
-            )
-        return opts
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -209,28 +289,28 @@ class CharCNNOptions:
         return d
 
 
-# Training keys: (name, type, default). Defaults are bilm-tf's, except n_train_tokens whose
+# Training keys: (name, rule, default). Defaults are bilm-tf's, except n_train_tokens whose
 # default is computed from the data by the trainer (None here).
-_TRAIN_KEYS: tuple[tuple[str, str, Any], ...] = (
-    ("bidirectional", "bool", True),
-    ("dropout", "float", 0.1),  # drop rate on LSTM inputs
-    ("n_tokens_vocab", "int", None),
-    ("batch_size", "int", 128),  # per replica
-    ("unroll_steps", "int", 20),
-    ("n_negative_samples_batch", "int", 8192),
-    ("all_clip_norm_val", "float", 10.0),
-    ("learning_rate", "float", 0.2),  # Adagrad, initial accumulator 1.0
-    ("n_train_tokens", "int", None),
-    ("n_epochs", "int", 10),
-    ("share_embedding_softmax", "bool", False),
-    ("sample_softmax", "bool", True),
+_TRAIN_KEYS: tuple[tuple[str, _Rule, Any], ...] = (
+    ("bidirectional", _Rule("bool"), True),
+    ("dropout", _Rule("float", low=0, high=1, high_open=True), 0.1),  # drop rate, LSTM inputs
+    ("n_tokens_vocab", _Rule("int", low=1, nullable=True), None),
+    ("batch_size", _Rule("int", low=1), 128),  # per replica
+    ("unroll_steps", _Rule("int", low=1), 20),
+    ("n_negative_samples_batch", _Rule("int", low=1), 8192),
+    ("all_clip_norm_val", _Rule("float", low=0, low_open=True), 10.0),
+    ("learning_rate", _Rule("float", low=0, low_open=True), 0.2),  # Adagrad, accumulator 1.0
+    ("n_train_tokens", _Rule("int", low=1, nullable=True), None),
+    ("n_epochs", _Rule("int", low=1), 10),
+    ("share_embedding_softmax", _Rule("bool"), False),
+    ("sample_softmax", _Rule("bool"), True),
     # Ours, training only (inference ignores them): compute precision of the training step
     # and XLA for the LSTMs + softmax (None: on for lstm.dim <= 2048).
-    ("precision", "str", "float32"),
-    ("jit_compile", "bool", None),
+    ("precision", _Rule("str", choices=PRECISIONS), "float32"),
+    ("jit_compile", _Rule("bool", nullable=True), None),
 )
-
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+_TRAIN_RULES = {name: rule for name, rule, _ in _TRAIN_KEYS}
+_TRAIN_DEFAULTS = {name: default for name, _, default in _TRAIN_KEYS}
 
 
 @dataclass(frozen=True)
@@ -239,6 +319,8 @@ class BiLMOptions:
 
     ``char_cnn`` is None for a word-input model. Training fields default to bilm-tf's values;
     ``present`` records which training keys the file held, so writing back adds nothing.
+    ``source`` is the file the options were read from (None when built in code or changed by
+    ``replace``); error messages name it.
     """
 
     lstm: LSTMOptions
@@ -259,11 +341,25 @@ class BiLMOptions:
     jit_compile: bool | None = None  # XLA for the training head; None: lstm.dim <= 2048
     present: frozenset[str] = frozenset()
     extra: Mapping[str, Any] = field(default_factory=dict)
+    source: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:  # also for replace(); from_dict names the file
-            raise OptionsError(f"option 'precision' must be one of {', '.join(PRECISIONS)}, "
-                               f"got {self.precision!r}")
+        _apply(self, _TRAIN_RULES, "")
+        if self.share_embedding_softmax and self.char_cnn is not None:  # bilm-tf raises too
+            raise OptionsError(
+                f"option 'share_embedding_softmax'{_where(self.source)} must be false for a "
+                "character-input model (one with a 'char_cnn' section): only a word-input "
+                "model can share its embedding with the softmax")
+        # The default 8192 is not checked: a scoring-only model with a small vocabulary keeps
+        # it, and training with it fails in the sampler with its own clear message.
+        negatives = self.n_negative_samples_batch
+        if (self.sample_softmax and self.n_tokens_vocab is not None
+                and negatives > self.n_tokens_vocab
+                and ("n_negative_samples_batch" in self.present
+                     or negatives != _TRAIN_DEFAULTS["n_negative_samples_batch"])):
+            _fail("n_negative_samples_batch", self.source,
+                  f"<= n_tokens_vocab ({self.n_tokens_vocab}) with a sampled softmax",
+                  repr(negatives))
 
     @property
     def use_character_inputs(self) -> bool:
@@ -275,6 +371,7 @@ class BiLMOptions:
         """Build from a parsed ``options.json``; ``source`` names the file in errors."""
         if not isinstance(d, Mapping):
             raise OptionsError(f"options{_where(source)} must be a JSON object")
+        known = {"lstm", "char_cnn", *_TRAIN_RULES}
         if not isinstance(d.get("lstm"), Mapping):
             raise OptionsError(f"missing option 'lstm'{_where(source)}")
         char_cnn = d.get("char_cnn")
@@ -282,21 +379,16 @@ class BiLMOptions:
             raise OptionsError(f"option 'char_cnn'{_where(source)} must be a JSON object")
         kwargs: dict[str, Any] = {}
         present = set()
-        for key, kind, default in _TRAIN_KEYS:
+        for key, _, default in _TRAIN_KEYS:
             if key in d and d[key] is not None:
                 present.add(key)
-            kwargs[key] = _get(d, key, kind, "", source, default=default, optional=True)
-        if kwargs["precision"] not in PRECISIONS:
-            raise OptionsError(
-                f"option 'precision'{_where(source)} must be one of {', '.join(PRECISIONS)}, "
-                f"got {kwargs['precision']!r}"
-            )
-        known = {"lstm", "char_cnn"} | {k for k, _, _ in _TRAIN_KEYS}
+            kwargs[key] = _fetch(d, key, "", source, default=default, none_is_default=True)
         return cls(
             lstm=LSTMOptions.from_dict(d["lstm"], source),
             char_cnn=CharCNNOptions.from_dict(char_cnn, source) if char_cnn else None,
             present=frozenset(present),
             extra=_extra(d, known),
+            source=source,
             **kwargs,
         )
 
@@ -313,9 +405,10 @@ class BiLMOptions:
         return d
 
     def replace(self, **changes: Any) -> BiLMOptions:
-        """A copy with ``changes``; changed training keys are marked present."""
-        train_keys = {k for k, _, _ in _TRAIN_KEYS}
-        present = self.present | (set(changes) & train_keys)
+        """A copy with ``changes``, checked like a file; changed training keys are marked
+        present. The copy's ``source`` is None: the new values did not come from the file."""
+        present = self.present | (set(changes) & set(_TRAIN_RULES))
+        changes.setdefault("source", None)
         return dataclasses.replace(self, present=frozenset(present), **changes)
 
 

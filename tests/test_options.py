@@ -1,8 +1,10 @@
+import dataclasses
 import json
 
 import pytest
 
-from bilm.options import BiLMOptions, OptionsError, load_options, save_options
+import bilm.options as options_module
+from bilm.options import BiLMOptions, LSTMOptions, OptionsError, load_options, save_options
 
 RELEASED = {  # elmo_2x4096_512_2048cnn_2xhighway_options.json as AllenNLP ships it
     "lstm": {"use_skip_connections": True, "projection_dim": 512, "cell_clip": 3,
@@ -110,3 +112,192 @@ def test_precision_and_jit_compile_round_trip(tmp_path):
     assert new.to_dict()["precision"] == "mixed_float16" and new.to_dict()["jit_compile"]
     with pytest.raises(OptionsError, match="'precision'"):
         opts.replace(precision="float16")
+
+
+# -- every option's type and range, checked in one place --------------------------------------
+
+NAN, INF = float("nan"), float("inf")
+
+
+def _set(section, **values):
+    def mutate(d):
+        target = d
+        for part in filter(None, section.split(".")):
+            target = target[part]
+        target.update(values)
+    return mutate
+
+
+BAD_VALUES = [  # (dotted key, change, what the message says about it)
+    ("lstm.dim", _set("lstm", dim=0), "must be >= 1, got 0"),
+    ("lstm.projection_dim", _set("lstm", projection_dim=-512), "must be >= 1, got -512"),
+    ("lstm.n_layers", _set("lstm", n_layers=0), "must be >= 1, got 0"),
+    ("lstm.n_layers", _set("lstm", n_layers=1.5), "must be int, got 1.5 (float)"),
+    ("lstm.cell_clip", _set("lstm", cell_clip=0), "must be > 0 or null, got 0.0"),
+    ("lstm.cell_clip", _set("lstm", cell_clip=-3), "must be > 0 or null, got -3.0"),
+    ("lstm.cell_clip", _set("lstm", cell_clip=NAN), "must be a finite number or null, got nan"),
+    ("lstm.proj_clip", _set("lstm", proj_clip=INF), "must be a finite number or null, got inf"),
+    ("lstm.proj_clip", _set("lstm", proj_clip="3"), "must be float or null, got '3' (str)"),
+    ("lstm.use_skip_connections", _set("lstm", use_skip_connections="yes"),
+     "must be bool, got 'yes' (str)"),
+    ("char_cnn.filters", _set("char_cnn", filters=[]), "must be a non-empty list of"),
+    ("char_cnn.filters", _set("char_cnn", filters=[[1, 32], [0, 32]]), "got [[1, 32], [0, 32]]"),
+    ("char_cnn.filters", _set("char_cnn", filters=[[1, 32, 4]]), "[width, count] pairs"),
+    ("char_cnn.filters", _set("char_cnn", filters=[[True, 32]]), "integers >= 1"),
+    ("char_cnn.filters", _set("char_cnn", filters="1x32"), "got '1x32'"),
+    ("char_cnn.n_highway", _set("char_cnn", n_highway=-1), "must be >= 0, got -1"),
+    ("char_cnn.embedding.dim", _set("char_cnn.embedding", dim=0), "must be >= 1, got 0"),
+    ("char_cnn.embedding.dim", _set("char_cnn.embedding", dim=-16), "must be >= 1, got -16"),
+    ("char_cnn.max_characters_per_token", _set("char_cnn", max_characters_per_token=1000000),
+     "must be in [7, 1000] (at least 3 and the widest filter, 7), got 1000000"),
+    ("char_cnn.max_characters_per_token", _set("char_cnn", max_characters_per_token=6),
+     "must be in [7, 1000]"),
+    ("char_cnn.max_characters_per_token",
+     _set("char_cnn", filters=[[1, 32]], max_characters_per_token=2),
+     "must be in [3, 1000] (at least 3 and the widest filter, 1), got 2"),
+    ("char_cnn.n_characters", _set("char_cnn", n_characters=263),
+     "must be 261 (training) or 262 (inference), got 263"),
+    ("char_cnn.activation", _set("char_cnn", activation="gelu"),
+     "must be 'relu' or 'tanh', got 'gelu'"),
+    ("batch_size", _set("", batch_size=0), "must be >= 1, got 0"),
+    ("batch_size", _set("", batch_size="128"), "must be int, got '128' (str)"),
+    ("unroll_steps", _set("", unroll_steps=0), "must be >= 1, got 0"),
+    ("dropout", _set("", dropout=2.0), "must be in [0, 1), got 2.0"),
+    ("dropout", _set("", dropout=1), "must be in [0, 1), got 1.0"),
+    ("dropout", _set("", dropout=-0.1), "must be in [0, 1), got -0.1"),
+    ("dropout", _set("", dropout=NAN), "must be a finite number, got nan"),
+    ("n_negative_samples_batch", _set("", n_negative_samples_batch=-5), "must be >= 1, got -5"),
+    ("n_negative_samples_batch", _set("", n_negative_samples_batch=0), "must be >= 1, got 0"),
+    ("n_negative_samples_batch", _set("", n_negative_samples_batch=100, n_tokens_vocab=50),
+     "must be <= n_tokens_vocab (50) with a sampled softmax, got 100"),
+    ("all_clip_norm_val", _set("", all_clip_norm_val=0), "must be > 0, got 0.0"),
+    ("all_clip_norm_val", _set("", all_clip_norm_val=INF), "must be a finite number, got inf"),
+    ("learning_rate", _set("", learning_rate=NAN), "must be a finite number, got nan"),
+    ("learning_rate", _set("", learning_rate=-INF), "must be a finite number, got -inf"),
+    ("learning_rate", _set("", learning_rate=0), "must be > 0, got 0.0"),
+    ("learning_rate", _set("", learning_rate=-0.2), "must be > 0, got -0.2"),
+    ("n_train_tokens", _set("", n_train_tokens=0), "must be >= 1 or null, got 0"),
+    ("n_epochs", _set("", n_epochs=-1), "must be >= 1, got -1"),
+    ("n_epochs", _set("", n_epochs=0), "must be >= 1, got 0"),
+    ("n_tokens_vocab", _set("", n_tokens_vocab=0), "must be >= 1 or null, got 0"),
+    ("bidirectional", _set("", bidirectional="true"), "must be bool, got 'true' (str)"),
+    ("sample_softmax", _set("", sample_softmax=2), "must be bool, got 2 (int)"),
+    ("precision", _set("", precision="bfloat16"),
+     "must be one of float32, mixed_bfloat16, mixed_float16, got 'bfloat16'"),
+    ("jit_compile", _set("", jit_compile="yes"), "must be bool or null, got 'yes' (str)"),
+    ("share_embedding_softmax", _set("", share_embedding_softmax=True),
+     "must be false for a character-input model"),
+]
+
+
+@pytest.mark.parametrize("key, mutate, says", BAD_VALUES,
+                         ids=[f"{k}-{i}" for i, (k, _, _) in enumerate(BAD_VALUES)])
+def test_every_bad_value_names_key_file_and_rule(tmp_path, key, mutate, says):
+    d = json.loads(json.dumps(RELEASED))
+    mutate(d)
+    path = write(tmp_path, d, "run_options.json")  # json.dumps writes NaN / Infinity as such
+    with pytest.raises(OptionsError) as err:
+        load_options(path)
+    message = str(err.value)
+    assert message.startswith(f"option '{key}' in {path} must be "), message
+    assert says in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("text, message", [
+    ('"learning_rate": NaN', "option 'learning_rate' in {} must be a finite number, got nan"),
+    ('"dropout": Infinity', "option 'dropout' in {} must be a finite number, got inf"),
+    ('"all_clip_norm_val": -Infinity',
+     "option 'all_clip_norm_val' in {} must be a finite number, got -inf"),
+    ('"batch_size": NaN', "option 'batch_size' in {} must be int, got nan (float)"),
+])
+def test_nan_and_infinity_in_json_text(tmp_path, text, message):
+    path = tmp_path / "options.json"
+    path.write_text('{"lstm": {"dim": 8, "projection_dim": 4}, ' + text + "}")
+    with pytest.raises(OptionsError) as err:
+        load_options(path)
+    assert str(err.value) == message.format(path)
+
+
+def test_share_embedding_softmax_needs_word_input(tmp_path):
+    path = write(tmp_path, {**RELEASED, "share_embedding_softmax": True})
+    with pytest.raises(OptionsError) as err:
+        load_options(path)
+    assert str(err.value) == (
+        f"option 'share_embedding_softmax' in {path} must be false for a character-input "
+        "model (one with a 'char_cnn' section): only a word-input model can share its "
+        "embedding with the softmax")
+    words = BiLMOptions.from_dict({"lstm": {"dim": 8, "projection_dim": 4},
+                                   "n_tokens_vocab": 10, "share_embedding_softmax": True})
+    assert words.share_embedding_softmax is True
+
+
+def test_limits_that_are_allowed(tmp_path):
+    d = json.loads(json.dumps(RELEASED))
+    d["lstm"].update(cell_clip=None, proj_clip=0.5)
+    d["char_cnn"].update(n_highway=0, max_characters_per_token=1000)
+    d.update(dropout=0, n_tokens_vocab=1, n_negative_samples_batch=1, n_train_tokens=None,
+             learning_rate=1e-9, jit_compile=None)
+    opts = load_options(write(tmp_path, d))
+    assert opts.lstm.cell_clip is None and opts.lstm.proj_clip == 0.5
+    assert opts.char_cnn.max_characters_per_token == 1000 and opts.dropout == 0.0
+    # the default 8192 negatives are not held against a small vocabulary (scoring models)
+    small = BiLMOptions.from_dict({"lstm": {"dim": 8, "projection_dim": 4},
+                                   "n_tokens_vocab": 6})
+    assert small.n_negative_samples_batch == 8192
+    # nor are negatives that a full softmax never draws
+    full = BiLMOptions.from_dict({"lstm": {"dim": 8, "projection_dim": 4}, "n_tokens_vocab": 6,
+                                  "n_negative_samples_batch": 64, "sample_softmax": False})
+    assert full.n_negative_samples_batch == 64
+
+
+def test_replace_and_construction_are_checked_too(tmp_path):
+    d = {**RELEASED, "n_tokens_vocab": 100, "n_negative_samples_batch": 16}
+    opts = load_options(write(tmp_path, d))
+    with pytest.raises(OptionsError) as err:
+        opts.replace(batch_size=0)
+    # the value came from the caller, not the file: the file is not blamed
+    assert str(err.value) == "option 'batch_size' must be >= 1, got 0"
+    with pytest.raises(OptionsError) as err:
+        opts.replace(learning_rate=float("nan"))
+    assert str(err.value) == "option 'learning_rate' must be a finite number, got nan"
+    with pytest.raises(OptionsError) as err:
+        opts.replace(n_tokens_vocab=10)
+    assert str(err.value) == ("option 'n_negative_samples_batch' must be <= n_tokens_vocab (10) "
+                              "with a sampled softmax, got 16")
+    with pytest.raises(OptionsError) as err:
+        opts.replace(share_embedding_softmax=True)
+    assert str(err.value).startswith("option 'share_embedding_softmax' must be false")
+    new = opts.replace(n_epochs=3, dropout=0)
+    assert new.n_epochs == 3 and new.dropout == 0.0 and isinstance(new.dropout, float)
+    assert opts.source == str(tmp_path / "options.json") and new.source is None
+    with pytest.raises(OptionsError) as err:
+        LSTMOptions(dim=0, projection_dim=0)
+    assert str(err.value) == "option 'lstm.dim' must be >= 1, got 0"
+    with pytest.raises(OptionsError) as err:
+        dataclasses.replace(opts.char_cnn, n_characters=300)
+    assert "'char_cnn.n_characters'" in str(err.value) and "got 300" in str(err.value)
+
+
+# bilm-tf's bin/train_elmo.py writes exactly these (n_tokens_vocab from the vocabulary)
+BILM_TF_TRAINING = {
+    "bidirectional": True,
+    "char_cnn": {"activation": "relu", "embedding": {"dim": 16},
+                 "filters": [[1, 32], [2, 32], [3, 64], [4, 128], [5, 256], [6, 512],
+                             [7, 1024]],
+                 "max_characters_per_token": 50, "n_characters": 261, "n_highway": 2},
+    "dropout": 0.1,
+    "lstm": {"cell_clip": 3, "dim": 4096, "n_layers": 2, "proj_clip": 3, "projection_dim": 512,
+             "use_skip_connections": True},
+    "all_clip_norm_val": 10.0, "n_epochs": 10, "n_train_tokens": 768648884, "batch_size": 128,
+    "n_tokens_vocab": 793471, "unroll_steps": 20, "n_negative_samples_batch": 8192,
+}
+
+
+def test_released_and_training_files_load(tmp_path):
+    every_key = {**BILM_TF_TRAINING, "learning_rate": 0.2, "share_embedding_softmax": False,
+                 "sample_softmax": True, "precision": "mixed_bfloat16", "jit_compile": False}
+    assert set(every_key) >= {k for k, _, _ in options_module._TRAIN_KEYS}
+    for i, d in enumerate([RELEASED, BILM_TF_TRAINING, every_key]):
+        opts = load_options(write(tmp_path, d, f"options{i}.json"))
+        assert opts.to_dict() == d
