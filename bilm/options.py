@@ -1,7 +1,7 @@
 """Typed, frozen options read from and written to bilm-tf's ``options.json`` schema.
 
 Every key bilm-tf knew has a typed field; keys we do not know are kept in ``extra`` and written
-back unchanged, so a file round-trips.
+back unchanged, so a file round-trips (a warning names each one, since most are typos).
 
 This module is the one place that checks the type and range of every option: each dataclass
 validates itself in ``__post_init__``, so ``from_dict``, ``BiLMOptions.replace`` and direct
@@ -12,7 +12,9 @@ key (dotted: ``char_cnn.embedding.dim``) and the file.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import logging
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,6 +24,7 @@ from typing import Any, NoReturn
 __all__ = [
     "MAX_CHARACTERS_PER_TOKEN",
     "PRECISIONS",
+    "UNTYPED_KEYS",
     "BiLMOptions",
     "CharCNNOptions",
     "LSTMOptions",
@@ -29,6 +32,8 @@ __all__ = [
     "load_options",
     "save_options",
 ]
+
+logger = logging.getLogger(__name__)
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
@@ -39,6 +44,12 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 # and the char CNN's activations are n_tokens x max_characters x n_filters floats. Without a
 # bound, a typo (1000000) got the process killed for memory instead of an error here.
 MAX_CHARACTERS_PER_TOKEN = 1000
+
+# Dotted keys ("my_key", "lstm.my_key", "char_cnn.embedding.my_key") that have no typed field
+# here but that another part of the toolkit reads from ``extra``: declared here, they load
+# without the unknown-key warning. Keys starting with "_" never warn (JSON's usual comments).
+UNTYPED_KEYS: frozenset[str] = frozenset()
+
 
 class OptionsError(ValueError):
     """An options file or dict is missing a key or holds a value of the wrong type or range."""
@@ -130,6 +141,29 @@ def _extra(d: Mapping[str, Any], known: Iterable[str]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k not in known}
 
 
+_warned: set[tuple[str | None, str]] = set()  # (source, dotted key): warn once per process
+
+
+def _warn_unknown(d: Mapping[str, Any], known: Iterable[str], prefix: str,
+                  source: str | None) -> None:
+    """Warn (once per file and key) about keys nothing reads: most are misspelt known keys."""
+    known = sorted(known)
+    for key in d:
+        key = str(key)
+        dotted = f"{prefix}.{key}" if prefix else key
+        if key in known or key.startswith("_") or dotted in UNTYPED_KEYS:
+            continue
+        # a dict without a file is usually the same options again, already warned about
+        if (source, dotted) in _warned or (
+                source is None and any(k == dotted for _, k in _warned)):
+            continue
+        _warned.add((source, dotted))
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        logger.warning("unknown option '%s'%s is not used (it is kept when the options are "
+                       "written back)%s", dotted, _where(source), hint)
+
+
 _LSTM_RULES = {
     "dim": _Rule("int", low=1),
     "projection_dim": _Rule("int", low=1),
@@ -171,6 +205,7 @@ class LSTMOptions:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], source: str | None = None) -> LSTMOptions:
         p = "lstm"
+        _warn_unknown(d, cls._KEYS, p, source)
         return cls(
             dim=_fetch(d, "dim", p, source),
             projection_dim=_fetch(d, "projection_dim", p, source),
@@ -260,9 +295,11 @@ class CharCNNOptions:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], source: str | None = None) -> CharCNNOptions:
         p = "char_cnn"
+        _warn_unknown(d, cls._KEYS, p, source)
         emb = d.get("embedding")
         if not isinstance(emb, Mapping):
             raise OptionsError(f"missing option 'char_cnn.embedding.dim'{_where(source)}")
+        _warn_unknown(emb, ("dim",), "char_cnn.embedding", source)
         return cls(
             filters=_fetch(d, "filters", p, source),
             n_highway=_fetch(d, "n_highway", p, source, default=0),
@@ -372,6 +409,7 @@ class BiLMOptions:
         if not isinstance(d, Mapping):
             raise OptionsError(f"options{_where(source)} must be a JSON object")
         known = {"lstm", "char_cnn", *_TRAIN_RULES}
+        _warn_unknown(d, known, "", source)
         if not isinstance(d.get("lstm"), Mapping):
             raise OptionsError(f"missing option 'lstm'{_where(source)}")
         char_cnn = d.get("char_cnn")

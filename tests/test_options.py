@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import logging
 
 import pytest
 
@@ -279,6 +280,59 @@ def test_replace_and_construction_are_checked_too(tmp_path):
     assert "'char_cnn.n_characters'" in str(err.value) and "got 300" in str(err.value)
 
 
+# -- unknown keys: kept, but a warning names them --------------------------------------------
+
+def _warnings(caplog):
+    return [r.getMessage() for r in caplog.records
+            if r.name == "bilm.options" and r.levelno == logging.WARNING]
+
+
+def test_misspelt_keys_warn_once_with_a_hint(tmp_path, caplog):
+    d = json.loads(json.dumps(RELEASED))
+    d["lstm"]["use_skip_conections"] = True
+    d["char_cnn"]["n_highways"] = 1
+    d["char_cnn"]["embedding"]["dims"] = 16
+    d["dropuot"] = 0.5
+    d["my_note"] = "trained on Wikipedia"  # nothing close: no hint
+    d["_comment"] = "keys starting with _ are comments: no warning"
+    path = write(tmp_path, d)
+    with caplog.at_level(logging.WARNING, logger="bilm.options"):
+        opts = load_options(path)
+        load_options(path)  # options are loaded many times: warned about once
+    kept = " is not used (it is kept when the options are written back)"
+    assert _warnings(caplog) == [
+        f"unknown option 'dropuot' in {path}{kept}; did you mean 'dropout'?",
+        f"unknown option 'my_note' in {path}{kept}",
+        f"unknown option 'lstm.use_skip_conections' in {path}{kept}; "
+        "did you mean 'use_skip_connections'?",
+        f"unknown option 'char_cnn.n_highways' in {path}{kept}; did you mean 'n_highway'?",
+        f"unknown option 'char_cnn.embedding.dims' in {path}{kept}; did you mean 'dim'?",
+    ]
+    assert opts.lstm.use_skip_connections is True  # the misspelt key changed nothing
+    assert opts.to_dict() == d  # and everything is written back
+
+
+def test_dict_options_warn_without_a_file_once(caplog):
+    d = {"lstm": {"dim": 8, "projection_dim": 4, "n_layer": 2}}
+    with caplog.at_level(logging.WARNING, logger="bilm.options"):
+        BiLMOptions.from_dict(d)
+        BiLMOptions.from_dict(d)
+    assert _warnings(caplog) == [
+        "unknown option 'lstm.n_layer' is not used (it is kept when the options are written "
+        "back); did you mean 'n_layers'?"]
+
+
+def test_declared_untyped_keys_do_not_warn(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(options_module, "UNTYPED_KEYS", frozenset({"vocab_file", "lstm.init"}))
+    d = json.loads(json.dumps(RELEASED))
+    d["vocab_file"] = "vocab.txt"
+    d["lstm"]["init"] = "orthogonal"
+    with caplog.at_level(logging.WARNING, logger="bilm.options"):
+        opts = load_options(write(tmp_path, d))
+    assert _warnings(caplog) == []
+    assert opts.extra == {"vocab_file": "vocab.txt"} and opts.lstm.extra == {"init": "orthogonal"}
+
+
 # bilm-tf's bin/train_elmo.py writes exactly these (n_tokens_vocab from the vocabulary)
 BILM_TF_TRAINING = {
     "bidirectional": True,
@@ -294,10 +348,12 @@ BILM_TF_TRAINING = {
 }
 
 
-def test_released_and_training_files_load(tmp_path):
+def test_released_and_training_files_load_without_warnings(tmp_path, caplog):
     every_key = {**BILM_TF_TRAINING, "learning_rate": 0.2, "share_embedding_softmax": False,
                  "sample_softmax": True, "precision": "mixed_bfloat16", "jit_compile": False}
     assert set(every_key) >= {k for k, _, _ in options_module._TRAIN_KEYS}
-    for i, d in enumerate([RELEASED, BILM_TF_TRAINING, every_key]):
-        opts = load_options(write(tmp_path, d, f"options{i}.json"))
-        assert opts.to_dict() == d
+    with caplog.at_level(logging.DEBUG, logger="bilm.options"):
+        for i, d in enumerate([RELEASED, BILM_TF_TRAINING, every_key]):
+            opts = load_options(write(tmp_path, d, f"options{i}.json"))
+            assert opts.to_dict() == d
+    assert caplog.records == []
