@@ -11,6 +11,7 @@ key (dotted: ``char_cnn.embedding.dim``) and the file.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import difflib
 import json
@@ -30,6 +31,7 @@ __all__ = [
     "LSTMOptions",
     "OptionsError",
     "load_options",
+    "read_options_json",
     "save_options",
 ]
 
@@ -450,17 +452,45 @@ class BiLMOptions:
         return dataclasses.replace(self, present=frozenset(present), **changes)
 
 
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def read_options_json(path: str | os.PathLike[str]) -> Any:
+    """The parsed JSON of an options file; OptionsError (one line, naming ``path`` and the
+    fix) when it is missing, a directory, unreadable, an HDF5 file, not UTF-8 or not JSON."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        inside = os.path.join(path, "options.json")
+        hint = f": {inside}" if os.path.isfile(inside) else ""
+        raise OptionsError(f"{path} is a directory; give the options.json inside it{hint}")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+            if head.startswith(_HDF5_SIGNATURE):
+                raise OptionsError(f"{path} is an HDF5 file, not an options.json (did you swap "
+                                   "--options and --weights?)")
+            decoder = codecs.getincrementaldecoder("utf-8-sig")()  # a BOM is harmless
+            text = decoder.decode(head)  # a binary file fails here, before the rest is read
+            text += decoder.decode(f.read(), final=True)
+    except FileNotFoundError:
+        raise OptionsError(f"options file not found: {path}") from None
+    except IsADirectoryError:  # made a directory since the check above
+        raise OptionsError(f"{path} is a directory; give the options.json inside it") from None
+    except PermissionError:
+        raise OptionsError(f"permission denied reading the options file {path}") from None
+    except UnicodeDecodeError as e:
+        raise OptionsError(f"{path} is not a UTF-8 JSON file (byte 0x{e.object[e.start]:02x} "
+                           "cannot be decoded); an options.json is UTF-8 text") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise OptionsError(f"{path} is not valid JSON: {e}") from None
+
+
 def load_options(path: str | os.PathLike[str]) -> BiLMOptions:
     """Read and validate an ``options.json`` file."""
     path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            raw = json.load(f)
-    except FileNotFoundError:
-        raise OptionsError(f"options file not found: {path}") from None
-    except json.JSONDecodeError as e:
-        raise OptionsError(f"{path} is not valid JSON: {e}") from None
-    return BiLMOptions.from_dict(raw, source=path)
+    return BiLMOptions.from_dict(read_options_json(path), source=path)
 
 
 def save_options(options: BiLMOptions, path: str | os.PathLike[str]) -> None:

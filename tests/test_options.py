@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import logging
+import os
 
 import pytest
 
@@ -357,3 +358,52 @@ def test_released_and_training_files_load_without_warnings(tmp_path, caplog):
             opts = load_options(write(tmp_path, d, f"options{i}.json"))
             assert opts.to_dict() == d
     assert caplog.records == []
+
+
+# -- load_options: a wrong path says what it is and what to give instead ----------------------
+
+def test_options_path_is_a_directory(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(OptionsError) as err:
+        load_options(run)
+    assert str(err.value) == f"{run} is a directory; give the options.json inside it"
+    write(run, RELEASED)
+    with pytest.raises(OptionsError) as err:
+        load_options(run)
+    assert str(err.value) == (f"{run} is a directory; give the options.json inside it: "
+                              f"{run / 'options.json'}")
+
+
+def test_options_path_is_a_weight_file(tmp_path):
+    weights = tmp_path / "weights.hdf5"
+    weights.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(range(256)) * 4)
+    with pytest.raises(OptionsError) as err:
+        load_options(weights)
+    assert str(err.value) == (f"{weights} is an HDF5 file, not an options.json (did you swap "
+                              "--options and --weights?)")
+
+
+def test_options_file_is_not_utf8(tmp_path):
+    latin1 = tmp_path / "latin1.json"
+    latin1.write_bytes('{"lstm": {"dim": 8, "projection_dim": 4}, "_note": "café"}'
+                       .encode("latin-1"))
+    with pytest.raises(OptionsError) as err:
+        load_options(latin1)
+    assert str(err.value) == (f"{latin1} is not a UTF-8 JSON file (byte 0xe9 cannot be "
+                              "decoded); an options.json is UTF-8 text")
+    bom = tmp_path / "bom.json"  # Windows editors' byte order mark is fine
+    bom.write_bytes(b"\xef\xbb\xbf" + json.dumps(RELEASED).encode())
+    assert load_options(bom).lstm.dim == 4096
+
+
+def test_options_file_permission_denied(tmp_path, monkeypatch):
+    path = write(tmp_path, RELEASED)
+
+    def denied(file, *args, **kwargs):  # chmod 000 does not stop root, so fake it
+        raise PermissionError(13, "Permission denied", os.fspath(file))
+
+    monkeypatch.setattr(options_module, "open", denied, raising=False)
+    with pytest.raises(OptionsError) as err:
+        load_options(path)
+    assert str(err.value) == f"permission denied reading the options file {path}"
