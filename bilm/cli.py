@@ -286,9 +286,7 @@ _TRAIN_FLAGS = {"batch_size": "batch_size", "n_epochs": "n_epochs",
 
 def _train_options(args: argparse.Namespace) -> dict:
     """The preset, merged with --options FILE, then the flags; validated (no TensorFlow)."""
-    import json
-
-    from bilm.options import BiLMOptions
+    from bilm.options import BiLMOptions, read_options_json
     from bilm.presets import preset
     from bilm.scripts import merge_options
 
@@ -296,11 +294,7 @@ def _train_options(args: argparse.Namespace) -> dict:
     source = f"preset {args.preset!r}"
     if args.options:
         _need_file(args.options, "options file")
-        try:
-            with open(args.options, encoding="utf-8") as f:
-                override = json.load(f)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{args.options} is not valid JSON: {e}") from None
+        override = read_options_json(args.options)  # OptionsError: not JSON, HDF5, not UTF-8
         if not isinstance(override, dict):
             raise UserError(f"{args.options} must hold a JSON object of options, "
                             f"not a {type(override).__name__}")
