@@ -7,6 +7,7 @@ variable, explicitly; readers and writers only walk that table.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 import h5py
@@ -99,6 +100,11 @@ def _datasets(f: h5py.File) -> set[str]:
     return keys
 
 
+_DAMAGED = "not a readable HDF5 file (truncated or damaged?)"
+# h5py's errors for an unreadable file or object (HDF5 raises either, by where it fails)
+_H5_ERRORS = (OSError, RuntimeError)
+
+
 def _open(path: str | os.PathLike[str]) -> h5py.File:
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -106,15 +112,65 @@ def _open(path: str | os.PathLike[str]) -> h5py.File:
     try:
         return h5py.File(path, "r")
     except OSError as e:
-        raise WeightFileError(f"{path} is not a readable HDF5 file: {e}") from None
+        # h5py: "... (truncated file: eof = 27160, sblock->base_addr = 0, stored_eof = 54320)"
+        sizes = re.search(r"truncated file: eof = (\d+).*stored_eof = (\d+)", str(e))
+        detail = (f": it has {int(sizes[1]):,} of its {int(sizes[2]):,} bytes" if sizes
+                  else "")
+        raise WeightFileError(f"{path}: {_DAMAGED}{detail}") from None
+
+
+def _read_dataset(f: h5py.File, key: str, path: str) -> np.ndarray:
+    """``f[key]`` as float32, refusing storage outside the file and non-finite values.
+
+    An HDF5 dataset may keep its bytes in other files (EXTERNAL storage, or a VIRTUAL dataset
+    mapping other files' datasets): a weight file must not read files it merely names.
+    """
+    name = os.path.basename(path)
+    try:
+        dset = f[key]
+        if not isinstance(dset, h5py.Dataset):
+            raise WeightFileError(f"{path}: '{key}' is a group, not a dataset")
+        if dset.is_virtual:
+            sources = sorted({m.file_name for m in dset.virtual_sources()})
+            raise WeightFileError(
+                f"{path}: dataset '{key}' is a virtual dataset mapping other files "
+                f"({', '.join(sources)}); refusing to read outside {name}")
+        plist = dset.id.get_create_plist()
+        if plist.get_external_count():
+            files = [os.fsdecode(plist.get_external(i)[0])
+                     for i in range(plist.get_external_count())]
+            raise WeightFileError(
+                f"{path}: dataset '{key}' stores its data in an external file "
+                f"({', '.join(files)}); refusing to read outside {name}")
+        value = dset[...]
+    except _H5_ERRORS:
+        raise WeightFileError(f"{path}: {_DAMAGED}: dataset '{key}' cannot be read") from None
+    if value.dtype.kind not in "fiu":
+        raise WeightFileError(f"{path}: dataset '{key}' holds {value.dtype} values, not numbers")
+    n_bad = value.size - np.count_nonzero(np.isfinite(value))
+    if n_bad:
+        raise WeightFileError(
+            f"{path}: dataset '{key}' holds {n_bad} non-finite values (NaN/inf); the file is "
+            "damaged or the training diverged")
+    with np.errstate(over="ignore"):
+        value = value.astype(np.float32, copy=False)
+    n_big = value.size - np.count_nonzero(np.isfinite(value))
+    if n_big:  # finite in a float64 file, inf as float32
+        raise WeightFileError(
+            f"{path}: dataset '{key}' holds {n_big} values beyond float32's range")
+    return value
 
 
 def read_embedding_file(path: str | os.PathLike[str]) -> np.ndarray:
-    """The ``embedding`` dataset of a token-embedding file; shape (n_vocab, dim)."""
+    """The ``embedding`` dataset of a token-embedding file; shape (n_vocab, dim), float32.
+
+    Raises :class:`WeightFileError` as :func:`load_weights` does.
+    """
+    path = os.fspath(path)
     with _open(path) as f:
         if "embedding" not in f:
-            raise WeightFileError(f"{os.fspath(path)} has no dataset 'embedding'")
-        return f["embedding"][...]
+            raise WeightFileError(f"{path} has no dataset 'embedding'")
+        return _read_dataset(f, "embedding", path)
 
 
 # Datasets a weight file may hold that inference does not use (training's softmax).
@@ -126,17 +182,21 @@ def load_weights(encoder: BiLMEncoder, weight_file: str | os.PathLike[str],
     """Assign every weight of ``encoder`` from a bilm-tf HDF5 file.
 
     The word embedding of a token-input model comes from ``embedding_weight_file`` when given.
-    Raises :class:`WeightFileError` naming the HDF5 key for a missing dataset, a shape mismatch
-    (both shapes), or a dataset the options do not account for.
+    Raises :class:`WeightFileError` (one line, naming the file and the HDF5 key) for a missing
+    dataset, a shape mismatch (both shapes), a dataset the options do not account for, NaN/inf
+    values, data stored outside the file (external or virtual datasets), or a truncated or
+    damaged file.
     """
     path = os.fspath(weight_file)
     table = weight_table(encoder)
     with _open(path) as f:
-        present = _datasets(f)
+        try:
+            present = _datasets(f)
+        except _H5_ERRORS:
+            raise WeightFileError(f"{path}: {_DAMAGED}") from None
         for entry in table:
-            source, key_path = f, path
+            key_path = path
             if entry.h5_key == "embedding" and embedding_weight_file is not None:
-                source = None
                 key_path = os.fspath(embedding_weight_file)
                 value = read_embedding_file(embedding_weight_file)
             elif entry.h5_key not in present:
@@ -145,13 +205,13 @@ def load_weights(encoder: BiLMEncoder, weight_file: str | os.PathLike[str],
                     "do the options match this weight file?"
                 )
             else:
-                value = source[entry.h5_key][...]
+                value = _read_dataset(f, entry.h5_key, path)
             if tuple(value.shape) != entry.shape:
                 raise WeightFileError(
                     f"{key_path}: dataset '{entry.h5_key}' has shape {tuple(value.shape)}, the "
                     f"options imply {entry.shape}"
                 )
-            entry.set(value.astype(np.float32, copy=False))
+            entry.set(value)
         expected = {e.h5_key for e in table}
         ignored = _IGNORED
         if encoder.char_cnn is None:  # a token-input model of a char-CNN biLM

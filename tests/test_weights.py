@@ -125,3 +125,103 @@ def test_not_hdf5_and_missing_file(tiny_model, tmp_path):
         BidirectionalLanguageModel(options_file, junk)
     with pytest.raises(WeightFileError, match="not found"):
         BidirectionalLanguageModel(options_file, tmp_path / "none.hdf5")
+
+
+def one_line(err) -> str:
+    message = str(err.value)
+    assert "\n" not in message, message
+    return message
+
+
+@pytest.mark.parametrize("value, count", [(np.nan, 3), (np.inf, 1), (-np.inf, 2)])
+def test_non_finite_weights_refused(tiny_model, tmp_path, value, count):
+    def edit(f):
+        w = f["CNN/W_cnn_0"][...]
+        w.flat[:count] = value
+        f["CNN/W_cnn_0"][...] = w
+    options_file, bad = corrupt(tiny_model, tmp_path, edit)
+    with pytest.raises(WeightFileError) as err:
+        BidirectionalLanguageModel(options_file, bad)
+    assert one_line(err) == (f"{bad}: dataset 'CNN/W_cnn_0' holds {count} non-finite values "
+                             "(NaN/inf); the file is damaged or the training diverged")
+
+
+def test_float64_beyond_float32_range_refused(tiny_model, tmp_path):
+    def edit(f):
+        w = f["CNN/b_cnn_1"][...].astype(np.float64)
+        w[0] = 1e300  # finite in the file, inf once cast to float32
+        del f["CNN/b_cnn_1"]
+        f.create_dataset("CNN/b_cnn_1", data=w)
+    options_file, bad = corrupt(tiny_model, tmp_path, edit)
+    with pytest.raises(WeightFileError) as err:
+        BidirectionalLanguageModel(options_file, bad)
+    assert one_line(err) == f"{bad}: dataset 'CNN/b_cnn_1' holds 1 values beyond float32's range"
+
+
+def test_external_storage_refused(tiny_model, tmp_path):
+    outside = tmp_path / "outside.bin"
+
+    def edit(f):
+        value = f["char_embed"][...]
+        del f["char_embed"]
+        f.create_dataset("char_embed", data=value,
+                         external=[(str(outside), 0, h5py.h5f.UNLIMITED)])
+    options_file, bad = corrupt(tiny_model, tmp_path, edit)
+    assert outside.stat().st_size > 0  # the values really live in the other file
+    with pytest.raises(WeightFileError) as err:
+        BidirectionalLanguageModel(options_file, bad)
+    assert one_line(err) == (f"{bad}: dataset 'char_embed' stores its data in an external file "
+                             f"({outside}); refusing to read outside bad.hdf5")
+
+
+def test_virtual_dataset_refused(tiny_model, tmp_path):
+    options_file, weight_file = tiny_model
+    key = "RNN_0/RNN/MultiRNNCell/Cell0/LSTMCell/B"
+
+    def edit(f):
+        shape = f[key].shape
+        del f[key]
+        layout = h5py.VirtualLayout(shape=shape, dtype=np.float32)
+        layout[...] = h5py.VirtualSource(str(weight_file), key, shape=shape)
+        f.create_virtual_dataset(key, layout)
+    options_file, bad = corrupt(tiny_model, tmp_path, edit)
+    with pytest.raises(WeightFileError) as err:
+        BidirectionalLanguageModel(options_file, bad)
+    assert one_line(err) == (f"{bad}: dataset '{key}' is a virtual dataset mapping other files "
+                             f"({weight_file}); refusing to read outside bad.hdf5")
+
+
+def test_embedding_file_checked_too(tmp_path):
+    from bilm.weights import read_embedding_file
+
+    path = tmp_path / "tokens.hdf5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("embedding", data=np.full((4, 3), np.nan, np.float32))
+    with pytest.raises(WeightFileError) as err:
+        read_embedding_file(path)
+    assert one_line(err).startswith(f"{path}: dataset 'embedding' holds 12 non-finite values")
+    with h5py.File(path, "w") as f:
+        f.create_dataset("embedding", data=np.zeros((4, 3), np.float32),
+                         external=[(str(tmp_path / "ext.bin"), 0, h5py.h5f.UNLIMITED)])
+    with pytest.raises(WeightFileError, match="'embedding' stores its data in an external"):
+        read_embedding_file(path)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "overwritten"])
+def test_damaged_file_one_line_error(tiny_model, tmp_path, damage):
+    options_file, weight_file = tiny_model
+    data = bytearray(weight_file.read_bytes())
+    bad = tmp_path / "bad.hdf5"
+    if damage == "truncated":  # an interrupted download or copy
+        bad.write_bytes(data[: len(data) // 2])
+    else:  # the middle overwritten: the header opens, object headers do not
+        middle = len(data) // 2
+        data[middle : middle + 2000] = np.random.default_rng(0).bytes(2000)
+        bad.write_bytes(data)
+    with pytest.raises(WeightFileError) as err:
+        BidirectionalLanguageModel(options_file, bad)
+    message = one_line(err)
+    assert message.startswith(f"{bad}: not a readable HDF5 file (truncated or damaged?)")
+    assert "Unable to" not in message  # not h5py's own wording
+    if damage == "truncated":
+        assert message.endswith(f": it has {len(data) // 2:,} of its {len(data):,} bytes")
