@@ -22,6 +22,10 @@ __all__ = ["BidirectionalLanguageModel", "dump_bilm_embeddings", "dump_token_emb
 
 logger = logging.getLogger(__name__)
 
+# Most distinct tokens embed_sentences keeps embedded (500,000 x 512 floats = 1 GB at the
+# original model's shape); the cache is cleared when a batch would pass it.
+TOKEN_CACHE_LIMIT = 500_000
+
 
 def remove_sentence_boundaries(layer: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
     """Drop ``<S>``/``</S>`` from a (batch, T, dim) layer -> (batch, T - 2, dim).
@@ -202,27 +206,44 @@ class BidirectionalLanguageModel:
     # -- fast, stateless embedding of tokenized text ------------------------------------------
 
     def _lookup_tokens(self, tokens: Sequence[str]) -> np.ndarray:
-        """Row index of each token in the token-embedding cache, computing new ones."""
+        """Row index of each token in the token-embedding cache, computing new ones.
+
+        ``_token_cache`` maps a token to its row of ``_token_cache_array``; rows are filled in
+        order, so the filled rows are ``len(_token_cache)`` and the array's length is its
+        capacity, doubled when full (amortised: a few copies in all, not one per batch).
+        """
         if self._batcher is None:
             self._batcher = Batcher(None, self.options.char_cnn.max_characters_per_token)
         cache = self._token_cache
         new = [t for t in dict.fromkeys(tokens) if t not in cache]
         if new:
-            if len(cache) + len(new) > 500_000:  # bound memory on open-ended corpora
+            if len(cache) + len(new) > TOKEN_CACHE_LIMIT:  # bound memory on open-ended corpora
                 cache.clear()
-                self._token_cache_array = self._token_cache_array[:0]
                 new = list(dict.fromkeys(tokens))
             # Shortest first, in chunks: each chunk's CNN runs only over its own longest
             # token's characters (CharCNN trims padding columns).
             new.sort(key=lambda t: len(t.encode("utf-8", "ignore")))
             ids = np.stack([self._batcher.token_char_ids(t) for t in new]) + 1
-            chunks = [self._embed_chars(ids[i : i + 512]).numpy()
-                      for i in range(0, len(ids), 512)]
-            start = len(self._token_cache_array)
-            self._token_cache_array = np.concatenate([self._token_cache_array, *chunks])
+            start = len(cache)
+            array = self._reserve_token_rows(start + len(new))
+            for i in range(0, len(ids), 512):
+                chunk = self._embed_chars(ids[i : i + 512]).numpy()
+                array[start + i : start + i + len(chunk)] = chunk
             for k, t in enumerate(new):
                 cache[t] = start + k
         return np.fromiter((cache[t] for t in tokens), dtype=np.int64, count=len(tokens))
+
+    def _reserve_token_rows(self, n_rows: int) -> np.ndarray:
+        """The cache array with capacity for ``n_rows``; its filled rows kept."""
+        array = self._token_cache_array
+        if n_rows > len(array):
+            # double, from 1024 rows, up to the bound (more only if one batch needs it)
+            capacity = max(n_rows, min(max(2 * len(array), 1024), TOKEN_CACHE_LIMIT))
+            grown = np.empty((capacity, array.shape[1]), np.float32)
+            filled = min(len(self._token_cache), len(array))
+            grown[:filled] = array[:filled]
+            self._token_cache_array = array = grown
+        return array
 
     def _embed_batch(self, sentences: Sequence[Sequence[str]],
                      token_batcher: TokenBatcher | None, pad_to: tuple[int, int] | None,

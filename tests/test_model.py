@@ -152,3 +152,49 @@ def test_max_batch_size(tiny_model):
     out = BidirectionalLanguageModel(options_file, weight_file, max_batch_size=4,
                                      stateful=False)(ids)
     assert out["lm_embeddings"].shape == (5, 3, 1, 16)
+
+
+def _direct_token_embeddings(model, tokens):
+    batcher = Batcher(None, model.options.char_cnn.max_characters_per_token)
+    ids = np.stack([batcher.token_char_ids(t) for t in tokens]) + 1
+    return model._embed_chars(ids).numpy()
+
+
+def test_token_cache_grows_amortised(tiny_model):
+    """The cache doubles its capacity: a handful of reallocations over 200 batches of new
+    tokens, not one copy of the whole array per batch (quadratic)."""
+    options_file, weight_file = tiny_model
+    model = BidirectionalLanguageModel(options_file, weight_file, stateful=False)
+    buffer, reallocations, seen = None, 0, []
+    for b in range(200):
+        batch = [f"t{b}x{k}" for k in range(50)] + seen[-20:]  # 50 new, 20 cached
+        rows = model._lookup_tokens(batch)
+        np.testing.assert_allclose(model._token_cache_array[rows],
+                                   _direct_token_embeddings(model, batch), rtol=0, atol=1e-6)
+        array = model._token_cache_array
+        now = (array.__array_interface__["data"][0], array.shape)
+        reallocations += now != buffer
+        buffer = now
+        seen += batch[:50]
+    assert len(model._token_cache) == 10_000
+    assert reallocations <= 5, reallocations  # 1024 rows doubled to 16,384: 5 allocations
+    # every token ever cached still maps to its own embedding
+    rows = model._lookup_tokens(seen)
+    np.testing.assert_allclose(model._token_cache_array[rows],
+                               _direct_token_embeddings(model, seen), rtol=0, atol=1e-6)
+
+
+def test_token_cache_bound_clears(tiny_model, monkeypatch):
+    from bilm import model as model_module
+
+    monkeypatch.setattr(model_module, "TOKEN_CACHE_LIMIT", 3000)
+    options_file, weight_file = tiny_model
+    model = BidirectionalLanguageModel(options_file, weight_file, stateful=False)
+    for b in range(100):
+        batch = [f"t{b}x{k}" for k in range(70)] + ["the", "same"]
+        rows = model._lookup_tokens(batch)
+        np.testing.assert_allclose(model._token_cache_array[rows],
+                                   _direct_token_embeddings(model, batch), rtol=0, atol=1e-6)
+        assert len(model._token_cache) <= 3000
+        assert len(model._token_cache_array) <= 3000  # the capacity is bounded too
+    assert len(model._token_cache) < 3000  # it was cleared at least once
