@@ -116,8 +116,6 @@ def current_rss_kib() -> int:
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux /proc")
 def test_ten_thousand_lines_flat_memory(tiny_model, tmp_path, monkeypatch):
-    from bilm import _io
-
     options_file, weight_file = tiny_model
     data = tmp_path / "big.txt"
     rng = np.random.default_rng(0)
@@ -125,15 +123,18 @@ def test_ten_thousand_lines_flat_memory(tiny_model, tmp_path, monkeypatch):
     with open(data, "w") as f:
         for _ in range(10_000):
             f.write(" ".join(rng.choice(words, size=rng.integers(1, 40))) + "\n")
+    # Sample RSS each 1000 sentences handed to the writer: wrap the public embed_sentences
+    # (what stateful=False streams through), not the progress reporter's internals.
     samples = {}
-    update = _io.Progress.update
+    embed = BidirectionalLanguageModel.embed_sentences
 
-    def sampling_update(self, n=1):
-        update(self, n)
-        if self.done % 1000 == 0:
-            samples[self.done] = current_rss_kib()
+    def sampling_embed(self, sentences, **kwargs):
+        for done, emb in enumerate(embed(self, sentences, **kwargs), start=1):
+            yield emb
+            if done % 1000 == 0:  # the writer has stored sentence `done` by now
+                samples[done] = current_rss_kib()
 
-    monkeypatch.setattr(_io.Progress, "update", sampling_update)
+    monkeypatch.setattr(BidirectionalLanguageModel, "embed_sentences", sampling_embed)
     out = tmp_path / "big.hdf5"
     dump_bilm_embeddings(None, data, options_file, weight_file, out, stateful=False)
     assert sorted(samples) == list(range(1000, 10_001, 1000))
