@@ -246,15 +246,15 @@ class BidirectionalLanguageModel:
         return array
 
     def _embed_batch(self, sentences: Sequence[Sequence[str]],
-                     token_batcher: TokenBatcher | None, pad_to: tuple[int, int] | None,
+                     token_batcher: TokenBatcher | None, pad_rows: int | None,
                      ) -> list[np.ndarray]:
-        """Stateless lm_embeddings of one batch; with ``pad_to`` = (batch multiple, time
-        multiple) the shapes are padded (padding rows have length 0) for the XLA graph."""
+        """Stateless lm_embeddings of one batch. With ``pad_rows`` the batch is padded to that
+        many rows (padding rows have length 0) and a multiple of 8 steps, and runs in the XLA
+        graph; without, it runs at its own shape in TensorFlow's graph."""
         lengths = np.array([len(s) + 2 for s in sentences], dtype=np.int32)
         n_rows, n_steps = len(sentences), int(lengths.max())
-        if pad_to is not None:
-            n_rows = -(-n_rows // pad_to[0]) * pad_to[0]
-            n_steps = -(-n_steps // pad_to[1]) * pad_to[1]
+        if pad_rows is not None:
+            n_rows, n_steps = pad_rows, _pad_steps(n_steps)
         padded_lengths = np.zeros(n_rows, np.int32)
         padded_lengths[: len(lengths)] = lengths
         if self.use_character_inputs:
@@ -269,57 +269,120 @@ class BidirectionalLanguageModel:
             batch_ids = token_batcher.batch_sentences(sentences)
             ids[: batch_ids.shape[0], : batch_ids.shape[1]] = batch_ids
             emb = self.encoder.embed_tokens(tf.constant(ids), shifted=True)
-        run = self._contextual_xla if pad_to is not None else self._contextual_stateless
+        run = self._contextual_xla if pad_rows is not None else self._contextual_stateless
         out = run(emb, tf.constant(padded_lengths))["lm_embeddings"].numpy()
         return [out[k, :, : n - 2] for k, n in enumerate(lengths)]
 
     def embed_sentences(self, sentences: Iterable[Sequence[str]], batch_size: int = 64,
                         token_batcher: TokenBatcher | None = None, window: int = 32,
-                        jit_compile: bool | None = None) -> Iterator[np.ndarray]:
+                        jit_compile: bool | None = None, *,
+                        max_tokens: int | None = None) -> Iterator[np.ndarray]:
         """Stateless embeddings of tokenized sentences, fast, in input order.
 
-        Sentences are read ``batch_size * window`` at a time (constant memory), grouped by
-        length into batches, and each distinct token's CNN embedding is computed once and
-        cached. Results equal calling the model one sentence at a time with
-        ``stateful=False``. A token-input model needs ``token_batcher``. ``jit_compile``
-        runs the LSTMs through XLA, padding batches to ``batch_size`` rows and a multiple of 8
-        steps (one compilation per length bucket, ~1 s each on CPU). XLA fuses the per-step
-        gate arithmetic but its CPU matmuls are slower than TensorFlow's at large sizes, so the
-        default (None) uses it for LSTMs up to 2048 units only (measured: 1.4x faster at
-        1024/2048 units, 1.7x slower at 4096; see docs/performance.md).
+        Sentences are read ``batch_size * window`` at a time (constant memory), sorted by
+        length and grouped into batches of at most ``batch_size`` sentences and at most
+        ``max_tokens`` time steps in all (rows x steps, ``<S>``/``</S>`` and padding
+        included; a sentence longer than that goes alone), and each distinct token's CNN
+        embedding is computed once and cached. The default ``max_tokens``, ``batch_size *
+        64``, keeps ordinary text in full batches (sentences up to 62 tokens; most corpora
+        average 20-30) while long lines take fewer rows, so a batch never needs more memory
+        than ``batch_size`` sentences of 64 steps. Results equal calling the model one
+        sentence at a time with ``stateful=False``, whatever the grouping (to float
+        rounding: XLA and TensorFlow round differently). A token-input model needs
+        ``token_batcher``.
+
+        ``jit_compile`` runs the LSTMs through XLA, one shape per 8-step length bucket (one
+        compilation each, ~1-3 s on CPU): a batch is padded to a multiple of 8 steps and to
+        the most rows that bucket allows (``batch_size``, or ``max_tokens // steps`` for long
+        sentences) when it has at least half of them; smaller batches and lone sentences run
+        unpadded without XLA (see :func:`xla_rows`). XLA fuses the per-step gate arithmetic
+        but its CPU matmuls are slower than TensorFlow's at large sizes, so the default
+        (None) uses it for LSTMs up to 2048 units only (measured: 1.4x faster at 1024/2048
+        units, 1.7x slower at 4096; see docs/performance.md).
 
         Yields:
             one float32 array per sentence, (n_layers + 1, n_tokens, 2 * projection_dim).
         """
         if not self.use_character_inputs and token_batcher is None:
             raise ValueError("a token-input model needs token_batcher to embed sentences")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+        if max_tokens is None:
+            max_tokens = batch_size * 64
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1; got {max_tokens}")
         if jit_compile is None:
             jit_compile = self.options.lstm.dim <= 2048
-        pad_to = (batch_size, 8) if jit_compile else None
         buffer: list[Sequence[str]] = []
         for sentence in sentences:
             if isinstance(sentence, (str, bytes)):
                 check_sentences([sentence])
             buffer.append(sentence)
             if len(buffer) == batch_size * window:
-                yield from self._embed_window(buffer, batch_size, token_batcher, pad_to)
+                yield from self._embed_window(buffer, batch_size, max_tokens, token_batcher,
+                                              jit_compile)
                 buffer = []
         if buffer:
-            yield from self._embed_window(buffer, batch_size, token_batcher, pad_to)
+            yield from self._embed_window(buffer, batch_size, max_tokens, token_batcher,
+                                          jit_compile)
 
-    def _embed_window(self, window: list[Sequence[str]], batch_size: int,
+    def _embed_window(self, window: list[Sequence[str]], batch_size: int, max_tokens: int,
                       token_batcher: TokenBatcher | None,
-                      pad_to: tuple[int, int] | None) -> Iterator[np.ndarray]:
+                      jit_compile: bool) -> Iterator[np.ndarray]:
         empty = np.zeros((self.n_layers + 1, 0, self.output_dim), np.float32)
         results: list[np.ndarray | None] = [None] * len(window)
         order = sorted((i for i, s in enumerate(window) if len(s)), key=lambda i: len(window[i]))
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
+        steps = [len(window[i]) + 2 for i in order]
+        for start, stop in plan_batches(steps, batch_size, max_tokens, jit_compile):
+            idx = order[start:stop]
+            pad_rows = xla_rows(len(idx), steps[stop - 1], batch_size, max_tokens, jit_compile)
             batch = [window[i] for i in idx]
-            for i, emb in zip(idx, self._embed_batch(batch, token_batcher, pad_to)):
+            for i, emb in zip(idx, self._embed_batch(batch, token_batcher, pad_rows)):
                 results[i] = emb
         for r in results:
             yield empty if r is None else r
+
+
+def _pad_steps(n_steps: int) -> int:
+    return -(-n_steps // 8) * 8
+
+
+def plan_batches(steps: Sequence[int], batch_size: int, max_tokens: int,
+                 jit_compile: bool) -> Iterator[tuple[int, int]]:
+    """Split sentences of ascending ``steps`` (tokens + 2) into batches ``[start, stop)``, each
+    as long as it can be with at most ``batch_size`` sentences and at most ``max_tokens``
+    rows x steps (steps rounded up to a multiple of 8 for XLA); one sentence always makes a
+    batch, however long."""
+    start = 0
+    while start < len(steps):
+        stop = start + 1
+        while stop < len(steps) and stop - start < batch_size:
+            n_steps = _pad_steps(steps[stop]) if jit_compile else steps[stop]
+            if (stop - start + 1) * n_steps > max_tokens:
+                break
+            stop += 1
+        yield start, stop
+        start = stop
+
+
+def xla_rows(n_rows: int, n_steps: int, batch_size: int, max_tokens: int,
+             jit_compile: bool) -> int | None:
+    """Rows a batch of ``n_rows`` sentences (the longest ``n_steps`` steps) is padded to for the
+    XLA graph, or None: it runs unpadded in TensorFlow's graph.
+
+    XLA compiles once per shape (measured: 1.4-3 s and 4-22 MB of resident memory kept, each),
+    so its batches come in ONE shape per 8-step bucket S: the most rows the budget allows,
+    ``min(batch_size, max_tokens // S)`` — ``batch_size`` rows for ordinary sentences, as
+    before, fewer for long ones. A batch with at least half that many sentences is padded up
+    to it (under 2x the work, and never over ``max_tokens``); a smaller one (the last of a
+    window, or where the lengths jump) runs unpadded in TensorFlow's graph, which needs no
+    compilation and is as fast as XLA at a few rows. So does a lone sentence: XLA's CPU loop is
+    ~15x slower than TensorFlow's at one row.
+    """
+    if not jit_compile or n_rows < 2:
+        return None
+    rows = min(batch_size, max_tokens // _pad_steps(n_steps))
+    return rows if 2 * n_rows >= rows else None
 
 
 def _read_max_chars(options_file: str | os.PathLike[str]) -> int:
@@ -424,7 +487,8 @@ def dump_bilm_embeddings(vocab_file: str | os.PathLike[str] | None,
                          weight_file: str | os.PathLike[str],
                          outfile: str | os.PathLike[str], stateful: bool = True,
                          batch_size: int = 64, progress: bool = True, *, layers: str = "all",
-                         pool: str = "none", layout: str = "bilm") -> None:
+                         pool: str = "none", layout: str = "bilm",
+                         max_tokens: int | None = None) -> None:
     """Embed every line of a tokenized text file (one sentence per line) into HDF5.
 
     ``outfile`` gets one dataset per line, key ``str(line_index)``, float32; with the defaults
@@ -432,9 +496,12 @@ def dump_bilm_embeddings(vocab_file: str | os.PathLike[str] | None,
     line gives n_tokens 0.
 
     With the defaults this is bilm-tf's computation: one sentence at a time, LSTM state
-    carried from line to line. ``stateful=False`` embeds ``batch_size`` sentences at a time,
-    grouped by length, each from a zero state: deterministic and many times faster. The file
-    is streamed and the output is written atomically. ``vocab_file`` only caches char ids.
+    carried from line to line. ``stateful=False`` embeds up to ``batch_size`` sentences at a
+    time, grouped by length, each from a zero state: deterministic and many times faster;
+    ``max_tokens`` bounds a batch's rows x time steps (default ``batch_size * 64``, see
+    :meth:`BidirectionalLanguageModel.embed_sentences`), so a very long line is embedded
+    alone. The file is streamed and the output is written atomically. ``vocab_file`` only
+    caches char ids.
 
     ``layers`` (all | top | average) and ``pool`` (none | mean | max) reduce each sentence
     as :func:`reduce_embeddings` does: e.g. top + mean gives one (2 * projection_dim,) vector
@@ -447,6 +514,8 @@ def dump_bilm_embeddings(vocab_file: str | os.PathLike[str] | None,
     _check_choice("layout", layout, LAYOUTS)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    if max_tokens is not None and max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1; got {max_tokens}")
     dataset_file = os.fspath(dataset_file)
     if not os.path.exists(dataset_file):
         raise FileNotFoundError(f"dataset file not found: {dataset_file}")
@@ -465,7 +534,7 @@ def dump_bilm_embeddings(vocab_file: str | os.PathLike[str] | None,
     else:
         def embeddings() -> Iterator[np.ndarray]:
             yield from model.embed_sentences(_read_sentences(dataset_file),
-                                             batch_size=batch_size)
+                                             batch_size=batch_size, max_tokens=max_tokens)
     n_blank = 0
     with atomic_path(outfile) as tmp, h5py.File(tmp, "w") as fout:
         for index, emb in enumerate(embeddings()):

@@ -59,6 +59,30 @@ def test_stateless_batched_dump(tiny_model, dataset, tmp_path):
         np.testing.assert_allclose(got[str(i)], expected, rtol=0, atol=1e-6)
 
 
+def test_stateless_dump_token_budget(tiny_model, dataset, tmp_path, monkeypatch):
+    options_file, weight_file = tiny_model
+    seen = []
+    embed = BidirectionalLanguageModel.embed_sentences
+
+    def spy(self, sentences, **kwargs):
+        seen.append(kwargs)
+        yield from embed(self, sentences, **kwargs)
+
+    monkeypatch.setattr(BidirectionalLanguageModel, "embed_sentences", spy)
+    dump_bilm_embeddings(None, dataset, options_file, weight_file, tmp_path / "a.hdf5",
+                         stateful=False, batch_size=4, max_tokens=1)  # one line per batch
+    dump_bilm_embeddings(None, dataset, options_file, weight_file, tmp_path / "b.hdf5",
+                         stateful=False)
+    assert seen == [{"batch_size": 4, "max_tokens": 1}, {"batch_size": 64, "max_tokens": None}]
+    alone, batched = read_all(tmp_path / "a.hdf5"), read_all(tmp_path / "b.hdf5")
+    assert sorted(alone) == sorted(batched)
+    for key in alone:
+        np.testing.assert_allclose(alone[key], batched[key], rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="max_tokens must be >= 1"):
+        dump_bilm_embeddings(None, dataset, options_file, weight_file, tmp_path / "c.hdf5",
+                             stateful=False, max_tokens=0)
+
+
 def test_failure_leaves_no_file(tiny_model, dataset, tmp_path, monkeypatch):
     options_file, weight_file = tiny_model
     out = tmp_path / "out.hdf5"
