@@ -8,6 +8,11 @@
 
 Character ids are computed with ``tf.strings`` inside the graph, so a saved model takes
 strings as its input and needs neither Python tokenization nor ``bilm`` to serve.
+
+Keras 3's ``fit``/``predict``/``evaluate`` reject NumPy's fixed-width string arrays
+(``np.array(["the cat", ...])``, dtype ``<U..``: "Invalid dtype: str288") before any layer
+sees them; pass :func:`text_tensor` of them (a ``tf.string`` tensor) or a ``tf.data.Dataset``
+instead.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from bilm.data.vocabulary import (
@@ -35,10 +41,26 @@ from bilm.model import contextual_layers
 from bilm.options import BiLMOptions, OptionsError, load_options
 from bilm.weights import load_weights
 
-__all__ = ["OUTPUTS", "ELMoEmbedding", "char_ids_from_tokens", "split_sentences"]
+__all__ = ["OUTPUTS", "ELMoEmbedding", "char_ids_from_tokens", "split_sentences", "text_tensor"]
 
 OUTPUTS = ("elmo", "default", "word_emb", "lstm_outputs1", "lstm_outputs2",
            "lstm_outputs3", "lstm_outputs4")
+
+
+def text_tensor(sentences) -> tf.Tensor:
+    """Sentences (a list, a NumPy array of a string dtype, a pandas Series) as a
+    ``tf.string`` tensor: string data Keras' ``fit``/``predict``/``evaluate`` accept.
+
+    Keras 3's array data adapter rejects NumPy's fixed-width ``<U..``/``S..`` dtypes
+    ("ValueError: Invalid dtype: str288"), and object arrays unless 1-D and all ``str``,
+    before any layer is called, so ``ELMoEmbedding`` cannot convert them itself. A tensor
+    passes (slicing, shuffling and ``validation_split`` work on it as on an array)::
+
+        model.fit(text_tensor(np.array(["the cat sat", "a dog"])), labels)
+    """
+    if isinstance(sentences, tf.Tensor):
+        return sentences
+    return tf.convert_to_tensor(np.asarray(sentences), tf.string)
 
 
 def split_sentences(sentences: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -133,7 +155,8 @@ class ELMoEmbedding(keras.layers.Layer):
 
     Input: a (batch,) string tensor of sentences, split on whitespace; or ``[tokens,
     sequence_len]`` / ``{"tokens", "sequence_len"}`` with tokens (batch, T) strings.
-    T is the longest sentence of the batch.
+    T is the longest sentence of the batch. For ``model.fit``/``predict`` on a NumPy array of
+    strings, pass :func:`text_tensor` of it (Keras rejects NumPy's ``<U..`` arrays).
     """
 
     def __init__(self, options_file: str | os.PathLike[str] | None = None,

@@ -244,3 +244,33 @@ def test_hub_keras_layer(tiny_model, tmp_path):
     np.testing.assert_allclose(got, expected, atol=1e-6)
     trainable = hub.KerasLayer(str(tmp_path / "sm"), trainable=True)
     assert len(trainable.trainable_weights) == 2  # the scalar mix, as the hub module's
+
+
+def test_fit_and_predict_on_numpy_string_arrays(tiny_model):
+    """Keras 3's fit/predict/evaluate reject NumPy's fixed-width strings ('<U', 'S': "Invalid
+    dtype: str288") before any layer sees them; ``text_tensor`` makes any string array a
+    tensor they accept, with the same predictions as a 1-D object array of str (which Keras
+    converts itself)."""
+    from bilm.keras import text_tensor
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(shape=(), dtype="string")
+    x = ELMoEmbedding(*tiny_model, output="default")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3)(x))
+    model.compile(keras.optimizers.Adam(0.05),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    unicode = np.array(SENTENCES)
+    assert unicode.dtype.kind == "U"
+    labels = np.arange(len(SENTENCES)) % 3
+    history = model.fit(text_tensor(unicode), labels, epochs=3, batch_size=3, verbose=0,
+                        validation_split=0.5)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    expected = model.predict(unicode.astype(object), verbose=0)
+    assert np.abs(expected).max() > 0.1
+    for given in (unicode, unicode.astype(object), np.char.encode(unicode, "utf-8"),
+                  SENTENCES):
+        got = model.predict(text_tensor(given), verbose=0, batch_size=4)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(model.evaluate(text_tensor(unicode), labels, verbose=0),
+                               model.evaluate(unicode.astype(object), labels, verbose=0),
+                               rtol=1e-6)
