@@ -9,7 +9,12 @@ from pathlib import Path
 
 import h5py
 
-from bilm import dump_bilm_embeddings
+from bilm.logs import configure_logging, import_tensorflow
+
+configure_logging()  # bilm's messages and progress; TensorFlow's chatter hidden
+import_tensorflow()  # (its start-up lines too)
+
+from bilm import dump_bilm_embeddings  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 model_dir = Path(sys.argv[1] if len(sys.argv) > 1 else

@@ -9,7 +9,12 @@ MODEL_DIR holds options.json and lm_weights.hdf5 (default: bilm-tf's test model 
 import sys
 from pathlib import Path
 
-from bilm import Batcher, BidirectionalLanguageModel, weight_layers
+from bilm.logs import configure_logging, import_tensorflow
+
+configure_logging()  # bilm's messages and progress; TensorFlow's chatter hidden
+import_tensorflow()  # (its start-up lines too)
+
+from bilm import Batcher, BidirectionalLanguageModel, weight_layers  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 model_dir = Path(sys.argv[1] if len(sys.argv) > 1 else
