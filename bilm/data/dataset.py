@@ -8,20 +8,33 @@ many GB is never loaded whole).
 from __future__ import annotations
 
 import glob
+import itertools
 import logging
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
 from bilm.data.vocabulary import UnicodeCharsVocabulary, Vocabulary
 
-__all__ = ["Batch", "BidirectionalLMDataset", "LMDataset"]
+__all__ = ["Batch", "BidirectionalLMDataset", "DataError", "LMDataset"]
 
 logger = logging.getLogger(__name__)
 
-Batch = dict[str, np.ndarray]  # token_ids, tokens_characters, next_token_id (+ '_reverse')
+# token_ids, tokens_characters (None for a word-input vocabulary, as in bilm-tf),
+# next_token_id, and the same keys with '_reverse' for a biLM
+Batch = dict[str, np.ndarray | None]
+
+# (n_batches, batch_size, num_steps): a stretch of a run read with one batch geometry
+Segment = tuple[int, int, int]
+
+# invalid UTF-8 lines reported one by one per shard, then counted
+_MAX_REPORTED_BAD_LINES = 5
+
+
+class DataError(ValueError):
+    """The training or held-out text cannot be used (e.g. the files hold no tokens)."""
 
 
 class LMDataset:
@@ -36,11 +49,15 @@ class LMDataset:
         shuffle_on_load: shuffle sentences within a shard (through a streaming buffer of
             ``shuffle_buffer`` sentences, so memory stays bounded).
         seed: seeds the shard order and the shuffle, for reproducible runs.
+
+    Lines that are not valid UTF-8 are skipped with a warning naming the file and line (the
+    first few per shard, then a count): one bad line must not end a long run.
     """
 
     def __init__(self, filepattern: str, vocab: Vocabulary, reverse: bool = False,
                  test: bool = False, shuffle_on_load: bool = False, seed: int | None = None,
                  shuffle_buffer: int = 100_000) -> None:
+        self._filepattern = filepattern
         self._shards = sorted(glob.glob(os.path.expanduser(filepattern)))
         if not self._shards:
             raise FileNotFoundError(f"no training files match {filepattern!r}")
@@ -48,8 +65,11 @@ class LMDataset:
         self._vocab = vocab
         self._reverse, self._test = reverse, test
         self._shuffle_on_load, self._shuffle_buffer = shuffle_on_load, shuffle_buffer
+        self._seed = seed
         self._rng = random.Random(seed)
         self._use_char_inputs = isinstance(vocab, UnicodeCharsVocabulary)
+        self._bad_lines: set[tuple[str, int]] = set()  # invalid UTF-8 lines seen so far
+        self.report_skipped = True  # warn about them (the reverse stream of a biLM does not)
 
     @property
     def vocab(self) -> Vocabulary:
@@ -60,24 +80,58 @@ class LMDataset:
         return list(self._shards)
 
     @property
+    def filepattern(self) -> str:
+        return self._filepattern
+
+    @property
+    def n_skipped_lines(self) -> int:
+        """Distinct lines skipped so far because they are not valid UTF-8."""
+        return len(self._bad_lines)
+
+    @property
+    def seed(self) -> int | None:
+        return self._seed
+
+    @property
     def max_word_length(self) -> int | None:
         return self._vocab.max_word_length if self._use_char_inputs else None
 
+    def _decoded_lines(self, shard: str) -> Iterator[str]:
+        """The shard's lines as text; invalid UTF-8 lines skipped and reported."""
+        bad, new = 0, 0
+        with open(shard, "rb") as f:
+            for lineno, raw in enumerate(f, start=1):
+                try:
+                    yield raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    bad += 1
+                    if (shard, lineno) in self._bad_lines:  # reported on an earlier pass
+                        continue
+                    self._bad_lines.add((shard, lineno))
+                    new += 1
+                    if self.report_skipped and new <= _MAX_REPORTED_BAD_LINES:
+                        logger.warning("%s:%d: not valid UTF-8 (%s at byte %d); line skipped",
+                                       shard, lineno, e.reason, e.start)
+        if self.report_skipped and new > _MAX_REPORTED_BAD_LINES:
+            logger.warning("%s: %d lines in all were not valid UTF-8 and were skipped", shard,
+                           bad)
+
     def _lines(self, shard: str) -> Iterator[str]:
-        with open(shard, encoding="utf-8") as f:
-            if not self._shuffle_on_load:
-                yield from f
-                return
-            buffer: list[str] = []
-            for line in f:
-                if len(buffer) < self._shuffle_buffer:
-                    buffer.append(line)
-                    continue
-                k = self._rng.randrange(len(buffer))
-                yield buffer[k]
-                buffer[k] = line
-            self._rng.shuffle(buffer)
-            yield from buffer
+        lines = self._decoded_lines(shard)
+        if not self._shuffle_on_load:
+            yield from lines
+            return
+        # a streaming shuffle buffer: memory stays bounded for any shard size
+        buffer: list[str] = []
+        for line in lines:
+            if len(buffer) < self._shuffle_buffer:
+                buffer.append(line)
+                continue
+            k = self._rng.randrange(len(buffer))
+            yield buffer[k]
+            buffer[k] = line
+        self._rng.shuffle(buffer)
+        yield from buffer
 
     def _shard_order(self) -> Iterator[str]:
         if self._test:
@@ -89,20 +143,57 @@ class LMDataset:
             yield from order
 
     def get_sentence(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-        """Yield (word ids (n + 2,), char ids (n + 2, max_chars) or None) per sentence."""
-        for shard in self._shard_order():
+        """Yield (word ids (n + 2,), char ids (n + 2, max_chars) or None) per sentence.
+
+        Raises :class:`DataError` when a full pass over the shards finds no token (training
+        would otherwise loop forever on empty files)."""
+        n_shards, seen_tokens = len(self._shards), False
+        for visited, shard in enumerate(self._shard_order(), start=1):
             for line in self._lines(shard):
                 tokens = line.split()
+                seen_tokens = seen_tokens or bool(tokens)
                 if self._reverse:
                     tokens.reverse()
                 ids = self._vocab.encode(tokens, reverse=self._reverse, split=False)
                 chars = (self._vocab.encode_chars(tokens, reverse=self._reverse, split=False)
                          if self._use_char_inputs else None)
                 yield ids, chars
+            if visited == n_shards and not seen_tokens:
+                raise DataError(
+                    f"the {n_shards} file(s) matching {self._filepattern!r} hold no tokens "
+                    "(empty or blank files); check the path and the files")
 
-    def iter_batches(self, batch_size: int, num_steps: int) -> Iterator[Batch]:
-        """Batches of ``token_ids``, ``tokens_characters``, ``next_token_id`` (int32)."""
-        yield from _get_batch(self.get_sentence(), batch_size, num_steps, self.max_word_length)
+    def iter_batches(self, batch_size: int, num_steps: int,
+                     history: Sequence[Segment] = ()) -> Iterator[Batch]:
+        """Batches of ``token_ids``, ``tokens_characters``, ``next_token_id`` (int32;
+        ``tokens_characters`` is None for a word-input vocabulary).
+
+        ``history`` replays the batches a resumed run has already read, as (n_batches,
+        batch_size, num_steps) segments in order, so that the stream continues where it
+        stood even when the batch geometry changed in between: each segment reads on from
+        the sentences the previous one left (a geometry change drops the partly read
+        sentences of the old rows). The same seed and history give the same batches.
+        """
+        segments: list[Segment] = []
+        for n, rows, steps in history:  # one segment per stretch of the same geometry
+            if segments and segments[-1][1:] == (rows, steps):
+                segments[-1] = (segments[-1][0] + n, rows, steps)
+            elif n > 0:
+                segments.append((n, rows, steps))
+        skip = 0  # the same geometry continues: the same rows, partial sentences kept
+        if segments and segments[-1][1:] == (batch_size, num_steps):
+            skip = segments.pop()[0]
+        sentences = self.get_sentence()
+        for n, rows, steps in segments:
+            _consume(_get_batch(sentences, rows, steps, self.max_word_length), n)
+        batches = _get_batch(sentences, batch_size, num_steps, self.max_word_length)
+        _consume(batches, skip)
+        yield from batches
+
+
+def _consume(iterator: Iterator, n: int) -> None:
+    for _ in itertools.islice(iterator, n):
+        pass
 
 
 def _get_batch(generator: Iterator[tuple[np.ndarray, np.ndarray | None]], batch_size: int,
@@ -139,10 +230,7 @@ def _get_batch(generator: Iterator[tuple[np.ndarray, np.ndarray | None]], batch_
                 break
         if no_more_data:
             return
-        batch = {"token_ids": inputs, "next_token_id": targets}
-        if char_inputs is not None:
-            batch["tokens_characters"] = char_inputs
-        yield batch
+        yield {"token_ids": inputs, "tokens_characters": char_inputs, "next_token_id": targets}
 
 
 class BidirectionalLMDataset:
@@ -151,11 +239,14 @@ class BidirectionalLMDataset:
 
     def __init__(self, filepattern: str, vocab: Vocabulary, test: bool = False,
                  shuffle_on_load: bool = False, seed: int | None = None) -> None:
+        self._seed = seed
         other = None if seed is None else seed + 1
         self._forward = LMDataset(filepattern, vocab, reverse=False, test=test,
                                   shuffle_on_load=shuffle_on_load, seed=seed)
         self._reverse = LMDataset(filepattern, vocab, reverse=True, test=test,
                                   shuffle_on_load=shuffle_on_load, seed=other)
+        self._reverse.report_skipped = False  # each bad line reported once, by the forward
+
 
     @property
     def vocab(self) -> Vocabulary:
@@ -166,12 +257,27 @@ class BidirectionalLMDataset:
         return self._forward.shards
 
     @property
+    def filepattern(self) -> str:
+        return self._forward.filepattern
+
+    @property
+    def seed(self) -> int | None:
+        return self._seed
+
+    @property
     def max_word_length(self) -> int | None:
         return self._forward.max_word_length
 
-    def iter_batches(self, batch_size: int, num_steps: int) -> Iterator[Batch]:
-        for x, xr in zip(self._forward.iter_batches(batch_size, num_steps),
-                         self._reverse.iter_batches(batch_size, num_steps)):
+    @property
+    def n_skipped_lines(self) -> int:
+        """Invalid UTF-8 lines skipped so far (counted once, by the forward stream)."""
+        return self._forward.n_skipped_lines
+
+    def iter_batches(self, batch_size: int, num_steps: int,
+                     history: Sequence[Segment] = ()) -> Iterator[Batch]:
+        """As :meth:`LMDataset.iter_batches`, with the ``_reverse`` keys added."""
+        for x, xr in zip(self._forward.iter_batches(batch_size, num_steps, history),
+                         self._reverse.iter_batches(batch_size, num_steps, history)):
             for k, v in xr.items():
                 x[k + "_reverse"] = v
             yield x
