@@ -8,16 +8,16 @@ Shape: char CNN filters [[1,32],[2,32],[3,64],[4,128],[5,256],[6,512],[7,1024]],
 16, 1 highway, LSTM 1024 / projection 128, 2 layers, clip 3, skip connections, dropout 0.1,
 bidirectional, batch 64 x unroll 20, 4096 negatives, one CPU replica, on
 ../shared/corpus/kjv/train with its vocabulary. Tokens/s counts batch_size * unroll_steps per
-batch (one direction, as bilm-tf reported), excluding start-up (the first batches, which trace
-and compile); start-up is the time from calling train() to the end of the first batch.
+batch (one direction, as bilm-tf reported), read from the run's training_log.csv, whose windows
+exclude the first batch (tracing and compilation); start-up is the rest of the train() call.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import logging
 import os
-import re
 import resource
 import statistics
 import sys
@@ -41,24 +41,23 @@ SMALL = {
 }
 
 
-class _Rates(logging.Handler):
-    """Collects the tokens/s of each logged window and the time of the first batch."""
+class _Skipped(logging.Handler):
+    """Counts mixed_float16 steps skipped on overflow (logged at DEBUG)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.rates: list[float] = []
-        self.first_batch: float | None = None
-        self.skipped = 0  # mixed_float16 steps skipped on overflow
+        self.skipped = 0
 
     def emit(self, record: logging.LogRecord) -> None:
-        msg = record.getMessage()
-        m = re.search(r"batch (\d+)/\d+: .* ([\d.]+) tokens/s", msg)
-        if m:
-            self.rates.append(float(m.group(2)))
-        if "gradients overflowed" in msg:
+        if "gradients overflowed" in record.getMessage():
             self.skipped += 1
-        if self.first_batch is None and record.name == "bilm._io" and " 1/" in msg:
-            self.first_batch = time.perf_counter()
+
+
+def _window_rates(log_file: str) -> list[float]:
+    """tokens/s of each window of the run's training_log.csv (the first window starts after
+    the first batch, so compilation is never in it)."""
+    with open(log_file, newline="") as f:
+        return [float(row["tokens_per_second"]) for row in csv.DictReader(f)]
 
 
 def main() -> None:
@@ -83,8 +82,8 @@ def main() -> None:
     from bilm.data import BidirectionalLMDataset
     from bilm.training import load_vocab, test, train
 
-    rates = _Rates()
-    logging.getLogger("bilm").addHandler(rates)
+    skipped = _Skipped()
+    logging.getLogger("bilm").addHandler(skipped)
     logging.getLogger("bilm").setLevel(logging.INFO)
     logging.getLogger("bilm.training").setLevel(logging.DEBUG)  # overflow-skipped steps
     vocab = load_vocab(str(KJV / "vocab.txt"), 50)
@@ -97,21 +96,22 @@ def main() -> None:
         start = time.perf_counter()
         ckpt = train(options, data, 1, os.path.join(tmp, "save"), os.path.join(tmp, "log"),
                      n_batches=args.batches, log_every=args.log_every, seed=args.seed,
-                     checkpoint_every=10**9, progress=True)
+                     checkpoint_every=None, checkpoint_minutes=None, progress=True)
         total = time.perf_counter() - start
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        timed = rates.rates[1:] or rates.rates  # the first window holds tracing
+        timed = _window_rates(os.path.join(tmp, "save", "training_log.csv"))
         jit = "default" if args.jit is None else args.jit
         print(f"# TF {tf.__version__}, {args.batches} batches of 64 x 20, 4096 negatives, "
               f"precision {args.precision}, jit {jit}")
-        print(f"training tokens/s (median of {len(timed)} windows after the first): "
-              f"{statistics.median(timed):,.0f}")
-        if rates.first_batch is not None:
-            print(f"start-up (train() call to end of first batch): "
-                  f"{rates.first_batch - start:.1f} s")
+        rate = statistics.median(timed)
+        print(f"training tokens/s (median of {len(timed)} windows, the first batch excluded): "
+              f"{rate:,.0f}")
+        steady = (args.batches - 1) * 64 * 20 / rate
+        print(f"start-up (the train() call's time beyond {args.batches - 1} batches at that "
+              f"rate: set-up, compilation, the final save): {total - steady:.1f} s")
         print(f"total {total:.1f} s, peak RSS {rss:,.0f} MB (training)")
         if args.precision == "mixed_float16":
-            print(f"steps skipped on float16 overflow: {rates.skipped}")
+            print(f"steps skipped on float16 overflow: {skipped.skipped}")
         if args.quality:
             ppl = test(os.path.join(tmp, "save", "options.json"), ckpt,
                        BidirectionalLMDataset(str(KJV / "heldout" / "*"), vocab, test=True),

@@ -1,4 +1,5 @@
-"""The ``bilm`` command line. The only module that configures logging."""
+"""The ``bilm`` command line: a thin shell over the library. The only module (with the
+``bin/`` scripts) that configures logging."""
 
 from __future__ import annotations
 
@@ -10,17 +11,20 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
+from bilm._shell import UserError, run_main
+
 logger = logging.getLogger("bilm")
-
-
-class UserError(Exception):
-    """A mistake the user can fix: printed as one line, exit code 2."""
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``bilm embed: error: ...; see 'bilm embed --help'``."""
 
     def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments:"):
+            extra = message.split(":", 1)[1].split()
+            if extra and all(os.path.exists(x) for x in extra[:3]):
+                message += (" (the shell expanded a pattern into many files: quote it, e.g. "
+                            "--train-prefix 'corpus/train/*')")
         self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
 
 
@@ -71,33 +75,13 @@ _positive = _int_at_least(1)
 _non_negative = _int_at_least(0)
 
 
-def _setup_logging(verbosity: int) -> None:
-    level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
-    if verbosity < 1:  # TensorFlow's start-up chatter
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
 def _start_tensorflow(args: argparse.Namespace) -> None:
-    """Import TensorFlow and find its devices, its native start-up lines hidden unless
-    --verbose: absl writes them to stderr before any log level applies (TF_CPP_MIN_LOG_LEVEL
-    does not silence them), and they would bury a one-line error."""
-    if args.verbose or "tensorflow" in sys.modules:
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-        import keras  # noqa: F401  (its start-up lines too)
-        import tensorflow as tf
+    """Import TensorFlow, its start-up lines hidden unless --verbose (bilm.logs)."""
+    from bilm.logs import import_tensorflow
 
-        devices = tf.config.list_physical_devices()  # CUDA's start-up lines
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-    logger.debug("TensorFlow %s, devices %s", tf.__version__, [d.name for d in devices])
+    tf = import_tensorflow()
+    logger.debug("TensorFlow %s, devices %s", tf.__version__,
+                 [d.name for d in tf.config.list_physical_devices()])
 
 
 # -- checks run before TensorFlow is imported: a mistake costs a fraction of a second ---------
@@ -105,6 +89,11 @@ def _start_tensorflow(args: argparse.Namespace) -> None:
 def _check_output(path: str, overwrite: bool, inputs: Sequence[str | None] = ()) -> None:
     if os.path.isdir(path):
         raise UserError(f"{path} is a directory; give a file name for the output")
+    ancestor = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        raise UserError(f"cannot write {path}: {ancestor} is a file, not a folder")
     for source in inputs:
         if source and os.path.exists(source) and os.path.exists(path) and os.path.samefile(
                 source, path):
@@ -153,52 +142,25 @@ def _need_glob(pattern: str, flag: str, what: str) -> None:
                         "the pattern so that bilm, not the shell, expands it")
 
 
-def _need_run(save_dir: str) -> None:
-    """A training directory: options.json and a checkpoint."""
-    if not os.path.isdir(save_dir):
-        raise UserError(f"training directory not found: {save_dir}; pass the --save-dir "
-                        "given to bilm train")
-    if not os.path.exists(os.path.join(save_dir, "options.json")):
-        raise UserError(f"{save_dir} has no options.json: not a bilm training directory")
-    if not os.path.exists(os.path.join(save_dir, "checkpoint")):
-        raise UserError(f"no checkpoint in {save_dir}; run bilm train first")
+def _need_run(save_dir: str):  # -> bilm.run.TrainingRun
+    """A training directory: options.json and a checkpoint (RunError otherwise)."""
+    from bilm.run import TrainingRun
+
+    run = TrainingRun(save_dir)
+    run.check()
+    return run
 
 
 def _check_replicas(n_gpus: int) -> None:
     """--n-gpus against the visible devices (tf.distribute's own error is a traceback)."""
     if n_gpus <= 1 or os.environ.get("TF_CONFIG"):
         return
-    import tensorflow as tf
+    from bilm.distribute import device_summary
 
-    gpus = tf.config.list_logical_devices("GPU")
-    devices = gpus or tf.config.list_logical_devices("CPU")
-    if n_gpus > len(devices):
-        raise UserError(f"--n-gpus {n_gpus} but only {len(devices)} "
-                        f"{'GPU' if gpus else 'CPU'} device(s) are visible; lower --n-gpus")
-
-
-def _user_message(error: BaseException) -> str | None:
-    """The one-line message for an error the user can fix, or None for a bug (a traceback).
-
-    Every exception that reaches the command line is sorted here, in one place.
-    """
-    from bilm.data.vocabulary import VocabularyError
-    from bilm.options import OptionsError
-
-    if isinstance(error, (UserError, OptionsError, VocabularyError)):
-        message = str(error)
-    elif isinstance(error, UnicodeDecodeError):
-        message = f"a text file is not UTF-8 ({error.reason}); convert it, e.g. with iconv"
-    elif isinstance(error, OSError):  # a path that is missing or unwritable, a full disk
-        message = str(error) or type(error).__name__
-    elif type(error).__name__ == "ResourceExhaustedError":  # TensorFlow out of memory
-        message = f"out of memory ({str(error).splitlines()[0]}); lower --batch-size"
-    elif (isinstance(error, (ValueError, RuntimeError))
-          and type(error).__module__.split(".")[0] == "bilm"):
-        message = str(error)  # bilm's own error classes: WeightFileError, TrainingError
-    else:
-        return None
-    return " ".join(message.split())
+    kind, count = device_summary()
+    if n_gpus > count:
+        raise UserError(f"--n-gpus {n_gpus} but only {count} {kind} device(s) are visible; "
+                        "lower --n-gpus")
 
 
 def _cmd_info(args: argparse.Namespace) -> None:
@@ -214,21 +176,23 @@ def _cmd_info(args: argparse.Namespace) -> None:
         cnn = options.char_cnn
         print(f"char_cnn: filters {[list(f) for f in cnn.filters]}, {cnn.n_highway} highway, "
               f"embedding {cnn.embedding_dim}, n_characters {cnn.n_characters}")
-    if args.weights:
-        import h5py
+    if not args.weights:
+        return
+    from bilm.weights import list_datasets
 
-        total = 0
-        with h5py.File(args.weights, "r") as f:
-            rows = []
-            f.visititems(lambda n, o: rows.append((n, o.shape))
-                         if isinstance(o, h5py.Dataset) else None)
-        for name, shape in rows:
-            size = 1
-            for s in shape:
-                size *= s
-            total += size
-            print(f"  {name:<50} {shape}")
-        print(f"parameters: {total:,}")
+    total = 0
+    for name, shape in list_datasets(args.weights):  # a damaged file fails here, before TF
+        total += math.prod(shape)
+        print(f"  {name:<50} {shape}")
+    print(f"parameters: {total:,}")
+    # the weights against the options: every dataset present, every shape right, finite
+    _start_tensorflow(args)
+    from bilm.model import BidirectionalLanguageModel
+
+
+    BidirectionalLanguageModel(args.options, args.weights, stateful=False,
+                               use_character_inputs=options.use_character_inputs)
+    print("the weights match the options")
 
 
 def _cmd_embed(args: argparse.Namespace) -> None:
@@ -240,6 +204,8 @@ def _cmd_embed(args: argparse.Namespace) -> None:
     _start_tensorflow(args)
     from bilm.model import dump_bilm_embeddings
 
+    if args.vocab and not args.stateful:
+        logger.info("--vocab only caches character ids for --stateful; not needed here")
     try:
         dump_bilm_embeddings(args.vocab, args.input, args.options, args.weights, args.output,
                              stateful=args.stateful, batch_size=args.batch_size,
@@ -284,11 +250,16 @@ _TRAIN_FLAGS = {"batch_size": "batch_size", "n_epochs": "n_epochs",
                 "dropout": "dropout", "precision": "precision", "jit_compile": "jit_compile"}
 
 
-def _train_options(args: argparse.Namespace) -> dict:
-    """The preset, merged with --options FILE, then the flags; validated (no TensorFlow)."""
+def _flag_changes(args: argparse.Namespace) -> dict:
+    return {key: getattr(args, dest) for dest, key in _TRAIN_FLAGS.items()
+            if getattr(args, dest, None) is not None}
+
+
+def _train_options(args: argparse.Namespace):  # -> bilm.options.BiLMOptions
+    """The preset, merged with --options FILE, then the flags; parsed and validated once,
+    before TensorFlow starts."""
     from bilm.options import BiLMOptions, read_options_json
-    from bilm.presets import preset
-    from bilm.scripts import merge_options
+    from bilm.presets import merge_options, preset
 
     options = preset(args.preset)
     source = f"preset {args.preset!r}"
@@ -300,51 +271,56 @@ def _train_options(args: argparse.Namespace) -> dict:
                             f"not a {type(override).__name__}")
         options = merge_options(options, override)
         source = f"{args.options} (over {source})"
-    for dest, key in _TRAIN_FLAGS.items():
-        value = getattr(args, dest, None)
-        if value is not None:
-            options[key] = value
-    BiLMOptions.from_dict(options, source=source)  # OptionsError names the key and the file
-    return options
+    options.update(_flag_changes(args))
+    return BiLMOptions.from_dict(options, source=source)
+
+
+def _checkpoint_flags(args: argparse.Namespace) -> dict:
+    """The checkpoint interval flags; none given: the library's default (bilm train: every
+    10 minutes; bilm resume: as the run was started)."""
+    if args.checkpoint_every is None and args.checkpoint_minutes is None:
+        return {}
+    return {"checkpoint_every": args.checkpoint_every,
+            "checkpoint_minutes": args.checkpoint_minutes or None}
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
     _need_glob(args.train_prefix, "--train-prefix", "training")
     _need_file(args.vocab, "vocabulary file")
     options = _train_options(args)
-    if os.path.exists(os.path.join(args.save_dir, "checkpoint")) and not args.overwrite:
+    from bilm.run import TrainingRun
+
+    run = TrainingRun(args.save_dir)
+    if run.has_checkpoint() and not args.overwrite:
         raise UserError(f"{args.save_dir} already holds a training run; continue it with "
                         "bilm resume, or pass --overwrite to start a new one there")
     _start_tensorflow(args)
-    from bilm.options import BiLMOptions
-    from bilm.scripts import _data
-    from bilm.training import load_vocab, train
-
     _check_replicas(args.n_gpus)
-    cnn = options.get("char_cnn")
-    vocab = load_vocab(args.vocab, cnn["max_characters_per_token"] if cnn else None)
-    options["n_tokens_vocab"] = vocab.size
-    opts = BiLMOptions.from_dict(options)
-    data = _data(args.train_prefix, vocab, opts.bidirectional, False, True)
-    ckpt = train(opts, data, args.n_gpus, args.save_dir, args.save_dir, seed=args.seed,
-                 n_batches=args.n_batches, progress=not args.quiet)
+    from bilm.training import start_training
+
+    ckpt = start_training(args.save_dir, options, args.train_prefix, args.vocab,
+                          n_gpus=args.n_gpus, seed=args.seed, n_batches=args.n_batches,
+                          overwrite=args.overwrite, progress=not args.quiet,
+                          **_checkpoint_flags(args))
     print(f"checkpoint: {ckpt}")
 
 
 def _cmd_resume(args: argparse.Namespace) -> None:
     _need_run(args.save_dir)
     _need_file(args.vocab, "vocabulary file")
-    _need_glob(args.train_prefix, "--train-prefix", "training")
+    if args.train_prefix:
+        _need_glob(args.train_prefix, "--train-prefix", "training")
+    changes = _flag_changes(args)
+    if args.unroll_steps is not None:
+        changes["unroll_steps"] = args.unroll_steps
     _start_tensorflow(args)
-    from bilm.scripts import restart
-
     _check_replicas(args.n_gpus)
-    argv = ["--save_dir", args.save_dir, "--vocab_file", args.vocab, "--train_prefix",
-            args.train_prefix, "--n_gpus", str(args.n_gpus)]
-    for key in ("n_epochs", "batch_size", "n_train_tokens"):
-        if getattr(args, key) is not None:
-            argv += [f"--{key}", str(getattr(args, key))]
-    restart(argv)
+    from bilm.training import resume_training
+
+    ckpt = resume_training(args.save_dir, train_prefix=args.train_prefix, vocab_file=args.vocab,
+                           n_gpus=args.n_gpus, n_batches=args.n_batches, changes=changes,
+                           progress=not args.quiet, **_checkpoint_flags(args))
+    print(f"checkpoint: {ckpt}")
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
@@ -352,16 +328,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     _need_file(args.vocab, "vocabulary file")
     _need_glob(args.test_prefix, "--test-prefix", "held-out")
     _start_tensorflow(args)
-    from bilm.scripts import run_test
+    from bilm.training import evaluate_run
 
-    try:
-        run_test(["--save_dir", args.save_dir, "--vocab_file", args.vocab, "--test_prefix",
-                  args.test_prefix, "--batch_size", str(args.batch_size)])
-    except ValueError as e:  # training.test's plain ValueError for too little text
-        if "smaller than one batch" not in str(e):
-            raise
-        raise UserError(f"the held-out text is smaller than one batch of --batch-size "
-                        f"{args.batch_size}; lower --batch-size") from None
+    ppl = evaluate_run(args.save_dir, args.test_prefix, vocab_file=args.vocab,
+                       batch_size=args.batch_size, progress=not args.quiet)
+    print(f"perplexity: {ppl:.3f}")
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
@@ -404,15 +375,9 @@ def _cmd_score(args: argparse.Namespace) -> None:
         _check_output(args.output, args.overwrite, [args.input])
     _start_tensorflow(args)
     from bilm.scoring import score_sentences
-    from bilm.training import _Trainer, load_options_latest_checkpoint, load_vocab
+    from bilm.training import load_run
 
-    options, ckpt = load_options_latest_checkpoint(args.save_dir)
-    vocab = load_vocab(args.vocab, options.char_cnn.max_characters_per_token
-                       if options.char_cnn else None)
-    import tensorflow as tf
-
-    trainer = _Trainer(options, tf.distribute.get_strategy(), for_training=False)
-    trainer.restore(ckpt, weights_only=True)
+    loaded = load_run(args.save_dir, args.vocab)
     try:
         with open(args.input, encoding="utf-8") as f:
             sentences = [line.split() for line in f]
@@ -429,7 +394,7 @@ def _cmd_score(args: argparse.Namespace) -> None:
         out.write("line\tn_tokens\tlogprob_forward\tlogprob_backward\tperplexity_forward\t"
                   "perplexity_backward\tperplexity\n")
         total_lp, total_n = 0.0, 0
-        for i, sc in enumerate(score_sentences(trainer.lm, vocab, sentences,
+        for i, sc in enumerate(score_sentences(loaded.lm, loaded.vocab, sentences,
                                                batch_size=args.batch_size)):
             bwd = sc.logprob_backward
             out.write(f"{i}\t{sc.n_tokens}\t{sc.logprob_forward:.4f}\t"
@@ -439,6 +404,7 @@ def _cmd_score(args: argparse.Namespace) -> None:
             directions = [sc.logprob_forward] + ([] if bwd is None else [bwd])
             total_lp += sum(directions) / len(directions)
             total_n += sc.n_predictions
+        out.flush()
     print(f"corpus perplexity: {math.exp(-total_lp / max(total_n, 1)):.3f} over "
           f"{len(sentences)} sentences", file=sys.stderr if not args.output else sys.stdout)
 
@@ -462,6 +428,15 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
     run_demo(out, Path(args.corpus) if args.corpus else None, n_batches=args.n_batches,
              quick=args.quick, progress=not args.quiet)
+
+
+def _checkpoint_arguments(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--checkpoint-every", type=_positive, metavar="N",
+                   help=f"save a checkpoint every N batches (default: {default})")
+    p.add_argument("--checkpoint-minutes", type=_float_type(lambda v: 0 <= v < math.inf,
+                                                            "a number >= 0"), metavar="M",
+                   help=f"save a checkpoint every M minutes; 0: not by time (default: "
+                   f"{default})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -549,28 +524,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jit", dest="jit_compile", action=argparse.BooleanOptionalAction,
                    default=None, help="XLA-compile the training step (default: the options' "
                    "jit_compile, else automatic by LSTM size)")
-    p.add_argument("--seed", type=_non_negative, default=0,
-                   help="initial weights, dropout and negative sampling")
+    p.add_argument("--seed", type=_non_negative,
+                   help="seeds the initial weights, data order, dropout and negative sampling "
+                   "(default: one is picked, logged and recorded in the run's run.json)")
+    _checkpoint_arguments(p, "every 10 minutes")
     p.add_argument("--overwrite", action="store_true",
-                   help="start a new run in a --save-dir that already holds checkpoints")
+                   help="remove an earlier run's files from --save-dir and start a new one")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("resume", help="continue training from the latest checkpoint",
                        formatter_class=fmt)
     p.add_argument("--save-dir", required=True, help="the directory given to bilm train")
-    p.add_argument("--vocab", required=True, help="the vocabulary it was trained with")
-    p.add_argument("--train-prefix", required=True, help="glob of the training shards")
+    p.add_argument("--vocab", help="the vocabulary it was trained with (default: the run's "
+                   "copy, SAVE_DIR/vocab.txt)")
+    p.add_argument("--train-prefix", help="glob of the training shards (default: the ones "
+                   "the run was started with)")
     p.add_argument("--n-gpus", type=_positive, default=1, help="replicas (GPUs, else CPU)")
+    p.add_argument("--n-batches", type=_positive,
+                   help="total batches to reach (default: the run's recorded target)")
     p.add_argument("--n-epochs", type=_positive, help="override the options' n_epochs")
-    p.add_argument("--batch-size", type=_positive, help="override the options' batch_size")
     p.add_argument("--n-train-tokens", type=_positive,
                    help="override the options' n_train_tokens")
+    p.add_argument("--batch-size", type=_positive,
+                   help="per replica; a change restarts the carried LSTM states from zeros")
+    p.add_argument("--unroll-steps", type=_positive, help="override the options' unroll_steps")
+    p.add_argument("--learning-rate", type=_positive_float, help="Adagrad's learning rate")
+    p.add_argument("--dropout", type=_rate, help="drop rate on LSTM inputs, in [0, 1)")
+    p.add_argument("--precision", choices=["float32", "mixed_bfloat16", "mixed_float16"],
+                   help="training compute precision")
+    p.add_argument("--jit", dest="jit_compile", action=argparse.BooleanOptionalAction,
+                   default=None, help="XLA-compile the training step")
+    _checkpoint_arguments(p, "as the run was started")
     p.set_defaults(func=_cmd_resume)
 
     p = sub.add_parser("evaluate", help="held-out perplexity of the latest checkpoint",
                        formatter_class=fmt)
     p.add_argument("--save-dir", required=True, help="training directory (latest checkpoint)")
-    p.add_argument("--vocab", required=True, help="the vocabulary it was trained with")
+    p.add_argument("--vocab", help="the vocabulary it was trained with (default: the run's "
+                   "copy)")
     p.add_argument("--test-prefix", required=True, help="glob of the held-out shards")
     p.add_argument("--batch-size", type=_positive, default=256,
                    help="rows streamed in parallel")
@@ -598,7 +589,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "trained checkpoint", formatter_class=fmt)
     p.add_argument("input", help="text file, one tokenized sentence per line")
     p.add_argument("--save-dir", required=True, help="training directory (latest checkpoint)")
-    p.add_argument("--vocab", required=True, help="the vocabulary it was trained with")
+    p.add_argument("--vocab", help="the vocabulary it was trained with (default: the run's "
+                   "copy)")
     p.add_argument("--output", help="TSV file (default: standard output)")
     p.add_argument("--batch-size", type=_positive, default=64, help="sentences per batch")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -617,22 +609,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``bilm`` command; returns the exit code (2 for a user mistake)."""
+    """Run the ``bilm`` command; returns the exit code (2 for a user mistake, 128 + N after
+    signal N, e.g. 130 for Ctrl-C and 143 for SIGTERM once the checkpoint is saved)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(-1 if args.quiet else (1 if args.verbose else 0))
-    try:
-        args.func(args)
-    except KeyboardInterrupt:
-        print("bilm: interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:
-        message = None if args.debug else _user_message(e)
-        if message is None:
-            raise
-        print(f"bilm: error: {message}", file=sys.stderr)
-        return 2
-    return 0
+    from bilm.logs import configure_logging
+
+    configure_logging(-1 if args.quiet else (1 if args.verbose else 0))
+    return run_main("bilm", lambda: args.func(args), debug=args.debug)
 
 
 if __name__ == "__main__":

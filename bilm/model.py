@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import tensorflow as tf
 
-from bilm._io import Progress, atomic_path
+from bilm._io import Progress, atomic_path, check_free_space
 from bilm.data.batcher import Batcher, TokenBatcher, check_sentences
 from bilm.data.vocabulary import BOS, EOS, UnicodeCharsVocabulary
 from bilm.encoder import BiLMEncoder
@@ -415,8 +415,10 @@ def dump_token_embeddings(vocab_file: str | os.PathLike[str],
     bar.close()
     dim = model.options.lstm.projection_dim
     embeddings = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
+    embeddings = embeddings.astype(np.float32)
     with atomic_path(outfile) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("embedding", data=embeddings.astype(np.float32))
+        check_free_space(os.path.dirname(tmp), embeddings.nbytes, os.fspath(outfile))
+        f.create_dataset("embedding", data=embeddings)
 
 
 # Choices of dump_bilm_embeddings (and ``bilm embed``); the first of each is the default.
@@ -537,12 +539,16 @@ def dump_bilm_embeddings(vocab_file: str | os.PathLike[str] | None,
                                              batch_size=batch_size, max_tokens=max_tokens)
     n_blank = 0
     with atomic_path(outfile) as tmp, h5py.File(tmp, "w") as fout:
+        folder = os.path.dirname(tmp)
         for index, emb in enumerate(embeddings()):
             n_blank += emb.shape[1] == 0
-            fout.create_dataset(str(index), data=reduce_embeddings(emb, layers, pool))
+            data = reduce_embeddings(emb, layers, pool)
+            check_free_space(folder, data.nbytes, os.fspath(outfile))
+            fout.create_dataset(str(index), data=data)
             bar.update()
         if layout == "allennlp":
             index_json = json.dumps(_sentence_to_index(dataset_file))
+            check_free_space(folder, len(index_json.encode()), os.fspath(outfile))
             fout.create_dataset("sentence_to_index", (1,), dtype=h5py.string_dtype())[0] = (
                 index_json)
     bar.close()

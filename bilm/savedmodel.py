@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 
 import tensorflow as tf
 
+from bilm._io import atomic_dir
 from bilm.keras import ELMoEmbedding
 
 __all__ = ["export_savedmodel"]
@@ -65,27 +64,15 @@ def export_savedmodel(options_file: str | os.PathLike[str], weight_file: str | o
     """Write a SavedModel with the ``default`` and ``tokens`` signatures (see the module doc).
 
     The folder appears complete or not at all: it is written beside ``export_dir`` and renamed
-    into place. An existing ``export_dir`` is an error unless ``overwrite``.
+    into place (a leftover of a killed export is removed by the next one). Its files get the
+    permissions the umask allows. An existing ``export_dir`` is an error unless ``overwrite``.
     """
     export_dir = os.path.abspath(os.fspath(export_dir))
     if os.path.exists(export_dir) and not overwrite:
         raise FileExistsError(f"{export_dir} exists; pass overwrite=True to replace it")
     layer = ELMoEmbedding(options_file, weight_file, do_layer_norm=do_layer_norm)
     module = _ELMoModule(layer)
-    parent = os.path.dirname(export_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".bilm-export-", dir=parent)
-    try:
+    with atomic_dir(export_dir, overwrite=overwrite) as tmp:
         tf.saved_model.save(module, tmp, signatures={"default": module.default,
                                                       "tokens": module.tokens})
-        if os.path.exists(export_dir):
-            old = tmp + ".old"
-            os.rename(export_dir, old)
-            os.rename(tmp, export_dir)
-            shutil.rmtree(old)
-        else:
-            os.rename(tmp, export_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     logger.info("wrote SavedModel %s", export_dir)

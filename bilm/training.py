@@ -1,49 +1,88 @@
 """Training, evaluation and export of a biLM (bilm-tf's ``training.py``, on tf.distribute).
 
-``train`` runs the one encoder (plus softmax) under ``MirroredStrategy`` over ``n_gpus`` devices
-(CPU when there is no GPU; ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` names a cluster).
-Each step is deterministic given ``seed`` and the step number (stateless dropout and negative
-sampling), the LSTM states and the data position are checkpointed, so a resumed run continues
-exactly where it stopped.
+``train`` runs the one encoder (plus softmax) under the strategy of
+:func:`bilm.distribute.make_strategy`. Each step is deterministic given the seed and the step
+number (stateless dropout and negative sampling); the LSTM states and, through the run's
+data history, the data position are restored on resume, so a resumed run continues exactly
+where it stopped. SIGINT, SIGTERM and SIGHUP save a checkpoint before stopping; checkpoints
+are saved only when every weight and accumulator is finite.
+
+The run-level functions (:func:`start_training`, :func:`resume_training`,
+:func:`evaluate_run`, :func:`load_run`) read and write a training directory
+(:mod:`bilm.run`); the command line and bilm-tf's ``bin/`` scripts are thin shells over them.
 """
 
 from __future__ import annotations
 
+import csv
 import glob
-import json
 import logging
 import math
 import os
+import secrets
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from bilm._io import Progress, atomic_path
+from bilm._io import DiskFullError, Progress, is_disk_full, output_error
 from bilm.data.dataset import BidirectionalLMDataset, LMDataset
 from bilm.data.vocabulary import UnicodeCharsVocabulary, Vocabulary
+from bilm.distribute import is_chief, make_strategy, replica_device
 from bilm.lm import LanguageModel
-from bilm.options import BiLMOptions, load_options, save_options
+from bilm.options import BiLMOptions, OptionsError, load_options, save_options
+from bilm.run import LOG_FILE, RunError, RunState, TrainingRun
 from bilm.weights import WeightFileError, load_tf1_checkpoint, save_weights, training_variables
 
 __all__ = [
     "Adagrad",
+    "LoadedRun",
     "TrainingError",
+    "TrainingInterrupted",
     "count_tokens",
     "dump_weights",
+    "evaluate_run",
+    "load_language_model",
     "load_options_latest_checkpoint",
+    "load_run",
     "load_vocab",
+    "resume_training",
+    "start_training",
     "test",
     "train",
 ]
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_CHECKPOINT_MINUTES = 10.0  # a preempted or killed run loses at most this much
+
 
 class TrainingError(RuntimeError):
     """Training stopped (e.g. a non-finite loss); the message says what is kept."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on a signal (Ctrl-C, SIGTERM, SIGHUP).
+
+    ``checkpoint`` is the checkpoint saved before stopping, or None when a second signal
+    stopped it at once; ``signum`` is the signal.
+    """
+
+    def __init__(self, signum: int, checkpoint: str | None, last_good: str | None = None,
+                 ) -> None:
+        self.signum, self.checkpoint = signum, checkpoint
+        name = signal.Signals(signum).name
+        if checkpoint:
+            message = f"stopped by {name}; saved {checkpoint}"
+        else:
+            message = (f"stopped by {name} again, without saving; the last checkpoint is "
+                       f"{last_good or '(none)'}")
+        super().__init__(message)
 
 
 def load_vocab(vocab_file: str, max_word_length: int | None = None) -> Vocabulary:
@@ -53,31 +92,25 @@ def load_vocab(vocab_file: str, max_word_length: int | None = None) -> Vocabular
     return Vocabulary(vocab_file, validate_file=True)
 
 
-def count_tokens(filepattern: str) -> int:
-    """Whitespace tokens in the files matching ``filepattern`` (cached beside them, keyed on
-    each file's size and modification time)."""
+def count_tokens(filepattern: str, cache: dict[str, int] | None = None) -> int:
+    """Whitespace tokens in the files matching ``filepattern``.
+
+    ``cache`` (e.g. a run's ``run.json``: never the corpus folder, which may be read-only or
+    shared) maps each file, with its size and modification time, to its count; it is read
+    and updated. Invalid UTF-8 is counted as replacement characters, never an error.
+    """
     files = sorted(glob.glob(os.path.expanduser(filepattern)))
     if not files:
         raise FileNotFoundError(f"no training files match {filepattern!r}")
+    cache = {} if cache is None else cache
     total = 0
     for path in files:
         stat = os.stat(path)
-        cache = os.path.join(os.path.dirname(path), ".bilm_token_counts.json")
-        key = f"{os.path.basename(path)}:{stat.st_size}:{int(stat.st_mtime)}"
-        try:
-            with open(cache) as f:
-                counts = json.load(f)
-        except (OSError, ValueError):
-            counts = {}
-        if key not in counts:
-            with open(path, encoding="utf-8") as f:
-                counts[key] = sum(len(line.split()) for line in f)
-            try:
-                with atomic_path(cache) as tmp, open(tmp, "w") as f:
-                    json.dump(counts, f)
-            except OSError:  # a read-only corpus: count again next time
-                pass
-        total += counts[key]
+        key = f"{os.path.abspath(path)}:{stat.st_size}:{int(stat.st_mtime)}"
+        if key not in cache:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                cache[key] = sum(len(line.split()) for line in f)
+        total += cache[key]
     return total
 
 
@@ -105,19 +138,6 @@ class Adagrad(tf.Module):
 
         for g, v, a in zip(grads, variables, accumulators):
             strategy.extended.update(v, update, args=(g, a))
-
-
-def _make_strategy(n_gpus: int) -> tf.distribute.Strategy:
-    if os.environ.get("TF_CONFIG") and json.loads(os.environ["TF_CONFIG"]).get("cluster"):
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    gpus = tf.config.list_logical_devices("GPU")
-    devices = gpus if gpus else tf.config.list_logical_devices("CPU")
-    if n_gpus > len(devices):
-        raise ValueError(f"n_gpus={n_gpus} but only {len(devices)} "
-                         f"{'GPU' if gpus else 'CPU'} device(s) are visible")
-    if n_gpus <= 1:
-        return tf.distribute.OneDeviceStrategy(devices[0].name)
-    return tf.distribute.MirroredStrategy([d.name for d in devices[:n_gpus]])
 
 
 def _is_object_checkpoint(path: str) -> bool:
@@ -182,6 +202,7 @@ class _Trainer:
                                           "good_steps": self.good_steps}
         self._names = list(self.variables)
         self._train_step = tf.function(self._train_step_impl)
+        self._all_finite = tf.function(self._all_finite_impl)
 
     # -- states -------------------------------------------------------------------------------
 
@@ -204,7 +225,7 @@ class _Trainer:
 
     def distribute_batch(self, batch: dict[str, np.ndarray]):
         bs = self.options.batch_size
-        batch = {k: tf.constant(v) for k, v in batch.items()}
+        batch = {k: tf.constant(v) for k, v in batch.items() if v is not None}
 
         def value_fn(ctx):
             i = ctx.replica_id_in_sync_group
@@ -274,22 +295,35 @@ class _Trainer:
 
     def restore(self, path: str, weights_only: bool = False) -> None:
         """Ours (tf.train.Checkpoint) or a bilm-tf TF1 checkpoint; ``weights_only`` skips the
-        optimizer, step and LSTM states (evaluation, export)."""
+        optimizer, step and LSTM states (evaluation, export).
+
+        The carried LSTM states are restored when their shape matches this trainer's global
+        batch; after a change of ``batch_size`` or of the number of replicas they start from
+        zeros (said in one log line)."""
         if _is_object_checkpoint(path):
+            shapes = dict(tf.train.list_variables(path))
             if weights_only:
                 tf.train.Checkpoint(variables=dict(self.variables)).read(
                     path).expect_partial().assert_existing_objects_matched()
+                logger.info("restored %s", path)
+                return
+            parts: dict[str, Any] = {"variables": dict(self.variables),
+                                     "global_step": self.step}
+            if self.optimizer is not None:
+                parts["optimizer"] = dict(self.optimizer.accumulators)
+            saved_rows = shapes.get("lstm_states/0/0/.ATTRIBUTES/VARIABLE_VALUE", [0, 0])[1]
+            rows = int(self.state_vars[0][0].shape[1])
+            if saved_rows == rows:
+                parts["lstm_states"] = [list(s) for s in self.state_vars]
             else:
-                checkpoint = self.checkpoint
-                if self.loss_scaling and not any(
-                        n.startswith("loss_scale/") for n, _ in tf.train.list_variables(path)):
-                    # from a float32/bfloat16 run: the loss scale starts afresh
-                    checkpoint = tf.train.Checkpoint(**{
-                        k: getattr(self.checkpoint, k) for k in
-                        ("variables", "global_step", "lstm_states", "optimizer")})
-                checkpoint.read(path).assert_existing_objects_matched()
-            logger.info("restored %s%s", path, "" if weights_only else
-                        f" (step {int(self.step.numpy())})")
+                logger.warning("the global batch changed from %d rows (checkpoint) to %d: the "
+                               "carried LSTM states start from zeros", saved_rows, rows)
+            if self.loss_scaling and any(n.startswith("loss_scale/") for n in shapes):
+                # (from a float32/bfloat16 run, the loss scale starts afresh)
+                parts["loss_scale"] = self.checkpoint.loss_scale
+            tf.train.Checkpoint(**parts).read(path).expect_partial(
+                ).assert_existing_objects_matched()
+            logger.info("restored %s (step %d)", path, int(self.step.numpy()))
             return
         slots = {}
         if self.optimizer is not None and not weights_only:
@@ -297,6 +331,17 @@ class _Trainer:
         step = load_tf1_checkpoint(self.lm, path, slots)
         self.step.assign(step)
         logger.info("restored bilm-tf checkpoint %s (step %d)", path, step)
+
+    def all_finite(self) -> bool:
+        """Whether every weight (and Adagrad accumulator) is finite: checked before a
+        checkpoint is saved, so that no saved checkpoint holds exploded weights."""
+        return bool(self._all_finite())
+
+    def _all_finite_impl(self) -> tf.Tensor:
+        tensors = list(self.variables.values())
+        if self.optimizer is not None:
+            tensors += list(self.optimizer.accumulators.values())
+        return tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in tensors])
 
 
 def _scalar(tag: str, value: float) -> None:
@@ -308,139 +353,351 @@ def _scalar(tag: str, value: float) -> None:
     tf.summary.write(tag, tf.constant(value, tf.float32), metadata=metadata.SerializeToString())
 
 
-def _global_batches(data, options: BiLMOptions, n_replicas: int, skip: int) -> Iterator[dict]:
-    it = data.iter_batches(options.batch_size * n_replicas, options.unroll_steps)
-    for _ in range(skip):  # resume: the same stream, fast-forwarded
-        next(it, None)
-    yield from it
-
-
 def _prefetch(it: Iterator[dict], size: int = 4) -> Iterator[dict]:
-    """Produce batches in a background thread (tf.data) so input work overlaps compute."""
+    """Produce batches in a background thread (tf.data) so input work overlaps compute.
+
+    The first batch is read at once, here, so that unusable data is reported before a run
+    writes anything. An exception raised later while reading (a damaged shard, say) is
+    re-raised as it was: tf.data would wrap it in an ``[Op:IteratorGetNext]`` error that
+    hides file and line. ``None`` entries (bilm-tf's ``tokens_characters`` of a word-input
+    model) pass through.
+    """
     first = next(it, None)
     if first is None:
-        return
-    spec = {k: tf.TensorSpec(v.shape, tf.int32) for k, v in first.items()}
+        return iter(())
+    return _prefetch_rest(first, it, size)
+
+
+def _prefetch_rest(first: dict, it: Iterator[dict], size: int) -> Iterator[dict]:
+    keys = [k for k, v in first.items() if v is not None]
+    absent = dict.fromkeys(k for k, v in first.items() if v is None)
+    spec = {k: tf.TensorSpec(first[k].shape, tf.int32) for k in keys}
+    errors: list[BaseException] = []
 
     def gen():
-        yield first
-        yield from it
+        try:
+            yield {k: first[k] for k in keys}
+            for batch in it:
+                yield {k: batch[k] for k in keys}
+        except Exception as e:  # handed to the consumer below
+            errors.append(e)
 
     ds = tf.data.Dataset.from_generator(gen, output_signature=spec).prefetch(size)
     for batch in ds:
-        yield {k: v.numpy() for k, v in batch.items()}
+        yield {**{k: v.numpy() for k, v in batch.items()}, **absent}
+    if errors:
+        raise errors[0]
+
+
+class _StopSignals:
+    """SIGINT, SIGTERM and SIGHUP ask training to save and stop after the current batch; the
+    same signal again stops it at once, without saving (:class:`TrainingInterrupted`).
+
+    Our own handler rather than ``tf.distribute.experimental.PreemptionCheckpointHandler``:
+    that one watches SIGTERM only, restores checkpoints itself on creation and exits the
+    process after saving, while one process here must also honour Ctrl-C and SIGHUP, check
+    the weights before saving and let the caller report what was saved.
+    """
+
+    NAMES = ("SIGINT", "SIGTERM", "SIGHUP")
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.last_good: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for name in self.NAMES:
+                sig = getattr(signal, name, None)
+                if sig is not None:
+                    self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.received is None:
+            self.received = signum
+            logger.warning("%s received: saving a checkpoint after this batch, then stopping "
+                           "(send it again to stop at once, without saving)",
+                           signal.Signals(signum).name)
+            return
+        raise TrainingInterrupted(signum, None, self.last_good)
+
+
+class _MetricsLog:
+    """``training_log.csv``: one row per logging interval, continued across resumes (rows
+    past the resumed step, from a run that went on without checkpointing, are dropped)."""
+
+    FIELDS = ("batch", "train_perplexity", "gradient_norm", "tokens_per_second",
+              "elapsed_seconds")
+
+    def __init__(self, path: str, start: int, enabled: bool) -> None:
+        self.path, self.enabled, self.elapsed0 = path, enabled, 0.0
+        if not enabled:
+            return
+        rows = []
+        if start > 0 and os.path.exists(path):
+            with open(path, newline="", encoding="utf-8") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["batch"]) <= start]
+            if rows:
+                self.elapsed0 = float(rows[-1]["elapsed_seconds"])
+        try:
+            with open(path, "w", newline="", encoding="utf-8") as f:
+                writer = csv.DictWriter(f, self.FIELDS)
+                writer.writeheader()
+                writer.writerows(rows)
+        except OSError as e:
+            raise output_error(path, e) from None
+
+    def write(self, **row: float) -> None:
+        if not self.enabled:
+            return
+        try:
+            with open(self.path, "a", newline="", encoding="utf-8") as f:
+                csv.DictWriter(f, self.FIELDS).writerow(
+                    {k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
+        except OSError as e:
+            raise output_error(self.path, e) from None
 
 
 def train(options: BiLMOptions | dict | str, data: BidirectionalLMDataset | LMDataset,
           n_gpus: int, tf_save_dir: str, tf_log_dir: str, restart_ckpt_file: str | None = None,
-          *, seed: int = 0, n_batches: int | None = None, checkpoint_every: int = 1250,
+          *, seed: int | None = None, n_batches: int | None = None,
+          checkpoint_every: int | None = None,
+          checkpoint_minutes: float | None = DEFAULT_CHECKPOINT_MINUTES,
           log_every: int = 100, progress: bool = True) -> str:
     """Train a biLM; returns the path of the final checkpoint.
 
     Args:
         options: options (training keys included); ``n_train_tokens`` defaults to the real
             token count of the training files.
-        data: the training stream (bidirectional for a biLM).
+        data: the training stream (bidirectional for a biLM). Its vocabulary is copied into
+            the run (``vocab.txt``), so later commands need not be given it.
         n_gpus: replicas (GPUs, or CPU devices when there is no GPU); ``batch_size`` is per
             replica.
-        tf_save_dir: options.json and checkpoints (the last 2 kept).
+        tf_save_dir: the run: options.json, run.json, checkpoints (the last 2),
+            training_log.csv (see :mod:`bilm.run`).
         tf_log_dir: TensorBoard scalars.
         restart_ckpt_file: resume from this checkpoint (ours or bilm-tf's): weights, Adagrad
-            accumulators, step; ours also restores LSTM states and the data position.
-        seed: initial weights (it sets the Python, NumPy and TensorFlow global seeds), dropout
-            and negative sampling; the data order has its own seed (the dataset's).
+            accumulators, step; ours also restores the LSTM states (unless the global batch
+            changed) and, with the run's data history, the data position.
+        seed: initial weights (it sets the Python, NumPy and TensorFlow global seeds),
+            dropout and negative sampling; None picks one (logged, and recorded in run.json).
+            The data order has its own seed (the dataset's).
         n_batches: total batches to reach (default: n_epochs * n_train_tokens /
-            (batch_size * unroll_steps * n_gpus)).
+            (batch_size * unroll_steps * replicas)).
+        checkpoint_every, checkpoint_minutes: save a checkpoint every this many batches
+            and/or minutes (None: not by that measure), and always at the end and on
+            SIGINT/SIGTERM/SIGHUP.
+        log_every: batches between the entries of training_log.csv and TensorBoard.
+
+    Raises:
+        TrainingError: a non-finite loss or weights (nothing non-finite is ever saved).
+        TrainingInterrupted: a signal; its ``checkpoint`` says what was saved.
     """
     options = _as_options(options)
-    strategy = _make_strategy(n_gpus)
-    if options.n_train_tokens is None and n_batches is None:
-        pattern = getattr(getattr(data, "_forward", data), "_shards", None)
-        n_tokens = sum(count_tokens(p) for p in pattern) if pattern else None
-        options = options.replace(n_train_tokens=n_tokens)
-        logger.info("n_train_tokens = %s (counted from the training files)", n_tokens)
     if options.bidirectional != isinstance(data, BidirectionalLMDataset):
         raise ValueError("bidirectional options need a BidirectionalLMDataset (and a forward "
                          "LM an LMDataset)")
+    strategy = make_strategy(n_gpus)
+    chief = is_chief(strategy)
+    run = TrainingRun(tf_save_dir)
+    recorded = run.read_state() if restart_ckpt_file else None
+    state = recorded or RunState(seed=0)
+    if seed is None:
+        seed = recorded.seed if recorded else secrets.randbelow(2**31)
+    state.seed = seed
+    logger.info("seed %d", seed)
+    if options.n_train_tokens is None and n_batches is None:
+        n_tokens = count_tokens(data.filepattern, state.token_counts)
+        if n_tokens == 0:
+            raise RunError(f"the files matching {data.filepattern!r} hold no tokens")
+        options = options.replace(n_train_tokens=n_tokens)
+        logger.info("n_train_tokens = %d (counted from the training files)", n_tokens)
+
     trainer = _Trainer(options, strategy, seed)
-    n_replicas = trainer.n_replicas
+    rows = options.batch_size * trainer.n_replicas
+    tokens_per_batch = rows * options.unroll_steps
     if n_batches is None:
-        tokens_per_batch = options.batch_size * options.unroll_steps * n_replicas
         n_batches = int(options.n_epochs * options.n_train_tokens / tokens_per_batch)
-    os.makedirs(tf_save_dir, exist_ok=True)
-    save_options(options, os.path.join(tf_save_dir, "options.json"))
-    manager = tf.train.CheckpointManager(trainer.checkpoint, tf_save_dir, max_to_keep=2,
-                                         checkpoint_name="model")
+    last_good = None
     if restart_ckpt_file:
         trainer.restore(restart_ckpt_file)
+        if not trainer.all_finite():
+            raise TrainingError(f"{restart_ckpt_file} holds non-finite weights; resume from "
+                                "an earlier checkpoint")
+        last_good = restart_ckpt_file
     start = int(trainer.step.numpy())
     # Only our own checkpoints know the data position; bilm-tf's restart read afresh.
-    ours = restart_ckpt_file and _is_object_checkpoint(restart_ckpt_file)
-    batches = _prefetch(_global_batches(data, options, n_replicas, start if ours else 0))
+    ours = bool(restart_ckpt_file) and _is_object_checkpoint(restart_ckpt_file)
+    history = state.history(start) if ours else []
+    batches = _prefetch(data.iter_batches(rows, options.unroll_steps, history))
+    state.continue_at(start, rows, options.unroll_steps)
+    state.target_batches, state.data_seed = n_batches, getattr(data, "seed", None)
+    state.train_prefix = data.filepattern
+    state.checkpoint_every, state.checkpoint_minutes = checkpoint_every, checkpoint_minutes
+    # The run's files are written only now, after a successful restore: a resume that fails
+    # leaves the run as it was.
+    if chief:
+        os.makedirs(tf_save_dir, exist_ok=True)
+        run.remove_unfinished_checkpoints()
+        save_options(options, run.options_file)
+        if isinstance(data.vocab, Vocabulary):
+            run.store_vocabulary(data.vocab, state)
+        run.write_state(state)
+    manager = tf.train.CheckpointManager(trainer.checkpoint, tf_save_dir, max_to_keep=2,
+                                         checkpoint_name="model")
+    metrics = _MetricsLog(run.path(LOG_FILE), start, chief)
+    writer = (tf.summary.create_file_writer(tf_log_dir) if chief
+              else tf.summary.create_noop_writer())
+    if start >= n_batches:
+        logger.info("already at batch %d of %d: nothing to train", start, n_batches)
+        return restart_ckpt_file or manager.latest_checkpoint
+
     states = trainer.distributed_states()
-    writer = tf.summary.create_file_writer(tf_log_dir)
-    tokens_per_batch = options.batch_size * options.unroll_steps * n_replicas
-    bar = Progress("train", total=n_batches - start, unit="batches", enabled=progress)
-    last_good = manager.latest_checkpoint
+
+    saved: dict[int, str] = {}
+
+    def save(done: int) -> str:
+        if done in saved:
+            return saved[done]
+        trainer.store_states(states)
+        if not trainer.all_finite():
+            raise TrainingError(
+                f"the weights became non-finite (NaN/inf) by batch {done}; not saved. The last "
+                f"good checkpoint is {last_good or '(none)'}; resume from it with a lower "
+                "learning_rate or all_clip_norm_val.")
+        try:
+            saved[done] = manager.save(checkpoint_number=done)
+            return saved[done]
+        except tf.errors.OpError as e:
+            if not is_disk_full(e):
+                raise
+            run.remove_unfinished_checkpoints()
+            raise DiskFullError(tf_save_dir, f"while saving checkpoint model-{done}; the "
+                                f"last complete one is {last_good or '(none)'}") from None
+
+    bar = Progress("train", total=n_batches, initial=start, unit="batches", enabled=progress)
     t0 = time.perf_counter()
+    last_save = t0
     window_start, window_loss, window_n, window_batches = t0, 0.0, 0, 0
-    step = start
     n_skipped = 0  # consecutive mixed_float16 overflow steps
-    try:
-        for step in range(start, n_batches):
-            batch = next(batches, None)
-            if batch is None:
-                logger.info("training data exhausted after %d batches", step)
-                break
-            loss, norm, states, skipped = trainer.train_step(trainer.distribute_batch(batch),
-                                                             states)
-            loss = float(loss)
-            if bool(skipped):  # gradients overflowed in float16: step skipped, scale halved
-                n_skipped += 1
-                logger.debug("batch %d: gradients overflowed, step skipped (loss scale %g)",
-                             step + 1, float(trainer.loss_scale.numpy()))
-                if n_skipped >= trainer.MAX_SKIPPED_STEPS:
-                    raise TrainingError(
-                        f"{n_skipped} consecutive batches up to {step + 1} overflowed in "
-                        f"float16 (loss {loss}); stopped without saving. The last good "
-                        f"checkpoint is {last_good or '(none)'}. Try precision float32 or "
-                        "mixed_bfloat16.")
-            else:
-                n_skipped = 0
-                if not math.isfinite(loss):
-                    raise TrainingError(
-                        f"loss became {loss} at batch {step + 1}; stopped without saving. The "
-                        f"last good checkpoint is {last_good or '(none)'}. Try a lower "
-                        "learning_rate or all_clip_norm_val.")
-                window_loss, window_n = window_loss + loss, window_n + 1
-            window_batches += 1
-            bar.update()
-            done = step + 1
-            if done % log_every == 0 or done == n_batches:
+    done = start
+    with _StopSignals() as stop, writer.as_default():
+        stop.last_good = last_good
+        try:
+            for step in range(start, n_batches):
+                batch = next(batches, None)
+                if batch is None:
+                    logger.info("training data exhausted after %d batches", step)
+                    break
+                loss, norm, states, skipped = trainer.train_step(
+                    trainer.distribute_batch(batch), states)
+                loss = float(loss)
+                done = step + 1
+                if bool(skipped):  # gradients overflowed in float16: skipped, scale halved
+                    n_skipped += 1
+                    logger.debug("batch %d: gradients overflowed, step skipped (loss scale %g)",
+                                 done, float(trainer.loss_scale.numpy()))
+                    if n_skipped >= trainer.MAX_SKIPPED_STEPS:
+                        raise TrainingError(
+                            f"{n_skipped} consecutive batches up to {done} overflowed in "
+                            f"float16 (loss {loss}); stopped without saving. The last good "
+                            f"checkpoint is {last_good or '(none)'}. Try precision float32 or "
+                            "mixed_bfloat16.")
+                else:
+                    n_skipped = 0
+                    if not math.isfinite(loss):
+                        raise TrainingError(
+                            f"loss became {loss} at batch {done}; stopped without saving. The "
+                            f"last good checkpoint is {last_good or '(none)'}. Try a lower "
+                            "learning_rate or all_clip_norm_val.")
+                    window_loss, window_n = window_loss + loss, window_n + 1
+                window_batches += 1
+                bar.update()
                 now = time.perf_counter()
-                rate = window_batches * tokens_per_batch / (now - window_start)
-                eta = (n_batches - done) * tokens_per_batch / rate
-                ppl = math.exp(window_loss / window_n) if window_n else float("nan")
-                logger.info("batch %d/%d: train perplexity %.1f, %.0f tokens/s, ETA %.0f s",
-                            done, n_batches, ppl, rate, eta)
-                with writer.as_default(step=done):
+                if done == start + 1:  # the first batch includes compilation: not timed
+                    window_start, window_batches = now, 0
+                if done % log_every == 0 or done == n_batches:
+                    rate = window_batches * tokens_per_batch / max(now - window_start, 1e-9)
+                    ppl = math.exp(window_loss / window_n) if window_n else float("nan")
+                    bar.set_postfix(f"perplexity {ppl:.1f}, {rate:,.0f} tokens/s")
+                    metrics.write(batch=done, train_perplexity=ppl, gradient_norm=float(norm),
+                                  tokens_per_second=rate,
+                                  elapsed_seconds=metrics.elapsed0 + now - t0)
+                    tf.summary.experimental.set_step(done)
                     _scalar("train_perplexity", ppl)
                     _scalar("gradient_norm", float(norm))
                     _scalar("tokens_per_second", rate)
-                window_start, window_loss, window_n, window_batches = now, 0.0, 0, 0
-            if done % checkpoint_every == 0:
-                trainer.store_states(states)
-                last_good = manager.save(checkpoint_number=done)
-    except KeyboardInterrupt:
-        trainer.store_states(states)
-        path = manager.save(checkpoint_number=int(trainer.step.numpy()))
-        logger.warning("interrupted: saved %s", path)
-        raise
-    finally:
-        bar.close()
-        writer.flush()
-    trainer.store_states(states)
-    return manager.save(checkpoint_number=int(trainer.step.numpy()))
+                    window_start, window_loss, window_n, window_batches = now, 0.0, 0, 0
+                if stop.received is not None:
+                    path = save(done)
+                    raise TrainingInterrupted(stop.received, path)
+                if ((checkpoint_every and done % checkpoint_every == 0)
+                        or (checkpoint_minutes and now - last_save >= 60 * checkpoint_minutes)):
+                    last_good = stop.last_good = save(done)
+                    last_save = time.perf_counter()
+        finally:
+            bar.close()
+            writer.flush()
+    if getattr(data, "n_skipped_lines", 0):
+        logger.warning("%d lines of the training files were not valid UTF-8 and were skipped",
+                       data.n_skipped_lines)
+    return save(done)
+
+
+# -- trained runs: loading, evaluation, export -------------------------------------------------
+
+def load_language_model(options: BiLMOptions | dict | str, ckpt_file: str) -> LanguageModel:
+    """The :class:`~bilm.lm.LanguageModel` of a checkpoint (ours or bilm-tf's), weights only,
+    float32, on the first GPU or else the CPU (for evaluation, scoring and export)."""
+    options = _as_options(options)
+    trainer = _Trainer(options, tf.distribute.OneDeviceStrategy(replica_device()),
+                       for_training=False)
+    try:
+        trainer.restore(ckpt_file, weights_only=True)
+    except (ValueError, AssertionError, tf.errors.NotFoundError) as e:
+        raise WeightFileError(f"{ckpt_file}: {e}") from None
+    return trainer.lm
+
+
+@dataclass
+class LoadedRun:
+    """A trained run, ready to use: its options, checkpoint, vocabulary and language model."""
+
+    save_dir: str
+    options: BiLMOptions
+    checkpoint: str
+    vocab_file: str
+    vocab: Vocabulary
+    lm: LanguageModel
+
+
+def load_run(save_dir: str, vocab_file: str | None = None,
+             checkpoint: str | None = None) -> LoadedRun:
+    """Load a training directory (ours or bilm-tf's) for evaluation, scoring or export.
+
+    ``vocab_file`` defaults to the run's own copy; one given is checked against the run
+    (its size must equal ``n_tokens_vocab``; its words, the recorded ones). ``checkpoint``
+    defaults to the latest. Raises :class:`~bilm.run.RunError` for a directory that is not a
+    run or a vocabulary that does not match.
+    """
+    run = TrainingRun(save_dir)
+    run.check()
+    options = load_options(run.options_file)
+    if checkpoint is None:
+        checkpoint = tf.train.latest_checkpoint(save_dir)
+        if checkpoint is None:
+            raise RunError(f"no checkpoint in {save_dir}; run bilm train first")
+    vocab_file = run.vocabulary_file(vocab_file, options.n_tokens_vocab, run.read_state())
+    max_chars = options.char_cnn.max_characters_per_token if options.char_cnn else None
+    vocab = load_vocab(vocab_file, max_chars)
+    return LoadedRun(save_dir, options, checkpoint, vocab_file, vocab,
+                     load_language_model(options, checkpoint))
 
 
 def load_options_latest_checkpoint(tf_save_dir: str) -> tuple[BiLMOptions, str]:
@@ -452,17 +709,10 @@ def load_options_latest_checkpoint(tf_save_dir: str) -> tuple[BiLMOptions, str]:
     return options, ckpt
 
 
-def test(options: BiLMOptions | dict | str, ckpt_file: str,
-         data: BidirectionalLMDataset | LMDataset, batch_size: int = 256,
-         progress: bool = True) -> float:
-    """Held-out perplexity as bilm-tf computed it: unroll_steps 1, LSTM states carried, full
-    softmax, exp of the mean batch loss (the mean of both directions for a biLM)."""
-    options = _as_options(options).replace(batch_size=batch_size, unroll_steps=1)
-    trainer = _Trainer(options, tf.distribute.OneDeviceStrategy(
-        tf.config.list_logical_devices("CPU" if not tf.config.list_logical_devices("GPU")
-                                       else "GPU")[0].name), for_training=False)
-    trainer.restore(ckpt_file, weights_only=True)
-    lm = trainer.lm
+def _perplexity(lm: LanguageModel, data: BidirectionalLMDataset | LMDataset,
+                batch_size: int, progress: bool) -> float:
+    """bilm-tf's held-out perplexity: unroll_steps 1, LSTM states carried, full softmax,
+    exp of the mean batch loss (the mean of both directions for a biLM)."""
 
     @tf.function
     def eval_step(batch, states):
@@ -470,17 +720,37 @@ def test(options: BiLMOptions | dict | str, ckpt_file: str,
 
     states = lm.zero_states(batch_size)
     losses = []
-    bar = Progress("test", unit="batches", enabled=progress)
-    for batch in data.iter_batches(batch_size, 1):
-        loss, states = eval_step({k: tf.constant(v) for k, v in batch.items()}, states)
-        losses.append(float(loss))
-        bar.update()
-    bar.close()
+    with Progress("evaluate", unit="batches", enabled=progress) as bar:
+        for batch in data.iter_batches(batch_size, 1):
+            batch = {k: tf.constant(v) for k, v in batch.items() if v is not None}
+            loss, states = eval_step(batch, states)
+            losses.append(float(loss))
+            bar.update()
     if not losses:
-        raise ValueError("the test data is smaller than one batch; lower batch_size")
+        raise RunError(f"the held-out text is smaller than one batch of {batch_size} rows; "
+                       "lower the batch size")
     perplexity = math.exp(float(np.mean(losses)))
-    logger.info("test perplexity %.2f over %d batches", perplexity, len(losses))
+    logger.info("held-out perplexity %.2f over %d batches", perplexity, len(losses))
     return perplexity
+
+
+def test(options: BiLMOptions | dict | str, ckpt_file: str,
+         data: BidirectionalLMDataset | LMDataset, batch_size: int = 256,
+         progress: bool = True) -> float:
+    """Held-out perplexity as bilm-tf computed it (bilm-tf's ``test``): unroll_steps 1, LSTM
+    states carried across batches, full softmax."""
+    options = _as_options(options).replace(batch_size=batch_size, unroll_steps=1)
+    return _perplexity(load_language_model(options, ckpt_file), data, batch_size, progress)
+
+
+def evaluate_run(save_dir: str, test_prefix: str, vocab_file: str | None = None,
+                 batch_size: int = 256, progress: bool = True) -> float:
+    """Held-out perplexity of a run's latest checkpoint on the files matching
+    ``test_prefix`` (bilm-tf's ``run_test.py``)."""
+    loaded = load_run(save_dir, vocab_file)
+    cls = BidirectionalLMDataset if loaded.options.bidirectional else LMDataset
+    data = cls(test_prefix, loaded.vocab, test=True)
+    return _perplexity(loaded.lm, data, batch_size, progress)
 
 
 def dump_weights(tf_save_dir: str, outfile: str, ckpt_file: str | None = None) -> None:
@@ -490,13 +760,9 @@ def dump_weights(tf_save_dir: str, outfile: str, ckpt_file: str | None = None) -
     if ckpt_file is None:
         ckpt_file = tf.train.latest_checkpoint(tf_save_dir)
         if ckpt_file is None:
-            raise FileNotFoundError(f"no checkpoint in {tf_save_dir}")
-    trainer = _Trainer(options, tf.distribute.get_strategy(), for_training=False)
-    try:
-        trainer.restore(ckpt_file, weights_only=True)
-    except (ValueError, tf.errors.NotFoundError) as e:
-        raise WeightFileError(f"{ckpt_file}: {e}") from None
-    save_weights(trainer.lm.encoder, outfile)
+            raise RunError(f"no checkpoint in {tf_save_dir}")
+    lm = load_language_model(options, ckpt_file)
+    save_weights(lm.encoder, outfile)
     inference = options
     if options.char_cnn is not None:
         import dataclasses
@@ -505,3 +771,114 @@ def dump_weights(tf_save_dir: str, outfile: str, ckpt_file: str | None = None) -
                                                                  n_characters=262))
     save_options(inference, os.path.join(os.path.dirname(os.path.abspath(outfile)),
                                          "options.json"))
+
+
+# -- runs: start and resume (the command line and bin/ scripts call these) ---------------------
+
+def _dataset(options: BiLMOptions, prefix: str, vocab: Vocabulary, seed: int | None,
+             test: bool = False) -> BidirectionalLMDataset | LMDataset:
+    cls = BidirectionalLMDataset if options.bidirectional else LMDataset
+    return cls(prefix, vocab, test=test, shuffle_on_load=not test, seed=seed)
+
+
+def start_training(save_dir: str, options: BiLMOptions | dict | str, train_prefix: str,
+                   vocab_file: str, *, n_gpus: int = 1, seed: int | None = None,
+                   n_batches: int | None = None, overwrite: bool = False,
+                   checkpoint_every: int | None = None,
+                   checkpoint_minutes: float | None = DEFAULT_CHECKPOINT_MINUTES,
+                   progress: bool = True) -> str:
+    """Start a new training run in ``save_dir`` (``bilm train``, ``train_elmo.py``).
+
+    ``options`` get ``n_tokens_vocab`` from the vocabulary. ``seed`` (None: picked, logged
+    and recorded) seeds the weights, dropout, negative sampling and the data order, so the
+    same seed gives the same run. A directory holding a run with checkpoints is refused
+    unless ``overwrite``; the files of an earlier run (or of a start that stopped before its
+    first checkpoint) are removed first, never other files. Returns the final checkpoint.
+    """
+    run = TrainingRun(save_dir)
+    if run.has_checkpoint() and not overwrite:
+        raise RunError(f"{save_dir} already holds a training run; continue it with bilm "
+                       "resume, or pass --overwrite to start a new one there")
+    options = _as_options(options)
+    max_chars = options.char_cnn.max_characters_per_token if options.char_cnn else None
+    vocab = load_vocab(vocab_file, max_chars)
+    try:
+        options = options.replace(n_tokens_vocab=vocab.size)
+    except OptionsError as e:
+        raise OptionsError(f"{e} (n_tokens_vocab is the size of the vocabulary {vocab_file})"
+                           ) from None
+    # an earlier run's files (or those of a start that stopped before its first checkpoint)
+    run.clear()
+    if seed is None:
+        seed = secrets.randbelow(2**31)
+    data = _dataset(options, train_prefix, vocab, seed)
+    return train(options, data, n_gpus, save_dir, save_dir, seed=seed, n_batches=n_batches,
+                 checkpoint_every=checkpoint_every, checkpoint_minutes=checkpoint_minutes,
+                 progress=progress)
+
+
+AS_RECORDED: Any = object()  # resume_training's default: the run's recorded setting
+
+# options a resume may change (the network's shape may not change)
+RESUME_KEYS = ("batch_size", "n_epochs", "n_train_tokens", "learning_rate", "dropout",
+               "precision", "jit_compile", "unroll_steps", "all_clip_norm_val")
+
+
+def resume_training(save_dir: str, *, train_prefix: str | None = None,
+                    vocab_file: str | None = None, n_gpus: int = 1,
+                    n_batches: int | None = None, changes: dict[str, Any] | None = None,
+                    checkpoint_every: Any = AS_RECORDED, checkpoint_minutes: Any = AS_RECORDED,
+                    progress: bool = True) -> str:
+    """Continue a run from its latest checkpoint (``bilm resume``, ``restart.py``).
+
+    By default the run goes on to the length it was started with, on the same data and
+    vocabulary, with the same seeds, so that training N then resuming to N + M equals
+    training N + M. ``changes`` overrides training options (:data:`RESUME_KEYS`; a new
+    ``batch_size`` restarts the carried LSTM states); ``n_batches`` sets a new total; the
+    checkpoint interval stays as recorded unless given. Options are rewritten only after
+    the checkpoint restored. ``checkpoint_every``/``checkpoint_minutes`` default to the
+    run's recorded interval. Returns the final checkpoint.
+    """
+    run = TrainingRun(save_dir)
+    run.check()
+    options = load_options(run.options_file)
+    state = run.read_state()
+    ckpt = tf.train.latest_checkpoint(save_dir)
+    if ckpt is None:
+        raise RunError(f"no checkpoint in {save_dir}; run bilm train first")
+    changes = dict(changes or {})
+    unknown = sorted(set(changes) - set(RESUME_KEYS))
+    if unknown:
+        raise RunError(f"a resume cannot change {', '.join(unknown)} (only "
+                       f"{', '.join(RESUME_KEYS)})")
+    if changes:
+        options = options.replace(**changes)
+    if train_prefix is None:
+        if state is None or not state.train_prefix:
+            raise RunError(f"{save_dir} does not record its training files (a bilm-tf run); "
+                           "pass --train-prefix")
+        train_prefix = state.train_prefix
+    vocab_file = run.vocabulary_file(vocab_file, options.n_tokens_vocab, state)
+    max_chars = options.char_cnn.max_characters_per_token if options.char_cnn else None
+    vocab = load_vocab(vocab_file, max_chars)
+    if n_batches is None and state is not None and not {"n_epochs", "n_train_tokens"} & set(
+            changes):
+        n_batches = state.target_batches
+        if n_batches is not None and {"batch_size", "unroll_steps"} & set(changes):
+            n_batches = None  # recomputed from n_epochs for the new batch geometry
+    if checkpoint_every is AS_RECORDED and checkpoint_minutes is AS_RECORDED:
+        if state is not None:
+            checkpoint_every, checkpoint_minutes = (state.checkpoint_every,
+                                                    state.checkpoint_minutes)
+        else:
+            checkpoint_every, checkpoint_minutes = None, DEFAULT_CHECKPOINT_MINUTES
+    elif checkpoint_every is AS_RECORDED:
+        checkpoint_every = None
+    elif checkpoint_minutes is AS_RECORDED:
+        checkpoint_minutes = None
+    seed = state.seed if state is not None else None
+    data_seed = state.data_seed if state is not None else None
+    data = _dataset(options, train_prefix, vocab, data_seed)
+    return train(options, data, n_gpus, save_dir, save_dir, restart_ckpt_file=ckpt, seed=seed,
+                 n_batches=n_batches, checkpoint_every=checkpoint_every,
+                 checkpoint_minutes=checkpoint_minutes, progress=progress)

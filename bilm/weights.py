@@ -6,19 +6,24 @@ variable, explicitly; readers and writers only walk that table.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
 
-from bilm._io import atomic_path
-from bilm.encoder import BiLMEncoder
+from bilm._io import atomic_path, check_free_space
+
+if TYPE_CHECKING:  # reading HDF5 files needs no TensorFlow (the command line lists them first)
+    from bilm.encoder import BiLMEncoder
 
 __all__ = [
     "WeightEntry",
     "WeightFileError",
+    "list_datasets",
     "load_weights",
     "read_embedding_file",
     "save_weights",
@@ -161,6 +166,20 @@ def _read_dataset(f: h5py.File, key: str, path: str) -> np.ndarray:
     return value
 
 
+def list_datasets(path: str | os.PathLike[str]) -> list[tuple[str, tuple[int, ...]]]:
+    """(name, shape) of every dataset of an HDF5 file, in file order; a damaged or
+    truncated file raises :class:`WeightFileError`."""
+    path = os.fspath(path)
+    rows: list[tuple[str, tuple[int, ...]]] = []
+    with _open(path) as f:
+        try:
+            f.visititems(lambda n, o: rows.append((n, o.shape))
+                         if isinstance(o, h5py.Dataset) else None)
+        except _H5_ERRORS:
+            raise WeightFileError(f"{path}: {_DAMAGED}") from None
+    return rows
+
+
 def read_embedding_file(path: str | os.PathLike[str]) -> np.ndarray:
     """The ``embedding`` dataset of a token-embedding file; shape (n_vocab, dim), float32.
 
@@ -227,8 +246,11 @@ def load_weights(encoder: BiLMEncoder, weight_file: str | os.PathLike[str],
 
 def save_weights(encoder: BiLMEncoder, outfile: str | os.PathLike[str]) -> None:
     """Write ``encoder``'s weights in bilm-tf's HDF5 layout (atomically)."""
+    table = weight_table(encoder)
     with atomic_path(outfile) as tmp, h5py.File(tmp, "w") as f:
-        for entry in weight_table(encoder):
+        check_free_space(os.path.dirname(tmp), sum(4 * math.prod(e.shape) for e in table),
+                         os.fspath(outfile))
+        for entry in table:
             f.create_dataset(entry.h5_key, data=entry.get().astype(np.float32))
 
 

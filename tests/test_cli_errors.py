@@ -152,6 +152,18 @@ CASES: dict[str, tuple[Callable[[dict], list], tuple[str, ...], str | None]] = {
     "info-weights-not-hdf5": (lambda p: ["info", "--options", p["options"], "--weights",
                                          p["vocab"]],
                               ("not an HDF5 weight file",), None),
+    "embed-options-is-a-folder": (lambda p: _embed(p, **{"--options": p["dir"]}),
+                                  ("is a directory; give the options.json inside it",), None),
+    "embed-options-and-weights-swapped": (
+        lambda p: _embed(p, **{"--options": p["weights"], "--weights": p["options"]}),
+        ("is an HDF5 file, not an options.json", "did you swap --options and --weights"),
+        None),
+    "embed-output-under-a-file": (lambda p: _embed(p, output=p["text"] / "out.hdf5"),
+                                  ("cannot write", "in.txt is a file, not a folder"), None),
+    "train-unquoted-glob": (lambda p: ["train", "--train-prefix", p["corpus"] / "shard.0.txt",
+                                       p["text"], p["latin1"], "--vocab", p["vocab"],
+                                       "--save-dir", p["dir"] / "new"],
+                            ("unrecognized arguments", "quote it"), None),
     # outputs that exist: refused, and left byte for byte as they were
     "embed-output-exists": (lambda p: _embed(p, output=p["existing"]),
                             ("exists", "--overwrite"), "existing"),
@@ -244,6 +256,17 @@ def test_weights_that_do_not_match_the_options_keep_the_old_output(files):
     assert_user_error(r, "weights.hdf5", "has shape", "the options imply")
     assert files["existing"].read_bytes() == before
     assert not list(files["dir"].glob(".*.part"))
+
+
+def test_info_checks_the_weights_against_the_options(files):
+    r = bilm("info", "--options", files["mismatch"], "--weights", files["weights"])
+    line = assert_user_error(r, "has shape", "the options imply")
+    assert line.startswith("bilm: error: ")
+    half = files["dir"] / "half.hdf5"
+    data = files["weights"].read_bytes()
+    half.write_bytes(data[: len(data) // 2])
+    r = bilm("info", "--options", files["options"], "--weights", half)
+    assert_user_error(r, "half.hdf5", "not a readable HDF5 file (truncated or damaged?)")
 
 
 def test_text_that_is_not_utf8(files):

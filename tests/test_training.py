@@ -33,6 +33,7 @@ def tiny_options(vocab, **changes):
     return {**TINY, "n_tokens_vocab": vocab.size, **changes}
 
 
+@pytest.mark.slow
 def test_end_to_end_train_test_export_load(kjv, tmp_path):
     vocab = load_vocab(kjv / "vocab.txt", 20)
     options = tiny_options(vocab, batch_size=32, unroll_steps=20)
@@ -83,6 +84,7 @@ def test_end_to_end_train_test_export_load(kjv, tmp_path):
         np.testing.assert_allclose(lm_out[k], expected, rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow  # the fast tier pins exact resume in tests/test_runs.py (no XLA)
 def test_resume_is_exact(kjv, tmp_path):
     vocab = load_vocab(kjv / "vocab.txt", 20)
     options = tiny_options(vocab)
@@ -104,6 +106,7 @@ def test_resume_is_exact(kjv, tmp_path):
     assert tf.train.load_variable(two, "global_step/.ATTRIBUTES/VARIABLE_VALUE") == 6
 
 
+@pytest.mark.slow
 def test_two_replicas_equal_one(kjv, tmp_path):
     # Logical devices must be configured before TensorFlow starts: a fresh process.
     script = ROOT / "tests" / "replica_check.py"
