@@ -16,10 +16,8 @@ import logging
 import math
 import os
 import re
-import struct
 import sys
 import sysconfig
-import zlib
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,44 +103,43 @@ def unigram_perplexity(train_glob: str, heldout_glob: str, vocab) -> float:
     return math.exp(-log_p / n)
 
 
-def write_curve_png(path: Path, points: list[tuple[int, float]], width: int = 480,
-                    height: int = 240) -> None:
-    """A line plot of (batch, perplexity) as a PNG, without a plotting library."""
-    img = [[255] * width for _ in range(height)]
-    if len(points) >= 2:
-        xs, ys = [p[0] for p in points], [math.log(p[1]) for p in points]
-        x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys) or 1.0
-        margin = 10
+def read_training_log(path: Path) -> list[tuple[int, float]]:
+    """(batch, train perplexity) rows of a run's ``training_log.csv``."""
+    import csv
 
-        def px(x, y):
-            u = margin + (x - x0) / max(x1 - x0, 1e-9) * (width - 2 * margin)
-            v = height - margin - (y - y0) / max(y1 - y0, 1e-9) * (height - 2 * margin)
-            return int(u), int(v)
+    with open(path, newline="", encoding="utf-8") as f:
+        return [(int(r["batch"]), float(r["train_perplexity"])) for r in csv.DictReader(f)]
 
-        for i in range(width):  # axes
-            img[height - margin][i] = 0
-        for j in range(height):
-            img[j][margin] = 0
-        for (xa, ya), (xb, yb) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
-            (ua, va), (ub, vb) = px(xa, ya), px(xb, yb)
-            steps = max(abs(ub - ua), abs(vb - va), 1)
-            for s in range(steps + 1):
-                u = ua + (ub - ua) * s // steps
-                v = va + (vb - va) * s // steps
-                for du in (0, 1):
-                    for dv in (0, 1):
-                        if 0 <= u + du < width and 0 <= v + dv < height:
-                            img[v + dv][u + du] = 40
-    raw = b"".join(b"\x00" + bytes(row) for row in img)
 
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+def plot_training_curve(points: list[tuple[int, float]], path: Path,
+                        heldout: float | None = None, baseline: float | None = None) -> bool:
+    """Training perplexity against batches (log scale), with the held-out perplexity and a
+    baseline as horizontal lines, as a PNG. Needs matplotlib (the ``plot`` extra); returns
+    False, writing nothing, without it."""
+    try:
+        import matplotlib
+    except ImportError:
+        return False
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
 
-    png = (b"\x89PNG\r\n\x1a\n"
-           + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-           + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
-    path.write_bytes(png)
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    ax.plot([b for b, _ in points], [p for _, p in points], marker=".", label="training")
+    if heldout is not None:
+        ax.axhline(heldout, color="C1", linestyle="--", label=f"held-out ({heldout:.1f})")
+    if baseline is not None:
+        ax.axhline(baseline, color="C2", linestyle=":",
+                   label=f"unigram baseline ({baseline:.1f})")
+    ax.set_yscale("log")
+    ax.set_xlabel("batch")
+    ax.set_ylabel("perplexity (log scale)")
+    ax.set_title("bilm demo: training a tiny biLM")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
 
 
 # Contexts for the neighbour table: (word, sentence) pairs, per corpus.
@@ -237,35 +234,29 @@ def run_demo(out: Path, corpus: Path | None = None, n_batches: int | None = None
     vocab = load_vocab(str(vocab_file), options["char_cnn"]["max_characters_per_token"])
     options["n_tokens_vocab"] = vocab.size
     if n_batches is None:
-        n_batches = 20 if quick else 1500
+        n_batches = 200 if quick else 1500
     save_dir = out / "checkpoints"
-    curve: list[tuple[int, float]] = []
-
-    class _Curve(logging.Handler):
-        def emit(self, record):
-            m = re.search(r"batch (\d+)/\d+: train perplexity ([\d.]+)", record.getMessage())
-            if m:
-                curve.append((int(m.group(1)), float(m.group(2))))
-
-    handler = _Curve()
-    logging.getLogger("bilm.training").addHandler(handler)
     print(f"[3/6] training a tiny biLM ({options['lstm']['dim']} LSTM units, "
           f"{n_batches} batches of {options['batch_size']} x {options['unroll_steps']})")
-    try:
-        ckpt = train(options, BidirectionalLMDataset(train_glob, vocab, shuffle_on_load=True,
-                                                     seed=0),
-                     1, str(save_dir), str(out / "logs"), n_batches=n_batches,
-                     log_every=max(n_batches // 30, 1), progress=progress)
-    finally:
-        logging.getLogger("bilm.training").removeHandler(handler)
-    plot = out / "training_curve.png"
-    write_curve_png(plot, curve)
+    ckpt = train(options, BidirectionalLMDataset(train_glob, vocab, shuffle_on_load=True,
+                                                 seed=0),
+                 1, str(save_dir), str(out / "logs"), n_batches=n_batches, seed=0,
+                 log_every=max(n_batches // 30, 1), progress=progress)
 
     ppl = test(str(save_dir / "options.json"), ckpt,
                BidirectionalLMDataset(heldout_glob, vocab, test=True),
                batch_size=16 if quick else 64, progress=False)
     baseline = unigram_perplexity(train_glob, heldout_glob, vocab)
     print(f"[4/6] held-out perplexity {ppl:.1f} (unigram baseline {baseline:.1f})")
+    curve = read_training_log(save_dir / "training_log.csv")
+    curve_csv = out / "training_curve.csv"
+    curve_csv.write_text("batch,train_perplexity\n"
+                         + "".join(f"{b},{p:.4f}\n" for b, p in curve), encoding="utf-8")
+    plot = out / "training_curve.png"
+    if not plot_training_curve(curve, plot, heldout=ppl, baseline=baseline):
+        plot = None
+        logger.info("matplotlib is not installed: no training_curve.png (pip install "
+                    "'bilm-tf2[plot]'); the curve is in %s", curve_csv)
 
     weights = out / "model" / "weights.hdf5"
     dump_weights(str(save_dir), str(weights))
@@ -277,12 +268,13 @@ def run_demo(out: Path, corpus: Path | None = None, n_batches: int | None = None
     print(table or "      (no example contexts for this corpus)")
     tf.keras.backend.clear_session()
     print(f"\nArtifacts in {out}: vocab.txt, checkpoints/, model/weights.hdf5, "
-          f"model/options.json, training_curve.png, logs/ (TensorBoard)")
+          f"model/options.json, training_curve.csv{', training_curve.png' if plot else ''}, "
+          "logs/ (TensorBoard)")
     print(f"Next: bilm info --options {out}/model/options.json --weights {out}/model/weights.hdf5\n"
           f"      bilm embed sentences.txt out.hdf5 --options {out}/model/options.json "
           f"--weights {out}/model/weights.hdf5")
     return {"perplexity": ppl, "unigram": baseline, "weights": str(weights),
-            "plot": str(plot), "table": table}
+            "plot": str(plot) if plot else None, "curve": str(curve_csv), "table": table}
 
 
 if __name__ == "__main__":

@@ -106,7 +106,7 @@ def train_bilm(corpus: Path, workdir: Path, n_batches: int) -> tuple[Path, Path]
     options["n_tokens_vocab"] = vocab.size
     ckpt = train(options, BidirectionalLMDataset(train_glob, vocab, shuffle_on_load=True, seed=0),
                  1, str(workdir / "checkpoints"), str(workdir / "logs"), n_batches=n_batches,
-                 log_every=max(n_batches // 10, 1))
+                 log_every=max(n_batches // 10, 1), seed=0)
     heldout = glob.glob(str(corpus / "heldout" / "*"))
     if heldout:
         ppl = test(str(workdir / "checkpoints" / "options.json"), ckpt,
@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--n-batches", type=int, default=1500, help="biLM training batches")
     parser.add_argument("--epochs", type=int, default=8, help="epochs of model (b)")
     parser.add_argument("--max-sentences", type=int,
-                        help="use only the first N verses of each split (a smoke test)")
+                        help="use N evenly spaced verses of each split (a smoke test: every "
+                        "section keeps its share)")
     args = parser.parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("bilm").setLevel(logging.INFO)  # training progress; not TF's chatter
@@ -149,8 +150,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     test_labels, test_texts = read_tsv(sections / "test.tsv")
     if args.max_sentences:
         n = args.max_sentences
-        train_labels, train_texts = train_labels[:n], train_texts[:n]
-        test_labels, test_texts = test_labels[:n], test_texts[:n]
+        train_labels, train_texts = train_labels[:: max(len(train_texts) // n, 1)][:n], \
+            train_texts[:: max(len(train_texts) // n, 1)][:n]
+        test_labels, test_texts = test_labels[:: max(len(test_texts) // n, 1)][:n], \
+            test_texts[:: max(len(test_texts) // n, 1)][:n]
     classes = sorted(set(train_labels) | set(test_labels))
     y_train = np.array([classes.index(c) for c in train_labels])
     y_test = np.array([classes.index(c) for c in test_labels])
