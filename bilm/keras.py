@@ -43,8 +43,9 @@ from bilm.weights import load_weights
 
 __all__ = ["OUTPUTS", "ELMoEmbedding", "char_ids_from_tokens", "split_sentences", "text_tensor"]
 
-OUTPUTS = ("elmo", "default", "word_emb", "lstm_outputs1", "lstm_outputs2",
-           "lstm_outputs3", "lstm_outputs4")
+# every model's outputs; then one per contextual layer, named by the encoder:
+# lstm_outputs{k} (TF Hub ELMo's names) or transformer_outputs{k}
+OUTPUTS = ("elmo", "default", "word_emb")
 
 
 def text_tensor(sentences) -> tf.Tensor:
@@ -148,7 +149,8 @@ class ELMoEmbedding(keras.layers.Layer):
         output: ``"elmo"`` — the learned scalar mix of the layers, (batch, T, 2 * proj), zero
             at padding; ``"default"`` — its mean over the real tokens, (batch, 2 * proj);
             ``"word_emb"`` — the context-independent token layer, (batch, T, proj);
-            ``"lstm_outputs{k}"`` — LSTM layer k (1-based), (batch, T, 2 * proj).
+            ``"lstm_outputs{k}"`` / ``"transformer_outputs{k}"`` — contextual layer k
+            (1-based), (batch, T, 2 * proj).
         trainable_bilm: fine-tune the biLM weights too (default: frozen; the mix is trainable).
         do_layer_norm: layer-normalise each layer before the mix.
         dropout: drop rate on the output, in training.
@@ -172,8 +174,9 @@ class ELMoEmbedding(keras.layers.Layer):
         if self.bilm_options.char_cnn is None:
             raise OptionsError("ELMoEmbedding needs a character-input model (the options "
                                "have no 'char_cnn' section)")
-        n_layers = self.bilm_options.lstm.n_layers
-        valid = OUTPUTS[:3] + tuple(f"lstm_outputs{k}" for k in range(1, n_layers + 1))
+        self.bilm = BiLMEncoder(self.bilm_options, use_character_inputs=True, n_directions=2)
+        self.layer_names = self.bilm.contextualizer.layer_output_names()
+        valid = OUTPUTS + tuple(self.layer_names)
         if output not in valid:
             raise ValueError(f"output={output!r}; choose from {', '.join(valid)}")
         if not 0.0 <= dropout < 1.0:
@@ -181,11 +184,10 @@ class ELMoEmbedding(keras.layers.Layer):
         self.weight_file = None if weight_file is None else os.fspath(weight_file)
         self.output_name, self.trainable_bilm = output, trainable_bilm
         self.do_layer_norm, self.dropout_rate = do_layer_norm, dropout
-        self.bilm = BiLMEncoder(self.bilm_options, use_character_inputs=True, n_directions=2)
         if self.weight_file is not None:
             load_weights(self.bilm, self.weight_file)
         self.bilm.trainable = trainable_bilm
-        self.scalar_mix = ScalarMix(n_layers + 1, do_layer_norm=do_layer_norm,
+        self.scalar_mix = ScalarMix(self.bilm.n_layers + 1, do_layer_norm=do_layer_norm,
                                     name="scalar_mix")
         self.dropout_layer = keras.layers.Dropout(dropout)
         self._token_mask = _TokenMask(name="token_mask")
@@ -193,12 +195,13 @@ class ELMoEmbedding(keras.layers.Layer):
 
     @property
     def output_dim(self) -> int:
-        p = self.bilm_options.lstm.projection_dim
+        p = self.bilm.dim
         return p if self.output_name == "word_emb" else 2 * p
 
     def layer_outputs(self, inputs) -> dict[str, tf.Tensor]:
         """Every output at once (the SavedModel's signatures): ``word_emb``,
-        ``lstm_outputs{k}``, ``elmo``, ``default``, ``sequence_len`` and ``mask``."""
+        one per contextual layer (``lstm_outputs{k}``, ...), ``elmo``, ``default``,
+        ``sequence_len`` and ``mask``."""
         tokens, lengths = _tokens(inputs)
         max_chars = self.bilm_options.char_cnn.max_characters_per_token
         ids = char_ids_from_tokens(tokens, lengths, max_chars)
@@ -209,14 +212,14 @@ class ELMoEmbedding(keras.layers.Layer):
         elmo = self.scalar_mix(lm, mask) * mask_f
         n = tf.maximum(tf.reduce_sum(mask_f, axis=1), 1.0)
         result = {
-            "word_emb": lm[:, 0, :, : self.bilm_options.lstm.projection_dim] * mask_f,
+            "word_emb": lm[:, 0, :, : self.bilm.dim] * mask_f,
             "elmo": elmo,
             "default": tf.reduce_sum(elmo, axis=1) / n,
             "sequence_len": lengths,
             "mask": mask,
         }
-        for k in range(1, self.bilm_options.lstm.n_layers + 1):
-            result[f"lstm_outputs{k}"] = lm[:, k] * mask_f
+        for k, name in enumerate(self.layer_names, start=1):
+            result[name] = lm[:, k] * mask_f
         return result
 
     def call(self, inputs, training: bool | None = None) -> tf.Tensor:

@@ -1,4 +1,15 @@
-"""The biLM for training and evaluation: the shared encoder plus a softmax over the vocabulary."""
+"""The biLM for training and evaluation: the shared encoder plus a softmax over the vocabulary.
+
+Two batch layouts, one per encoder protocol (:mod:`bilm.encoders`):
+
+- ``"streams"`` (bilm-tf, the LSTM): ``token_ids``/``tokens_characters``/``next_token_id``
+  (batch, T) and the same keys with ``_reverse``: each direction reads its own stream of
+  sentences, packed into fixed windows, the state carried from batch to batch;
+- ``"sentences"`` (AllenNLP, the transformer; scoring for every encoder): ``token_ids``
+  (batch, T) and ``tokens_characters`` (batch, T, chars), one sentence per row with
+  ``<S>``/``</S>``, and ``lengths`` (batch,); the forward direction at position t predicts
+  token t + 1, the backward one token t - 1.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +18,7 @@ import math
 import keras
 import tensorflow as tf
 
-from bilm.encoder import BiLMEncoder, LSTMState
+from bilm.encoder import BiLMEncoder, State
 from bilm.layers.sampled_softmax import log_uniform_unique_sample, sampled_softmax_loss_static
 from bilm.options import BiLMOptions
 
@@ -19,17 +30,19 @@ def _fold(seed: tf.Tensor, k: int) -> tf.Tensor:
 
 
 class LanguageModel(keras.layers.Layer):
-    """Encoder (the same network inference uses) + softmax ``W`` (n_vocab, dim), ``b``.
+    """Encoder (the same network inference uses) + softmax ``W`` (n_vocab, dim), ``b``,
+    shared by both directions.
 
     Training loss: sampled softmax (``n_negative_samples_batch`` log-uniform negatives per
-    direction) on the top LSTM output after dropout; evaluation: full softmax. The
-    bidirectional loss is the mean of the two directions' mean losses, as bilm-tf.
+    direction) on the top layer after dropout; evaluation: full softmax. Streams: the mean of
+    the two directions' mean losses (bilm-tf); sentences: half the summed negative
+    log-likelihoods of both directions over the number of forward targets (AllenNLP).
 
-    ``jit_compile`` runs the LSTMs and the softmax, forward and backward, through XLA
-    (:meth:`train_gradients`); default: the options' ``jit_compile``, else on for LSTMs up to
-    2048 units, where it measured faster. ``precision`` (default: the options') ``float32``,
-    or ``mixed_bfloat16`` / ``mixed_float16``: float32 variables, 16-bit matmuls and
-    convolutions, float32 LSTM cell state, softmax logits and loss.
+    ``jit_compile`` runs the contextualizer and the softmax, forward and backward, through XLA
+    (:meth:`train_gradients`); default: the options' ``jit_compile``, else the encoder's
+    measured choice. ``precision`` (default: the options') ``float32``, or
+    ``mixed_bfloat16`` / ``mixed_float16``: float32 variables, 16-bit matmuls and
+    convolutions, float32 state, softmax logits and loss.
     """
 
     def __init__(self, options: BiLMOptions, jit_compile: bool | None = None,
@@ -38,18 +51,20 @@ class LanguageModel(keras.layers.Layer):
         super().__init__(**kwargs)
         if options.n_tokens_vocab is None:
             raise ValueError("training needs 'n_tokens_vocab' in the options")
-        if jit_compile is None:
-            jit_compile = options.jit_compile
-        if jit_compile is None:
-            jit_compile = options.lstm.dim <= 2048
-        self.jit_compile = jit_compile
         self.precision = options.precision if precision is None else precision
         self.options = options
         self.encoder = BiLMEncoder(options, n_word_vocab=options.n_tokens_vocab,
                                    precision=self.precision)
+        self.contextualizer = self.encoder.contextualizer
+        self.protocol = self.contextualizer.protocol
+        if jit_compile is None:
+            jit_compile = options.jit_compile
+        if jit_compile is None:
+            jit_compile = self.contextualizer.default_jit()
+        self.jit_compile = jit_compile
         self.matmul_dtype = self.encoder.matmul_dtype
         self.n_directions = self.encoder.n_directions
-        p = options.lstm.projection_dim
+        p = self.encoder.dim
         self.softmax_w = None
         if not (options.share_embedding_softmax and not options.use_character_inputs):
             self.softmax_w = self.add_weight(
@@ -65,31 +80,53 @@ class LanguageModel(keras.layers.Layer):
         return self.softmax_w if self.softmax_w is not None else self.encoder.embedding
 
     def head_variables(self) -> list:
-        """Variables after the token embedding: LSTMs and softmax."""
-        head = [w for layer in self.encoder.lstms
-                for w in (layer.kernel, layer.bias, layer.projection) if w is not None]
-        return [*head, self.softmax_weights, self.softmax_b]
+        """Variables after the token embedding: the contextualizer's (as it tracks them) and
+        the softmax; derived, never listed by hand."""
+        return [*self.contextualizer.trainable_variables, self.softmax_weights,
+                self.softmax_b]
 
-    def zero_states(self, batch_size: int) -> list[LSTMState]:
-        return self.encoder.zero_states(batch_size)
+    def initial_state(self, batch_size: int | tf.Tensor) -> State:
+        """The contextualizer's zero state (None for a stateless encoder)."""
+        return self.encoder.initial_state(batch_size)
+
+    zero_states = initial_state  # the name bilm-tf-era code uses
 
     # -- pieces -------------------------------------------------------------------------------
 
     def _suffixes(self) -> list[str]:
         return ["", "_reverse"][: self.n_directions]
 
+    def _char_key(self) -> str:
+        return "tokens_characters" if self.options.use_character_inputs else "token_ids"
+
     def _inputs(self, batch: dict[str, tf.Tensor]) -> tf.Tensor:
-        """Token embeddings of every direction, (n_directions, T, batch, dim)."""
-        key = "tokens_characters" if self.options.use_character_inputs else "token_ids"
+        """Token embeddings: streams (n_directions, T, batch, dim); sentences
+        (batch, T, dim)."""
+        key = self._char_key()
+        if self.protocol == "sentences" or "lengths" in batch:
+            # Each distinct token's CNN once: exact, same gradient, most of the work saved.
+            return self.encoder.embed_unique_tokens(batch[key], shifted=False)
         ids = tf.stack([batch[key + s] for s in self._suffixes()])  # (d, batch, T[, chars])
-        # Each distinct token's CNN once: exact, same gradient, most of the work saved.
         emb = self.encoder.embed_unique_tokens(ids, shifted=False)  # shape (d, batch, T, dim)
         return tf.transpose(emb, [0, 2, 1, 3])
 
-    def _labels(self, batch: dict[str, tf.Tensor]) -> tf.Tensor:
-        """Targets in the LSTM outputs' (time, batch) order: (n_directions, T * batch)."""
-        return tf.stack([tf.reshape(tf.transpose(batch["next_token_id" + s]), [-1])
-                         for s in self._suffixes()])
+    def _targets(self, batch: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor | None]:
+        """(n_directions, N) targets, and (n_directions, N) float weights (None: all count).
+        Streams: in the outputs' (time, batch) order; sentences: (batch, T) flattened."""
+        if "lengths" not in batch:
+            return tf.stack([tf.reshape(tf.transpose(batch["next_token_id" + s]), [-1])
+                             for s in self._suffixes()]), None
+        ids, lengths = batch["token_ids"], batch["lengths"]
+        n_steps = tf.shape(ids)[1]
+        pos = tf.range(n_steps)[tf.newaxis, :]
+        zero = tf.zeros_like(ids[:, :1])
+        targets = [tf.concat([ids[:, 1:], zero], axis=1)]  # forward: token t + 1
+        valid = [pos + 1 < lengths[:, tf.newaxis]]
+        if self.n_directions == 2:
+            targets.append(tf.concat([zero, ids[:, :-1]], axis=1))  # backward: token t - 1
+            valid.append(tf.logical_and(pos >= 1, pos < lengths[:, tf.newaxis]))
+        return (tf.reshape(tf.stack(targets), [self.n_directions, -1]),
+                tf.reshape(tf.cast(tf.stack(valid), tf.float32), [self.n_directions, -1]))
 
     def _negatives(self, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         opts = self.options
@@ -98,86 +135,137 @@ class LanguageModel(keras.layers.Layer):
                                            _fold(seed, 3 + k)) for k in range(self.n_directions)]
         return tf.stack([s for s, _ in drawn]), tf.stack([n for _, n in drawn])
 
-    def _head_loss(self, x, states, labels, sampled, num_tries, seed, training):
-        """Mean loss from token embeddings x (d, T, batch, dim) and the final states."""
-        opts = self.options
-        outputs, finals = self.encoder.run_lstms(
-            x, initial_states=states, input_dropout=opts.dropout, training=training,
-            dropout_seed=_fold(seed, 1))
-        top = outputs[-1]  # shape (d, T, batch, dim)
-        if training and opts.dropout > 0:
-            top = tf.nn.experimental.stateless_dropout(top, rate=opts.dropout,
-                                                       seed=_fold(seed, 2))
-        losses = []
-        for k in range(self.n_directions):
-            inputs = tf.reshape(top[k], [-1, opts.lstm.projection_dim])  # (T * batch, dim)
-            if sampled is not None:
-                loss = sampled_softmax_loss_static(self.softmax_weights, self.softmax_b,
-                                                   labels[k], inputs, sampled[k], num_tries[k],
-                                                   matmul_dtype=self.matmul_dtype)
-            else:
-                mm = self.matmul_dtype
-                logits = tf.matmul(tf.cast(inputs, mm), tf.cast(self.softmax_weights, mm),
-                                   transpose_b=True)
-                loss = tf.nn.sparse_softmax_cross_entropy_with_logits(
-                    labels=labels[k], logits=tf.cast(logits, tf.float32) + self.softmax_b)
-            losses.append(tf.reduce_mean(loss))
-        return tf.add_n(losses) / len(losses), finals
+    def _nll(self, inputs, labels, sampled, num_tries) -> tf.Tensor:
+        """Per-row negative log-likelihoods, (N,): sampled or full softmax."""
+        if sampled is not None:
+            return sampled_softmax_loss_static(self.softmax_weights, self.softmax_b, labels,
+                                               inputs, sampled, num_tries,
+                                               matmul_dtype=self.matmul_dtype)
+        mm = self.matmul_dtype
+        logits = tf.matmul(tf.cast(inputs, mm), tf.cast(self.softmax_weights, mm),
+                           transpose_b=True)
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=labels, logits=tf.cast(logits, tf.float32) + self.softmax_b)
 
-    def _head_grads(self, x, states, labels, sampled, num_tries, seed, scale):
+    def _top(self, x, lengths, state, seed, training) -> tuple[tf.Tensor, State]:
+        """The top layer per direction, flattened to (n_directions, N, dim), after dropout in
+        training; and the new state."""
+        layer_seed = None if seed is None else _fold(seed, 1)
+        if lengths is None:  # streams
+            top, finals = self.contextualizer.stream_top(x, state, training=training,
+                                                         seed=layer_seed)
+        else:
+            layers, finals = self.contextualizer.sentence_layers(
+                x, lengths, state, training=training, seed=layer_seed)
+            top = layers[-1]  # shape (d, batch, T, dim)
+        if training and self.options.dropout > 0:
+            top = tf.nn.experimental.stateless_dropout(top, rate=self.options.dropout,
+                                                       seed=_fold(seed, 2))
+        return tf.reshape(top, [self.n_directions, -1, self.encoder.dim]), finals
+
+    def _head_loss(self, x, state, lengths, labels, weights, sampled, num_tries, seed,
+                   training):
+        """(reported loss, objective, new state, per-direction NLL sums (d,)).
+
+        Streams: the mean of the directions' mean losses (both). Sentences: the objective is
+        half the summed NLL of both directions (the caller divides by the global number of
+        forward targets); the reported loss divides by this batch's.
+        """
+        top, finals = self._top(x, lengths, state, seed, training)
+        sums, means = [], []
+        for k in range(self.n_directions):
+            nll = self._nll(top[k], labels[k], None if sampled is None else sampled[k],
+                            None if num_tries is None else num_tries[k])
+            if weights is None:
+                means.append(tf.reduce_mean(nll))
+                sums.append(tf.reduce_sum(nll))
+            else:
+                sums.append(tf.reduce_sum(nll * weights[k]))
+        if weights is None:
+            loss = tf.add_n(means) / len(means)
+            return loss, loss, finals, tf.stack(sums)
+        n_targets = tf.maximum(tf.reduce_sum(weights[0]), 1.0)
+        objective = tf.add_n(sums) / len(sums)
+        return objective / n_targets, objective, finals, tf.stack(sums)
+
+    def _head_grads(self, x, state, lengths, labels, weights, sampled, num_tries, seed, scale):
         head_vars = self.head_variables()
         with tf.GradientTape() as tape:
             tape.watch(x)
-            loss, finals = self._head_loss(x, states, labels, sampled, num_tries, seed, True)
-            scaled = loss * scale
+            loss, objective, finals, _ = self._head_loss(
+                x, state, lengths, labels, weights, sampled, num_tries, seed, True)
+            scaled = objective * scale
         grads = tape.gradient(scaled, [x, *head_vars])
         grads = [tf.convert_to_tensor(g) for g in grads]  # sparse softmax rows -> dense
         return loss, finals, grads[0], grads[1:]
 
     # -- entry points -------------------------------------------------------------------------
 
-    def call(self, batch: dict[str, tf.Tensor], states: list[LSTMState] | None = None,
-             training: bool = False, seed: tf.Tensor | None = None,
-             ) -> tuple[tf.Tensor, list[LSTMState]]:
-        """Mean loss of a batch and the final LSTM states (forward only).
+    def call(self, batch: dict[str, tf.Tensor], states: State = None, training: bool = False,
+             seed: tf.Tensor | None = None) -> tuple[tf.Tensor, State]:
+        """Mean loss of a batch and the new state (forward only).
 
         Args:
-            batch: ``token_ids``/``tokens_characters``/``next_token_id`` (batch, T) (and the
-                ``_reverse`` keys for a biLM), training ids (not shifted).
-            states: per layer (c, h) carried from the previous batch; zeros if None.
+            batch: either layout (see the module doc), training ids (not shifted).
+            states: the carried state (streams); zeros if None.
             training: dropout and sampled softmax; else full softmax.
             seed: (2,) int seed for dropout and negative sampling (stateless, resumable).
         """
+        loss, finals, _ = self.loss_and_sums(batch, states, training, seed)
+        return loss, finals
+
+    def loss_and_sums(self, batch: dict[str, tf.Tensor], states: State = None,
+                      training: bool = False, seed: tf.Tensor | None = None,
+                      ) -> tuple[tf.Tensor, State, tf.Tensor]:
+        """:meth:`call` plus the per-direction sums of the negative log-likelihoods, (d,)."""
         if seed is None:
             seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int64)
         sampled = num_tries = None
         if training and self.options.sample_softmax:
             sampled, num_tries = self._negatives(seed)
-        return self._head_loss(self._inputs(batch), states, self._labels(batch), sampled,
-                               num_tries, seed, training)
+        labels, weights = self._targets(batch)
+        loss, _, finals, sums = self._head_loss(self._inputs(batch), states,
+                                                batch.get("lengths"), labels, weights,
+                                                sampled, num_tries, seed, training)
+        return loss, finals, sums
 
-    def train_gradients(self, batch: dict[str, tf.Tensor], states: list[LSTMState] | None,
-                        seed: tf.Tensor, variables: list, scale: float | tf.Tensor = 1.0):
-        """Training loss, final states and the gradients of ``loss * scale`` for
-        ``variables`` (dense tensors, in that order).
+    def sentence_logprobs(self, batch: dict[str, tf.Tensor]) -> tf.Tensor:
+        """Natural-log probability of each sentence of a ``"sentences"`` batch under each
+        direction (full softmax, no dropout, each sentence on its own), (n_directions,
+        batch): the forward LM predicting its tokens and ``</S>``, the backward one its
+        tokens and ``<S>``."""
+        labels, weights = self._targets(batch)
+        top, _ = self._top(self._inputs(batch), batch["lengths"], None, None, False)
+        logp = [-self._nll(top[k], labels[k], None, None) * weights[k]
+                for k in range(self.n_directions)]
+        shape = tf.shape(batch["token_ids"])
+        return tf.reduce_sum(tf.reshape(tf.stack(logp), [self.n_directions, shape[0],
+                                                        shape[1]]), axis=-1)
 
-        Back-propagation runs in two stages: the LSTMs and softmax (fixed shapes, XLA when
-        ``jit_compile``) give the gradient of the token embeddings, which the char CNN (run
-        on the batch's distinct tokens, a data-dependent size) then takes on.
+    def train_gradients(self, batch: dict[str, tf.Tensor], states: State, seed: tf.Tensor,
+                        variables: list, scale: float | tf.Tensor = 1.0):
+        """Training loss, final states and the gradients of the objective times ``scale``
+        for ``variables`` (dense tensors, in that order). Streams: the objective is the mean
+        loss; sentences: half the summed NLL (``scale`` 1 / forward targets gives the mean).
+
+        Back-propagation runs in two stages: the contextualizer and softmax (XLA when
+        ``jit_compile``) give the gradient of the token embeddings, which the token embedder
+        (run on the batch's distinct tokens, a data-dependent size) then takes on.
         """
-        if states is None:
-            states = self.zero_states(tf.shape(batch["next_token_id"])[0])
+        lengths = batch.get("lengths")
+        if states is None and lengths is None and self.contextualizer.stateful:
+            states = self.initial_state(tf.shape(batch["next_token_id"])[0])
         sampled = num_tries = None
         if self.options.sample_softmax:
             sampled, num_tries = self._negatives(seed)
-        labels = self._labels(batch)
+        labels, weights = self._targets(batch)
         with tf.GradientTape() as tape:
             x = self._inputs(batch)
         head = self._head_grads_xla if self.jit_compile else self._head_grads
         if sampled is None:  # full softmax: no negatives to pass to the compiled function
             head = self._head_grads
-        loss, finals, dx, head_grads = head(x, states, labels, sampled, num_tries, seed,
-                                            tf.cast(scale, tf.float32))
+        loss, finals, dx, head_grads = head(x, states, lengths, labels, weights, sampled,
+                                            num_tries, seed, tf.cast(scale, tf.float32))
         grads = {id(v): g for v, g in zip(self.head_variables(), head_grads)}
         # the token embedder's variables; a shared softmax is also the word embedding
         embed_vars = [v for v in variables if id(v) not in grads]

@@ -14,7 +14,7 @@ import tensorflow as tf
 from bilm._io import Progress, atomic_path, check_free_space
 from bilm.data.batcher import Batcher, TokenBatcher, check_sentences
 from bilm.data.vocabulary import BOS, EOS, UnicodeCharsVocabulary
-from bilm.encoder import BiLMEncoder
+from bilm.encoder import BiLMEncoder, State
 from bilm.options import BiLMOptions, OptionsError, load_options
 from bilm.weights import load_weights, read_embedding_file
 
@@ -41,26 +41,24 @@ def remove_sentence_boundaries(layer: tf.Tensor, lengths: tf.Tensor) -> tf.Tenso
 
 
 def contextual_layers(encoder: BiLMEncoder, emb: tf.Tensor, lengths: tf.Tensor,
-                      initial_states: list | None = None,
-                      ) -> tuple[dict[str, tf.Tensor], list]:
-    """ELMo's layers from token embeddings: the one inference computation.
+                      initial_states: State = None) -> tuple[dict[str, tf.Tensor], State]:
+    """ELMo's layers from token embeddings: the one inference computation, for every encoder.
 
     Args:
         encoder: a two-direction :class:`~bilm.encoder.BiLMEncoder`.
         emb: (batch, T, dim) token embeddings with ``<S>``/``</S>`` included.
         lengths: (batch,) tokens per row, boundaries included (0 for padding rows).
-        initial_states: per layer (c, h), each (2, batch, size); zeros if None.
+        initial_states: a stateful encoder's carried state (the LSTM's per layer (c, h), each
+            (2, batch, size)); zeros if None.
     Returns:
-        ``lm_embeddings`` (batch, n_layers + 1, T - 2, 2 * dim), ``lengths`` (batch,) and
-        ``mask`` (batch, T - 2) without the boundaries; and the final LSTM states.
+        ``lm_embeddings`` (batch, n_layers + 1, T - 2, 2 * dim): layer 0 is ``[tokens |
+        tokens]``, layer k ``[forward_k | backward_k]``; ``lengths`` (batch,) and ``mask``
+        (batch, T - 2) without the boundaries; and the final state (None when stateless).
     """
-    x = tf.transpose(emb, [1, 0, 2])  # shape (T, batch, dim)
-    x_bwd = tf.reverse_sequence(x, lengths, seq_axis=0, batch_axis=1)
-    outputs, finals = encoder.run_lstms(tf.stack([x, x_bwd]), lengths, initial_states)
+    outputs, finals = encoder.contextualizer.sentence_layers(emb, lengths, initial_states)
     layers = [tf.concat([emb, emb], axis=-1)]
-    for out in outputs:  # shape (2, T, batch, dim)
-        bwd = tf.reverse_sequence(out[1], lengths, seq_axis=0, batch_axis=1)
-        layers.append(tf.transpose(tf.concat([out[0], bwd], axis=-1), [1, 0, 2]))
+    for out in outputs:  # shape (2, batch, T, dim)
+        layers.append(tf.concat([out[0], out[1]], axis=-1))
     layers = [remove_sentence_boundaries(t, lengths) for t in layers]
     n_out = tf.shape(emb)[1] - 2
     return {
@@ -82,18 +80,19 @@ class BidirectionalLanguageModel:
         max_batch_size: rows of carried LSTM state (stateful mode).
         stateful: carry each row's LSTM state to the next call, as bilm-tf did (exact
             reproduction, history-dependent); False starts every sentence from zeros
-            (deterministic, any batch size).
+            (deterministic, any batch size). Default: True for an LSTM model (bilm-tf's
+            behaviour), False for a stateless encoder (the Transformer), which refuses True.
 
     Calling it on ids (batch, T[, max_chars]) — NumPy or tensor, eagerly or in
     ``tf.function`` — returns a dict of tensors:
-    ``lm_embeddings`` (batch, n_layers + 1, T - 2, 2 * projection_dim), ``lengths`` (batch,),
-    ``mask`` (batch, T - 2) and ``token_embeddings`` (batch, T, projection_dim).
+    ``lm_embeddings`` (batch, n_layers + 1, T - 2, 2 * dim), ``lengths`` (batch,),
+    ``mask`` (batch, T - 2) and ``token_embeddings`` (batch, T, dim).
     """
 
     def __init__(self, options_file: str | os.PathLike[str], weight_file: str | os.PathLike[str],
                  use_character_inputs: bool = True,
                  embedding_weight_file: str | os.PathLike[str] | None = None,
-                 max_batch_size: int = 128, stateful: bool = True) -> None:
+                 max_batch_size: int = 128, stateful: bool | None = None) -> None:
         options = load_options(options_file)
         n_word_vocab = None
         if use_character_inputs:
@@ -108,18 +107,22 @@ class BidirectionalLanguageModel:
             n_word_vocab = read_embedding_file(source).shape[0]
         self.options: BiLMOptions = options
         self.use_character_inputs = use_character_inputs
-        self.stateful = stateful
         self.max_batch_size = max_batch_size
         self.encoder = BiLMEncoder(options, use_character_inputs=use_character_inputs,
                                    n_word_vocab=n_word_vocab, n_directions=2)
+        if stateful is None:
+            stateful = self.encoder.stateful
+        elif stateful and not self.encoder.stateful:
+            raise ValueError(f"a {options.encoder_type} biLM is stateless: it has no state to "
+                             "carry from call to call; leave stateful unset (or False)")
+        self.stateful = stateful
         load_weights(self.encoder, weight_file, embedding_weight_file)
         self.encoder.trainable = False
-        self._states: list[tuple[tf.Variable, tf.Variable]] = []
+        self._states = None  # the carried state, as variables (stateful mode)
         if stateful:
-            for layer in self.encoder.lstms:
-                c, h = layer.zero_state(max_batch_size)
-                self._states.append((tf.Variable(c, trainable=False),
-                                     tf.Variable(h, trainable=False)))
+            self._states = tf.nest.map_structure(
+                lambda t: tf.Variable(t, trainable=False),
+                self.encoder.initial_state(max_batch_size))
         if use_character_inputs:
             spec = tf.TensorSpec([None, None, options.char_cnn.max_characters_per_token],
                                  tf.int32)
@@ -128,8 +131,7 @@ class BidirectionalLanguageModel:
         self._forward = tf.function(self._forward_impl, input_signature=[spec])
         self._contextual_stateless = tf.function(
             lambda emb, lengths: self._contextual(emb, lengths, stateful=False),
-            input_signature=[tf.TensorSpec([None, None, options.lstm.projection_dim],
-                                           tf.float32),
+            input_signature=[tf.TensorSpec([None, None, self.encoder.dim], tf.float32),
                              tf.TensorSpec([None], tf.int32)],
         )
         # XLA-compiled variant for embed_sentences, which pads shapes to few buckets; XLA fuses
@@ -143,24 +145,23 @@ class BidirectionalLanguageModel:
             input_signature=[tf.TensorSpec([None, spec.shape[-1]], tf.int32)],
         )
         self._token_cache: dict[str, int] = {}
-        self._token_cache_array = np.zeros((0, options.lstm.projection_dim), np.float32)
+        self._token_cache_array = np.zeros((0, self.encoder.dim), np.float32)
         self._batcher: Batcher | None = None
 
     @property
     def n_layers(self) -> int:
-        """Number of LSTM layers (``lm_embeddings`` has n_layers + 1)."""
-        return self.options.lstm.n_layers
+        """Number of contextual layers (``lm_embeddings`` has n_layers + 1)."""
+        return self.encoder.n_layers
 
     @property
     def output_dim(self) -> int:
-        """Size of each ``lm_embeddings`` vector: 2 * projection_dim."""
-        return 2 * self.options.lstm.projection_dim
+        """Size of each ``lm_embeddings`` vector: 2 * the model width."""
+        return 2 * self.encoder.dim
 
     def reset_states(self) -> None:
-        """Zero the carried LSTM states (stateful mode)."""
-        for c, h in self._states:
-            c.assign(tf.zeros_like(c))
-            h.assign(tf.zeros_like(h))
+        """Zero the carried states (stateful mode)."""
+        for var in tf.nest.flatten(self._states or []):
+            var.assign(tf.zeros_like(var))
 
     def __call__(self, ids: np.ndarray | tf.Tensor) -> dict[str, tf.Tensor]:
         ids = tf.cast(ids, tf.int32)
@@ -191,16 +192,16 @@ class BidirectionalLanguageModel:
 
     def _contextual(self, emb: tf.Tensor, lengths: tf.Tensor,
                     stateful: bool) -> dict[str, tf.Tensor]:
-        """LSTMs over token embeddings (batch, T, dim) with ``<S>``/``</S>`` included."""
+        """The contextual layers of token embeddings (batch, T, dim) with ``<S>``/``</S>``
+        included; stateful: row i starts from (and leaves) the state of carried row i (the
+        state's tensors hold the batch on axis 1; rows beyond the batch keep theirs)."""
         states = None
         if stateful:
             batch = tf.shape(emb)[0]
-            states = [(c[:, :batch], h[:, :batch]) for c, h in self._states]
+            states = tf.nest.map_structure(lambda v: v[:, :batch], self._states)
         out, finals = contextual_layers(self.encoder, emb, lengths, states)
         if stateful:
-            for (c_var, h_var), (c, h) in zip(self._states, finals):
-                c_var[:, :batch].assign(c)
-                h_var[:, :batch].assign(h)
+            tf.nest.map_structure(lambda v, t: v[:, :batch].assign(t), self._states, finals)
         return out
 
     # -- fast, stateless embedding of tokenized text ------------------------------------------
@@ -260,7 +261,7 @@ class BidirectionalLanguageModel:
         if self.use_character_inputs:
             flat = [t for s in sentences for t in (BOS, *s, EOS)]
             rows = self._lookup_tokens(flat)
-            emb = np.zeros((n_rows, n_steps, self.options.lstm.projection_dim), np.float32)
+            emb = np.zeros((n_rows, n_steps, self.encoder.dim), np.float32)
             emb[np.repeat(np.arange(len(sentences)), lengths),
                 np.concatenate([np.arange(n) for n in lengths])] = self._token_cache_array[rows]
             emb = tf.constant(emb)
@@ -301,7 +302,7 @@ class BidirectionalLanguageModel:
         units, 1.7x slower at 4096; see docs/performance.md).
 
         Yields:
-            one float32 array per sentence, (n_layers + 1, n_tokens, 2 * projection_dim).
+            one float32 array per sentence, (n_layers + 1, n_tokens, 2 * dim).
         """
         if not self.use_character_inputs and token_batcher is None:
             raise ValueError("a token-input model needs token_batcher to embed sentences")
@@ -312,7 +313,7 @@ class BidirectionalLanguageModel:
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1; got {max_tokens}")
         if jit_compile is None:
-            jit_compile = self.options.lstm.dim <= 2048
+            jit_compile = self.encoder.contextualizer.default_jit()
         buffer: list[Sequence[str]] = []
         for sentence in sentences:
             if isinstance(sentence, (str, bytes)):
@@ -399,7 +400,7 @@ def dump_token_embeddings(vocab_file: str | os.PathLike[str],
                           progress: bool = True) -> None:
     """Write the context-independent embedding of every vocabulary token (bilm-tf's layout).
 
-    ``outfile`` gets dataset ``embedding`` (n_vocab, projection_dim), rows in file order; a
+    ``outfile`` gets dataset ``embedding`` (n_vocab, dim), rows in file order; a
     token-input :class:`BidirectionalLanguageModel` reads it as ``embedding_weight_file``.
     The file is written atomically.
     """
@@ -413,7 +414,7 @@ def dump_token_embeddings(vocab_file: str | os.PathLike[str],
         parts.append(model._embed_chars(ids[i : i + batch_size]).numpy())
         bar.update(len(parts[-1]))
     bar.close()
-    dim = model.options.lstm.projection_dim
+    dim = model.encoder.dim
     embeddings = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
     embeddings = embeddings.astype(np.float32)
     with atomic_path(outfile) as tmp, h5py.File(tmp, "w") as f:
@@ -494,7 +495,7 @@ def dump_bilm_embeddings(vocab_file: str | os.PathLike[str] | None,
     """Embed every line of a tokenized text file (one sentence per line) into HDF5.
 
     ``outfile`` gets one dataset per line, key ``str(line_index)``, float32; with the defaults
-    its shape is (n_layers + 1, n_tokens, 2 * projection_dim) (bilm-tf's layout) and a blank
+    its shape is (n_layers + 1, n_tokens, 2 * dim) (bilm-tf's layout) and a blank
     line gives n_tokens 0.
 
     With the defaults this is bilm-tf's computation: one sentence at a time, LSTM state
@@ -506,7 +507,7 @@ def dump_bilm_embeddings(vocab_file: str | os.PathLike[str] | None,
     caches char ids.
 
     ``layers`` (all | top | average) and ``pool`` (none | mean | max) reduce each sentence
-    as :func:`reduce_embeddings` does: e.g. top + mean gives one (2 * projection_dim,) vector
+    as :func:`reduce_embeddings` does: e.g. top + mean gives one (2 * dim,) vector
     per line, zeros for a blank line. ``layout="allennlp"`` adds AllenNLP's ``elmo`` command's
     ``sentence_to_index`` dataset: shape (1,), a JSON string mapping each stripped line to its
     key (it holds every distinct line in memory while writing).

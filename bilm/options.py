@@ -20,16 +20,19 @@ import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn
 
 __all__ = [
+    "ENCODERS",
     "MAX_CHARACTERS_PER_TOKEN",
     "PRECISIONS",
     "UNTYPED_KEYS",
     "BiLMOptions",
     "CharCNNOptions",
+    "EncoderOptions",
     "LSTMOptions",
     "OptionsError",
+    "TransformerOptions",
     "load_options",
     "read_options_json",
     "save_options",
@@ -166,6 +169,10 @@ def _warn_unknown(d: Mapping[str, Any], known: Iterable[str], prefix: str,
                        "written back)%s", dotted, _where(source), hint)
 
 
+def _unit(name: str = "") -> _Rule:
+    return _Rule("float", low=0, high=1, high_open=True, name=name)  # a rate in [0, 1)
+
+
 _LSTM_RULES = {
     "dim": _Rule("int", low=1),
     "projection_dim": _Rule("int", low=1),
@@ -178,7 +185,10 @@ _LSTM_RULES = {
 
 @dataclass(frozen=True)
 class LSTMOptions:
-    """The ``lstm`` section: sizes and clipping of the projected LSTM stacks."""
+    """The ``lstm`` section: sizes and clipping of the projected LSTM stacks (bilm-tf's
+    encoder; the section keeps its bilm-tf name, so every bilm-tf options.json loads)."""
+
+    type: ClassVar[str] = "lstm"
 
     dim: int  # LSTM cell size
     projection_dim: int  # output size of each layer (= token embedding size)
@@ -203,6 +213,11 @@ class LSTMOptions:
     def use_projection(self) -> bool:
         """bilm-tf builds the projection (``W_P_0``) only when it shrinks the output."""
         return self.projection_dim < self.dim
+
+    @property
+    def width(self) -> int:
+        """The model width: the token embedding size and each layer's output per direction."""
+        return self.projection_dim
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], source: str | None = None) -> LSTMOptions:
@@ -232,6 +247,81 @@ class LSTMOptions:
         return d
 
 
+_TRANSFORMER_RULES = {
+    "dim": _Rule("int", low=1),
+    "hidden_dim": _Rule("int", low=1),
+    "n_layers": _Rule("int", low=1),
+    "n_heads": _Rule("int", low=1),
+    "dropout": _unit(),
+    "input_dropout": _unit(),
+    "final_norm": _Rule("bool"),
+}
+
+
+@dataclass(frozen=True)
+class TransformerOptions:
+    """The ``encoder`` section of ``"type": "transformer"``: AllenNLP's bidirectional
+    Transformer LM (Transformer ELMo): per direction ``n_layers`` pre-layer-norm blocks of
+    ``n_heads``-head attention and a ``hidden_dim`` feed-forward, width ``dim``."""
+
+    type: ClassVar[str] = "transformer"
+
+    dim: int  # model width: token embeddings, attention and each layer's output
+    hidden_dim: int  # feed-forward width
+    n_layers: int
+    n_heads: int = 8  # AllenNLP fixes 8
+    dropout: float = 0.1  # on attention probabilities, sublayer outputs and the FFN's hidden
+    input_dropout: float = 0.1  # on the token embeddings plus positions
+    # the top layer is layer-normalized (AllenNLP); false for the first layers of a deeper
+    # model (bilm export --layers N), whose top was not
+    final_norm: bool = True
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    source: str | None = field(default=None, compare=False, repr=False)
+
+    _KEYS = ("type", *_TRANSFORMER_RULES)
+
+    def __post_init__(self) -> None:
+        _apply(self, _TRANSFORMER_RULES, "encoder")
+        if self.dim % self.n_heads:
+            _fail("encoder.n_heads", self.source, f"a divisor of encoder.dim ({self.dim})",
+                  repr(self.n_heads))
+        if self.dim % 2:  # sin and cos channels pair up
+            _fail("encoder.dim", self.source, "even", repr(self.dim))
+
+    @property
+    def width(self) -> int:
+        return self.dim
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], source: str | None = None) -> TransformerOptions:
+        p = "encoder"
+        _warn_unknown(d, cls._KEYS, p, source)
+        return cls(
+            dim=_fetch(d, "dim", p, source),
+            hidden_dim=_fetch(d, "hidden_dim", p, source),
+            n_layers=_fetch(d, "n_layers", p, source),
+            n_heads=_fetch(d, "n_heads", p, source, default=8),
+            dropout=_fetch(d, "dropout", p, source, default=0.1),
+            input_dropout=_fetch(d, "input_dropout", p, source, default=0.1),
+            final_norm=_fetch(d, "final_norm", p, source, default=True),
+            extra=_extra(d, cls._KEYS),
+            source=source,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"type": self.type, "dim": self.dim, "hidden_dim": self.hidden_dim,
+                             "n_layers": self.n_layers, "n_heads": self.n_heads,
+                             "dropout": self.dropout, "input_dropout": self.input_dropout}
+        if not self.final_norm:
+            d["final_norm"] = False
+        d.update(self.extra)
+        return d
+
+
+EncoderOptions = LSTMOptions | TransformerOptions
+ENCODERS: dict[str, type] = {"lstm": LSTMOptions, "transformer": TransformerOptions}
+
+
 _CHAR_CNN_RULES = {  # filters and max_characters_per_token are checked in __post_init__
     "n_highway": _Rule("int", low=0),
     "embedding_dim": _Rule("int", low=1, name="embedding.dim"),
@@ -239,6 +329,14 @@ _CHAR_CNN_RULES = {  # filters and max_characters_per_token are checked in __pos
                           choices_text="261 (training) or 262 (inference)"),
     "activation": _Rule("str", choices=("relu", "tanh"), choices_text="'relu' or 'tanh'"),
     "max_characters_per_token": _Rule("int"),
+    "projection_dim": _Rule("int", low=1, nullable=True),
+    "projection_location": _Rule("str", nullable=True, choices=("after_highway", "after_cnn"),
+                                 choices_text="'after_highway', 'after_cnn' or null"),
+    "layer_norm": _Rule("bool"),
+    "highway_gate": _Rule("str", choices=("transform", "carry"),
+                          choices_text="'transform' (bilm-tf) or 'carry' (AllenNLP)"),
+    "padding_row": _Rule("str", choices=("zero", "learned"),
+                         choices_text="'zero' (bilm-tf) or 'learned' (AllenNLP)"),
 }
 
 
@@ -259,7 +357,15 @@ def _filters(raw: Any, source: str | None) -> tuple[tuple[int, int], ...]:
 
 @dataclass(frozen=True)
 class CharCNNOptions:
-    """The ``char_cnn`` section: character embedding, convolutions and highway layers."""
+    """The ``char_cnn`` section: character embedding, convolutions, highway layers and the
+    projection to the model width (the token embedder).
+
+    bilm-tf's defaults; AllenNLP's character encoder (``CnnHighwayEncoder``, which Transformer
+    ELMo uses) sets ``projection_location`` (the projection is then always applied, after the
+    CNN or after the highways), ``layer_norm`` (after the projection), ``highway_gate:
+    carry`` (its gate weights the input: ``g x + (1 - g) relu(A x)``) and ``padding_row:
+    learned`` (262 stored character rows, the padding one learned).
+    """
 
     filters: tuple[tuple[int, int], ...]  # (width, n_filters) per convolution
     n_highway: int
@@ -267,12 +373,22 @@ class CharCNNOptions:
     n_characters: int = 262  # 261 in training files, 262 for inference (+ padding row)
     max_characters_per_token: int = 50
     activation: str = "relu"  # after the max-pool: relu | tanh
+    projection_dim: int | None = None  # None: the encoder's width
+    projection_location: str | None = None  # None: bilm-tf's (after the highways, if needed)
+    layer_norm: bool = False  # AllenNLP's layer norm after the projection
+    highway_gate: str = "transform"  # transform: bilm-tf's g relu(Ax) + (1-g) x; carry: AllenNLP
+    padding_row: str = "zero"  # zero: bilm-tf (not stored); learned: AllenNLP (stored)
     extra: Mapping[str, Any] = field(default_factory=dict)
     embedding_extra: Mapping[str, Any] = field(default_factory=dict)
     source: str | None = field(default=None, compare=False, repr=False)  # file, for messages
 
     _KEYS = ("filters", "n_highway", "embedding", "n_characters",
-             "max_characters_per_token", "activation")
+             "max_characters_per_token", "activation", "projection_dim",
+             "projection_location", "layer_norm", "highway_gate", "padding_row")
+    # AllenNLP's variant keys: written back only when they differ from bilm-tf's defaults
+    _VARIANT_DEFAULTS = {"projection_dim": None, "projection_location": None,
+                         "layer_norm": False, "highway_gate": "transform",
+                         "padding_row": "zero"}
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "filters", _filters(self.filters, self.source))
@@ -291,7 +407,10 @@ class CharCNNOptions:
 
     @property
     def n_stored_characters(self) -> int:
-        """Rows of ``char_embed`` in a weight file: the padding row (262nd) is never stored."""
+        """Rows of ``char_embed`` in a weight file: bilm-tf never stores the padding row (the
+        262nd); a learned one is stored (262)."""
+        if self.padding_row == "learned":
+            return 262
         return 261 if self.n_characters == 262 else self.n_characters
 
     @classmethod
@@ -310,6 +429,7 @@ class CharCNNOptions:
             max_characters_per_token=_fetch(d, "max_characters_per_token", p, source,
                                             default=50),
             activation=_fetch(d, "activation", p, source, default="relu"),
+            **{k: _fetch(d, k, p, source, default=v) for k, v in cls._VARIANT_DEFAULTS.items()},
             extra=_extra(d, cls._KEYS),
             embedding_extra=_extra(emb, ("dim",)),
             source=source,
@@ -324,6 +444,9 @@ class CharCNNOptions:
             "n_characters": self.n_characters,
             "n_highway": self.n_highway,
         }
+        for key, default in self._VARIANT_DEFAULTS.items():
+            if getattr(self, key) != default:
+                d[key] = getattr(self, key)
         d.update(self.extra)
         return d
 
@@ -337,8 +460,9 @@ _TRAIN_KEYS: tuple[tuple[str, _Rule, Any], ...] = (
     ("batch_size", _Rule("int", low=1), 128),  # per replica
     ("unroll_steps", _Rule("int", low=1), 20),
     ("n_negative_samples_batch", _Rule("int", low=1), 8192),
-    ("all_clip_norm_val", _Rule("float", low=0, low_open=True), 10.0),
-    ("learning_rate", _Rule("float", low=0, low_open=True), 0.2),  # Adagrad, accumulator 1.0
+    ("all_clip_norm_val", _Rule("float", low=0, low_open=True, nullable=True), 10.0),  # null: off
+    # Adagrad's learning rate (initial accumulator 1.0); with the noam schedule, its factor
+    ("learning_rate", _Rule("float", low=0, low_open=True), 0.2),
     ("n_train_tokens", _Rule("int", low=1, nullable=True), None),
     ("n_epochs", _Rule("int", low=1), 10),
     ("share_embedding_softmax", _Rule("bool"), False),
@@ -347,6 +471,14 @@ _TRAIN_KEYS: tuple[tuple[str, _Rule, Any], ...] = (
     # and XLA for the LSTMs + softmax (None: on for lstm.dim <= 2048).
     ("precision", _Rule("str", choices=PRECISIONS), "float32"),
     ("jit_compile", _Rule("bool", nullable=True), None),
+    # Ours: the optimizer (bilm-tf: Adagrad; AllenNLP's Transformer ELMo: Adam with the noam
+    # schedule, lr = learning_rate * width^-0.5 * min(step^-0.5, step * warmup_steps^-1.5)).
+    ("optimizer", _Rule("str", choices=("adagrad", "adam")), "adagrad"),
+    ("learning_rate_schedule", _Rule("str", choices=("constant", "noam")), "constant"),
+    ("warmup_steps", _Rule("int", low=1), 6000),
+    # Ours, for sentence-per-row training (the transformer): longer sentences are split
+    # (AllenNLP dropped them); tokens per piece, <S> and </S> included
+    ("max_sentence_length", _Rule("int", low=3), 400),
 )
 _TRAIN_RULES = {name: rule for name, rule, _ in _TRAIN_KEYS}
 _TRAIN_DEFAULTS = {name: default for name, _, default in _TRAIN_KEYS}
@@ -362,7 +494,7 @@ class BiLMOptions:
     ``replace``); error messages name it.
     """
 
-    lstm: LSTMOptions
+    encoder: EncoderOptions
     char_cnn: CharCNNOptions | None = None
     bidirectional: bool = True
     dropout: float = 0.1
@@ -370,14 +502,18 @@ class BiLMOptions:
     batch_size: int = 128
     unroll_steps: int = 20
     n_negative_samples_batch: int = 8192
-    all_clip_norm_val: float = 10.0
+    all_clip_norm_val: float | None = 10.0
     learning_rate: float = 0.2
     n_train_tokens: int | None = None
     n_epochs: int = 10
     share_embedding_softmax: bool = False
     sample_softmax: bool = True
     precision: str = "float32"  # float32 | mixed_bfloat16 | mixed_float16 (training)
-    jit_compile: bool | None = None  # XLA for the training head; None: lstm.dim <= 2048
+    jit_compile: bool | None = None  # XLA for the training head; None: automatic
+    optimizer: str = "adagrad"  # adagrad | adam
+    learning_rate_schedule: str = "constant"  # constant | noam
+    warmup_steps: int = 6000  # noam
+    max_sentence_length: int = 400  # sentence-per-row training: longer ones are split
     present: frozenset[str] = frozenset()
     extra: Mapping[str, Any] = field(default_factory=dict)
     source: str | None = field(default=None, compare=False, repr=False)
@@ -405,15 +541,33 @@ class BiLMOptions:
         """True for a char-CNN model, False for a word-embedding model."""
         return self.char_cnn is not None
 
+    @property
+    def lstm(self) -> LSTMOptions | None:
+        """The LSTM section of an LSTM biLM (bilm-tf's key); None for another encoder."""
+        return self.encoder if isinstance(self.encoder, LSTMOptions) else None
+
+    @property
+    def dim(self) -> int:
+        """The model width: token embeddings and each contextual layer, per direction."""
+        return self.encoder.width
+
+    @property
+    def n_layers(self) -> int:
+        """Contextual layers (ELMo's layers are these plus the token layer)."""
+        return self.encoder.n_layers
+
+    @property
+    def encoder_type(self) -> str:
+        return self.encoder.type
+
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], source: str | None = None) -> BiLMOptions:
         """Build from a parsed ``options.json``; ``source`` names the file in errors."""
         if not isinstance(d, Mapping):
             raise OptionsError(f"options{_where(source)} must be a JSON object")
-        known = {"lstm", "char_cnn", *_TRAIN_RULES}
+        known = {"lstm", "encoder", "char_cnn", *_TRAIN_RULES}
         _warn_unknown(d, known, "", source)
-        if not isinstance(d.get("lstm"), Mapping):
-            raise OptionsError(f"missing option 'lstm'{_where(source)}")
+        encoder = _encoder_from_dict(d, source)
         char_cnn = d.get("char_cnn")
         if char_cnn is not None and not isinstance(char_cnn, Mapping):
             raise OptionsError(f"option 'char_cnn'{_where(source)} must be a JSON object")
@@ -424,7 +578,7 @@ class BiLMOptions:
                 present.add(key)
             kwargs[key] = _fetch(d, key, "", source, default=default, none_is_default=True)
         return cls(
-            lstm=LSTMOptions.from_dict(d["lstm"], source),
+            encoder=encoder,
             char_cnn=CharCNNOptions.from_dict(char_cnn, source) if char_cnn else None,
             present=frozenset(present),
             extra=_extra(d, known),
@@ -434,7 +588,10 @@ class BiLMOptions:
 
     def to_dict(self) -> dict[str, Any]:
         """The ``options.json`` dict: known keys that were read or set, plus unknown ones."""
-        d: dict[str, Any] = {"lstm": self.lstm.to_dict()}
+        if isinstance(self.encoder, LSTMOptions):
+            d: dict[str, Any] = {"lstm": self.encoder.to_dict()}  # bilm-tf's layout
+        else:
+            d = {"encoder": self.encoder.to_dict()}
         if self.char_cnn is not None:
             d["char_cnn"] = self.char_cnn.to_dict()
         for key, _, default in _TRAIN_KEYS:
@@ -450,6 +607,25 @@ class BiLMOptions:
         present = self.present | (set(changes) & set(_TRAIN_RULES))
         changes.setdefault("source", None)
         return dataclasses.replace(self, present=frozenset(present), **changes)
+
+
+def _encoder_from_dict(d: Mapping[str, Any], source: str | None) -> EncoderOptions:
+    """The encoder: bilm-tf's ``lstm`` section, or ``encoder`` with a ``type``."""
+    section = d.get("encoder")
+    if section is None:
+        if not isinstance(d.get("lstm"), Mapping):
+            raise OptionsError(f"missing option 'lstm' (or 'encoder'){_where(source)}")
+        return LSTMOptions.from_dict(d["lstm"], source)
+    if "lstm" in d:
+        raise OptionsError(f"options{_where(source)} have both 'lstm' and 'encoder'; keep one")
+    if not isinstance(section, Mapping):
+        raise OptionsError(f"option 'encoder'{_where(source)} must be a JSON object")
+    kind = section.get("type")
+    if kind not in ENCODERS:
+        _fail("encoder.type", source, f"one of {', '.join(map(repr, ENCODERS))}", repr(kind))
+    if kind == "lstm":
+        return LSTMOptions.from_dict({k: v for k, v in section.items() if k != "type"}, source)
+    return ENCODERS[kind].from_dict(section, source)
 
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"

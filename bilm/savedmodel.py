@@ -8,8 +8,10 @@ The exported model needs TensorFlow only (no ``bilm``)::
 
 Signatures (as TF Hub's ``google/elmo``): ``default`` takes ``strings`` (batch,) — sentences
 split on whitespace; ``tokens`` takes ``tokens`` (batch, max_len) strings and ``sequence_len``
-(batch,) int32. Both return ``word_emb`` (batch, max_len, proj), ``lstm_outputs1``,
-``lstm_outputs2``, … (batch, max_len, 2 * proj), ``elmo`` (batch, max_len, 2 * proj; the
+(batch,) int32. Both return ``word_emb`` (batch, max_len, proj), one output per contextual
+layer — ``lstm_outputs1``, ``lstm_outputs2``, … for an LSTM model (TF Hub's names),
+``transformer_outputs1``, … for a Transformer — (batch, max_len, 2 * proj), ``elmo`` (batch,
+max_len, 2 * proj; the
 trainable scalar mix, zero at padding), ``default`` (batch, 2 * proj; the mean of ``elmo``
 over the real tokens) and ``sequence_len`` (batch,).
 """

@@ -6,9 +6,9 @@ import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import tensorflow as tf
 
+from bilm.data.sentences import sentence_batch
 from bilm.data.vocabulary import Vocabulary
 
 __all__ = ["SentenceScore", "score_sentences"]
@@ -49,48 +49,22 @@ class SentenceScore:
 def score_sentences(lm, vocab: Vocabulary, sentences: Iterable[Sequence[str]],
                     batch_size: int = 64) -> Iterator[SentenceScore]:
     """Score tokenized sentences with a :class:`~bilm.lm.LanguageModel` (full softmax, each
-    sentence from a zero LSTM state), in input order."""
-    opts = lm.options
+    sentence on its own: from a zero state for a stateful encoder), in input order."""
     n_dir = lm.n_directions
 
     @tf.function(reduce_retracing=True)
-    def logprobs(x_ids, targets, lengths):
-        emb = lm.encoder.embed_unique_tokens(x_ids, shifted=False)  # (d, batch, T, dim)
-        x = tf.transpose(emb, [0, 2, 1, 3])
-        outputs, _ = lm.encoder.run_lstms(x, lengths=lengths)
-        top = outputs[-1]  # shape (d, T, batch, dim)
-        logits = tf.einsum("dtbp,vp->dtbv", top, lm.softmax_weights) + lm.softmax_b
-        logp = -tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=tf.transpose(targets, [0, 2, 1]), logits=logits)  # shape (d, T, batch)
-        mask = tf.sequence_mask(lengths, tf.shape(logp)[1], dtype=logp.dtype)
-        return tf.reduce_sum(logp * tf.transpose(mask)[tf.newaxis], axis=1)  # (d, batch)
-
-    chars = opts.use_character_inputs
-    buffer: list[Sequence[str]] = []
+    def logprobs(batch):
+        return lm.sentence_logprobs(batch)
 
     def flush(batch: list[Sequence[str]]) -> Iterator[SentenceScore]:
-        n_steps = max(len(s) for s in batch) + 1
-        shape = (n_dir, len(batch), n_steps)
-        ids = np.zeros(shape, np.int32)
-        targets = np.zeros(shape, np.int32)
-        char_ids = (np.full((*shape, opts.char_cnn.max_characters_per_token), 260, np.int32)
-                    if chars else None)
-        for i, sentence in enumerate(batch):
-            for d in range(n_dir):
-                tokens = list(sentence)[::-1] if d else list(sentence)
-                word_ids = vocab.encode(tokens, reverse=bool(d), split=False)
-                ids[d, i, : len(word_ids) - 1] = word_ids[:-1]
-                targets[d, i, : len(word_ids) - 1] = word_ids[1:]
-                if chars:
-                    c = vocab.encode_chars(tokens, reverse=bool(d), split=False)
-                    char_ids[d, i, : len(c) - 1] = c[:-1]
-        lengths = np.array([len(s) + 1 for s in batch], np.int32)
-        result = logprobs(tf.constant(char_ids if chars else ids), tf.constant(targets),
-                          tf.constant(lengths)).numpy()
+        arrays = sentence_batch(vocab, batch)
+        result = logprobs({k: tf.constant(v) for k, v in arrays.items()
+                           if v is not None}).numpy()
         for i, sentence in enumerate(batch):
             yield SentenceScore(len(sentence), float(result[0, i]),
                                 float(result[1, i]) if n_dir == 2 else None)
 
+    buffer: list[Sequence[str]] = []
     for sentence in sentences:
         buffer.append(sentence)
         if len(buffer) == batch_size:

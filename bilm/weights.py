@@ -1,7 +1,10 @@
-"""Weight I/O: the ONE place that knows bilm-tf's HDF5 and TF1 checkpoint names.
+"""Weight I/O: HDF5 weight files and TF1 checkpoints, through one table.
 
 :func:`weight_table` lists every encoder variable beside its HDF5 dataset and TF1 checkpoint
-variable, explicitly; readers and writers only walk that table.
+variable: the token embedder's entries (:meth:`bilm.token_embedder.TokenEmbedder.
+weight_entries`) then the contextualizer's (:mod:`bilm.encoders`), each declared explicitly
+where the variable is made. Readers, writers, checkpoints and the set of trained variables
+only walk that table (plus the softmax), so no variable can be missed.
 """
 
 from __future__ import annotations
@@ -42,7 +45,9 @@ class WeightEntry:
     variable: object  # a keras.Variable of the encoder
     h5_key: str
     tf1_key: str
-    direction: int | None = None  # index into a direction-stacked LSTM variable
+    direction: int | None = None  # index into a direction-stacked variable
+    alias: str | None = None  # another HDF5 key read for it (e.g. bilm-tf's 1-layer names)
+    name: str | None = None  # the variable's checkpoint name (one for all its directions)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -63,40 +68,9 @@ class WeightEntry:
 
 
 def weight_table(encoder: BiLMEncoder) -> list[WeightEntry]:
-    """Every weight of ``encoder`` with its bilm-tf HDF5 key and TF1 checkpoint name."""
-    table: list[WeightEntry] = []
-
-    def add(variable, h5_key: str, tf1_key: str | None = None,
-            direction: int | None = None) -> None:
-        table.append(WeightEntry(variable, h5_key, tf1_key or f"lm/{h5_key}", direction))
-
-    if encoder.char_cnn is not None:
-        cnn = encoder.char_cnn
-        add(cnn.char_embed, "char_embed")
-        for i, (kernel, bias) in enumerate(zip(cnn.kernels, cnn.biases)):
-            add(kernel, f"CNN/W_cnn_{i}")
-            add(bias, f"CNN/b_cnn_{i}")
-        if encoder.highway is not None:
-            hw = encoder.highway
-            for k in range(hw.n_layers):
-                add(hw.w_carry[k], f"CNN_high_{k}/W_carry")
-                add(hw.b_carry[k], f"CNN_high_{k}/b_carry")
-                add(hw.w_transform[k], f"CNN_high_{k}/W_transform")
-                add(hw.b_transform[k], f"CNN_high_{k}/b_transform")
-        if encoder.w_proj is not None:
-            add(encoder.w_proj, "CNN_proj/W_proj")
-            add(encoder.b_proj, "CNN_proj/b_proj")
-    else:
-        add(encoder.embedding, "embedding")
-    for k, layer in enumerate(encoder.lstms):
-        for d in range(encoder.n_directions):
-            h5 = f"RNN_{d}/RNN/MultiRNNCell/Cell{k}/LSTMCell"
-            tf1 = f"lm/RNN_{d}/rnn/multi_rnn_cell/cell_{k}/lstm_cell"
-            add(layer.kernel, f"{h5}/W_0", f"{tf1}/kernel", d)
-            add(layer.bias, f"{h5}/B", f"{tf1}/bias", d)
-            if layer.projection is not None:
-                add(layer.projection, f"{h5}/W_P_0", f"{tf1}/projection/kernel", d)
-    return table
+    """Every weight of ``encoder`` with its HDF5 key and TF1 checkpoint name."""
+    return [*encoder.token_embedder.weight_entries(),
+            *encoder.contextualizer.weight_entries()]
 
 
 def _datasets(f: h5py.File) -> set[str]:
@@ -218,22 +192,24 @@ def load_weights(encoder: BiLMEncoder, weight_file: str | os.PathLike[str],
             if entry.h5_key == "embedding" and embedding_weight_file is not None:
                 key_path = os.fspath(embedding_weight_file)
                 value = read_embedding_file(embedding_weight_file)
-            elif entry.h5_key not in present:
+            elif entry.h5_key in present:
+                value = _read_dataset(f, entry.h5_key, path)
+            elif entry.alias in present:
+                value = _read_dataset(f, entry.alias, path)
+            else:
                 raise WeightFileError(
                     f"{path}: missing dataset '{entry.h5_key}' (expected shape {entry.shape}); "
                     "do the options match this weight file?"
                 )
-            else:
-                value = _read_dataset(f, entry.h5_key, path)
             if tuple(value.shape) != entry.shape:
                 raise WeightFileError(
                     f"{key_path}: dataset '{entry.h5_key}' has shape {tuple(value.shape)}, the "
                     f"options imply {entry.shape}"
                 )
             entry.set(value)
-        expected = {e.h5_key for e in table}
+        expected = {e.h5_key for e in table} | {e.alias for e in table if e.alias}
         ignored = _IGNORED
-        if encoder.char_cnn is None:  # a token-input model of a char-CNN biLM
+        if not encoder.use_character_inputs:  # a token-input model of a char-CNN biLM
             ignored += ("char_embed", "CNN")
         unexpected = sorted(k for k in present - expected
                             if not k.startswith(ignored) and k != "embedding")
@@ -259,11 +235,7 @@ def training_variables(lm) -> dict[str, object]:
     name (``encoder/<table name>`` or ``softmax/W|b``), one entry per variable."""
     names: dict[str, object] = {}
     for entry in weight_table(lm.encoder):
-        key = entry.h5_key
-        if entry.direction is not None:  # LSTM variables hold every direction
-            layer = key.split("/MultiRNNCell/Cell")[1].split("/")[0]
-            key = f"lstm_{layer}/{key.rsplit('/', 1)[1]}"
-        names.setdefault(f"encoder/{key}", entry.variable)
+        names.setdefault(f"encoder/{entry.name or entry.h5_key}", entry.variable)
     if lm.softmax_w is not None:
         names["softmax/W"] = lm.softmax_w
     names["softmax/b"] = lm.softmax_b

@@ -172,8 +172,9 @@ BAD_VALUES = [  # (dotted key, change, what the message says about it)
     ("n_negative_samples_batch", _set("", n_negative_samples_batch=0), "must be >= 1, got 0"),
     ("n_negative_samples_batch", _set("", n_negative_samples_batch=100, n_tokens_vocab=50),
      "must be <= n_tokens_vocab (50) with a sampled softmax, got 100"),
-    ("all_clip_norm_val", _set("", all_clip_norm_val=0), "must be > 0, got 0.0"),
-    ("all_clip_norm_val", _set("", all_clip_norm_val=INF), "must be a finite number, got inf"),
+    ("all_clip_norm_val", _set("", all_clip_norm_val=0), "must be > 0 or null, got 0.0"),
+    ("all_clip_norm_val", _set("", all_clip_norm_val=INF),
+     "must be a finite number or null, got inf"),
     ("learning_rate", _set("", learning_rate=NAN), "must be a finite number, got nan"),
     ("learning_rate", _set("", learning_rate=-INF), "must be a finite number, got -inf"),
     ("learning_rate", _set("", learning_rate=0), "must be > 0, got 0.0"),
@@ -210,7 +211,7 @@ def test_every_bad_value_names_key_file_and_rule(tmp_path, key, mutate, says):
     ('"learning_rate": NaN', "option 'learning_rate' in {} must be a finite number, got nan"),
     ('"dropout": Infinity', "option 'dropout' in {} must be a finite number, got inf"),
     ('"all_clip_norm_val": -Infinity',
-     "option 'all_clip_norm_val' in {} must be a finite number, got -inf"),
+     "option 'all_clip_norm_val' in {} must be a finite number or null, got -inf"),
     ('"batch_size": NaN', "option 'batch_size' in {} must be int, got nan (float)"),
 ])
 def test_nan_and_infinity_in_json_text(tmp_path, text, message):
@@ -351,7 +352,9 @@ BILM_TF_TRAINING = {
 
 def test_released_and_training_files_load_without_warnings(tmp_path, caplog):
     every_key = {**BILM_TF_TRAINING, "learning_rate": 0.2, "share_embedding_softmax": False,
-                 "sample_softmax": True, "precision": "mixed_bfloat16", "jit_compile": False}
+                 "sample_softmax": True, "precision": "mixed_bfloat16", "jit_compile": False,
+                 "optimizer": "adam", "learning_rate_schedule": "noam", "warmup_steps": 100,
+                 "max_sentence_length": 50}
     assert set(every_key) >= {k for k, _, _ in options_module._TRAIN_KEYS}
     with caplog.at_level(logging.DEBUG, logger="bilm.options"):
         for i, d in enumerate([RELEASED, BILM_TF_TRAINING, every_key]):

@@ -251,7 +251,8 @@ def test_token_counts_are_cached_in_the_run_not_the_corpus(corpus, tmp_path):
     start(corpus, save, n_batches=None, options={"n_epochs": 1})
     state = json.loads((save / "run.json").read_text())
     tokens = 2 * 20 * len(TEXT.split())
-    assert sum(state["token_counts"].values()) == tokens
+    assert sum(n for n, _ in state["token_counts"].values()) == tokens
+    assert sum(n for _, n in state["token_counts"].values()) == 2 * 20 * 4  # lines
     assert json.loads((save / "options.json").read_text())["n_train_tokens"] == tokens
     assert state["target_batches"] == tokens // (4 * 5)
     assert not [p for p in corpus["dir"].rglob("*") if p.name.startswith(".bilm")]

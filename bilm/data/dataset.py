@@ -12,7 +12,7 @@ import itertools
 import logging
 import os
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -142,8 +142,9 @@ class LMDataset:
             self._rng.shuffle(order)
             yield from order
 
-    def get_sentence(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-        """Yield (word ids (n + 2,), char ids (n + 2, max_chars) or None) per sentence.
+    def iter_tokens(self) -> Iterator[list[str]]:
+        """Each line's tokens, shard after shard (in a random order each pass, or once in
+        sorted order in test mode), shuffled within a shard when ``shuffle_on_load``.
 
         Raises :class:`DataError` when a full pass over the shards finds no token (training
         would otherwise loop forever on empty files)."""
@@ -152,16 +153,21 @@ class LMDataset:
             for line in self._lines(shard):
                 tokens = line.split()
                 seen_tokens = seen_tokens or bool(tokens)
-                if self._reverse:
-                    tokens.reverse()
-                ids = self._vocab.encode(tokens, reverse=self._reverse, split=False)
-                chars = (self._vocab.encode_chars(tokens, reverse=self._reverse, split=False)
-                         if self._use_char_inputs else None)
-                yield ids, chars
+                yield tokens
             if visited == n_shards and not seen_tokens:
                 raise DataError(
                     f"the {n_shards} file(s) matching {self._filepattern!r} hold no tokens "
                     "(empty or blank files); check the path and the files")
+
+    def get_sentence(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """Yield (word ids (n + 2,), char ids (n + 2, max_chars) or None) per sentence."""
+        for tokens in self.iter_tokens():
+            if self._reverse:
+                tokens.reverse()
+            ids = self._vocab.encode(tokens, reverse=self._reverse, split=False)
+            chars = (self._vocab.encode_chars(tokens, reverse=self._reverse, split=False)
+                     if self._use_char_inputs else None)
+            yield ids, chars
 
     def iter_batches(self, batch_size: int, num_steps: int,
                      history: Sequence[Segment] = ()) -> Iterator[Batch]:
@@ -174,26 +180,37 @@ class LMDataset:
         the sentences the previous one left (a geometry change drops the partly read
         sentences of the old rows). The same seed and history give the same batches.
         """
-        segments: list[Segment] = []
-        for n, rows, steps in history:  # one segment per stretch of the same geometry
-            if segments and segments[-1][1:] == (rows, steps):
-                segments[-1] = (segments[-1][0] + n, rows, steps)
-            elif n > 0:
-                segments.append((n, rows, steps))
-        skip = 0  # the same geometry continues: the same rows, partial sentences kept
-        if segments and segments[-1][1:] == (batch_size, num_steps):
-            skip = segments.pop()[0]
-        sentences = self.get_sentence()
-        for n, rows, steps in segments:
-            _consume(_get_batch(sentences, rows, steps, self.max_word_length), n)
-        batches = _get_batch(sentences, batch_size, num_steps, self.max_word_length)
-        _consume(batches, skip)
-        yield from batches
+        yield from replay(history, (batch_size, num_steps), self.get_sentence(),
+                          lambda source, rows, steps: _get_batch(source, rows, steps,
+                                                                 self.max_word_length))
 
 
 def _consume(iterator: Iterator, n: int) -> None:
     for _ in itertools.islice(iterator, n):
         pass
+
+
+def replay(history: Sequence[Segment], geometry: tuple[int, int], source: Iterator,
+           batches: Callable[[Iterator, int, int], Iterator[Batch]]) -> Iterator[Batch]:
+    """Batches from ``source`` with ``geometry`` (rows, steps), after replaying ``history``.
+
+    Each history segment reads on from where the previous one left ``source``; consecutive
+    segments of one geometry are one stretch, and when the last one has ``geometry`` the
+    stream goes on within it (partly read rows kept), exactly as an uninterrupted run."""
+    segments: list[Segment] = []
+    for n, rows, steps in history:  # one segment per stretch of the same geometry
+        if segments and segments[-1][1:] == (rows, steps):
+            segments[-1] = (segments[-1][0] + n, rows, steps)
+        elif n > 0:
+            segments.append((n, rows, steps))
+    skip = 0  # the same geometry continues: the same rows, partial sentences kept
+    if segments and segments[-1][1:] == tuple(geometry):
+        skip = segments.pop()[0]
+    for n, rows, steps in segments:
+        _consume(batches(source, rows, steps), n)
+    current = batches(source, *geometry)
+    _consume(current, skip)
+    yield from current
 
 
 def _get_batch(generator: Iterator[tuple[np.ndarray, np.ndarray | None]], batch_size: int,

@@ -12,7 +12,8 @@ from bilm.options import CharCNNOptions
 
 
 class CharCNN(keras.layers.Layer):
-    """bilm-tf's character CNN (``char_embed``, ``CNN/W_cnn_i``, ``CNN/b_cnn_i``).
+    """bilm-tf's character CNN (``char_embed``, ``CNN/W_cnn_i``, ``CNN/b_cnn_i``); AllenNLP's
+    (``padding_row="learned"``) differs only in storing a learned row for the padding token.
 
     Each filter is a valid convolution over the characters of a token; its max over positions,
     plus the bias, goes through the activation. The max is taken before adding the bias, which is
@@ -66,9 +67,14 @@ class CharCNN(keras.layers.Layer):
             (n_tokens, n_filters) float.
         """
         table = tf.convert_to_tensor(self.char_embed)
-        if shifted:
-            table = tf.concat([tf.zeros_like(table[:1]), table], axis=0)
-        char_ids = self._trim(char_ids, shifted)
+        if self.options.padding_row == "learned":  # AllenNLP: row 0 is stored, and learned
+            char_ids = self._trim(char_ids, shifted)
+            if not shifted:
+                char_ids = char_ids + 1
+        else:  # bilm-tf: the padding token's row is zeros, never stored
+            if shifted:
+                table = tf.concat([tf.zeros_like(table[:1]), table], axis=0)
+            char_ids = self._trim(char_ids, shifted)
         x = tf.gather(table, char_ids)  # shape (n_tokens, n_chars, char_dim)
         x = x[:, tf.newaxis]  # shape (n_tokens, 1, n_chars, char_dim)
         pooled = []

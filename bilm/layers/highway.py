@@ -9,15 +9,23 @@ import tensorflow as tf
 
 
 class Highway(keras.layers.Layer):
-    """``n_layers`` highway layers of width ``dim``.
+    """``n_layers`` highway layers of width ``dim``, with ``g = sigmoid(x W_carry + b_carry)``:
 
-    ``g = sigmoid(x W_carry + b_carry)``, ``y = g * relu(x W_transform + b_transform) + (1-g) x``
-    (bilm-tf's naming: its "carry" gate weights the transform branch).
+    - ``gate="transform"`` (bilm-tf): ``y = g * relu(x W_transform + b_transform) + (1-g) x``
+      (bilm-tf's naming: its "carry" gate weights the transform branch);
+    - ``gate="carry"`` (AllenNLP's ``Highway``): ``y = g * x + (1-g) * relu(x W_transform +
+      b_transform)``, the gate on the carry path (its fused layer's second half).
     """
 
-    def __init__(self, dim: int, n_layers: int, **kwargs) -> None:
+    def __init__(self, dim: int, n_layers: int, gate: str = "transform", **kwargs) -> None:
         super().__init__(**kwargs)
-        self.dim, self.n_layers = dim, n_layers
+        if gate not in ("transform", "carry"):
+            raise ValueError(f"gate must be 'transform' or 'carry', got {gate!r}")
+        self.dim, self.n_layers, self.gate = dim, n_layers, gate
+        # the gate starts mostly carrying the input, in either form (bilm-tf: -2; AllenNLP's
+        # CnnHighwayEncoder: +2)
+        gate_bias = -2.0 if gate == "transform" else 2.0
+
         def w_init():  # a new initializer per weight: one instance would repeat its values
             return keras.initializers.RandomNormal(stddev=math.sqrt(1.0 / dim))
 
@@ -26,7 +34,8 @@ class Highway(keras.layers.Layer):
             self.w_carry.append(self.add_weight(shape=(dim, dim), name=f"W_carry_{k}",
                                                 initializer=w_init()))
             self.b_carry.append(self.add_weight(shape=(dim,), name=f"b_carry_{k}",
-                                                initializer=keras.initializers.Constant(-2.0)))
+                                                initializer=keras.initializers.Constant(
+                                                    gate_bias)))
             self.w_transform.append(self.add_weight(shape=(dim, dim), name=f"W_transform_{k}",
                                                     initializer=w_init()))
             self.b_transform.append(self.add_weight(shape=(dim,), name=f"b_transform_{k}",
@@ -38,5 +47,8 @@ class Highway(keras.layers.Layer):
         for k in range(self.n_layers):
             gate = tf.sigmoid(tf.matmul(x, self.w_carry[k]) + self.b_carry[k])
             transform = tf.nn.relu(tf.matmul(x, self.w_transform[k]) + self.b_transform[k])
-            x = gate * transform + (1.0 - gate) * x
+            if self.gate == "transform":
+                x = gate * transform + (1.0 - gate) * x
+            else:
+                x = gate * x + (1.0 - gate) * transform
         return x

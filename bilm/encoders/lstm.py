@@ -1,0 +1,123 @@
+"""bilm-tf's encoder: per direction a stack of projected, clipped LSTMs (optionally with skip
+connections), stateful as bilm-tf's inference was, trained on packed streams."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from bilm.encoders.base import Contextualizer
+from bilm.layers.lstm import ProjectedLSTM
+from bilm.options import LSTMOptions
+from bilm.weights import WeightEntry
+
+__all__ = ["LSTMContextualizer", "LSTMState"]
+
+LSTMState = tuple[tf.Tensor, tf.Tensor]  # (c, h), each (n_directions, batch, size)
+
+
+class LSTMContextualizer(Contextualizer):
+    """The LSTM stacks of a biLM (``options.lstm``); the state is per layer (c, h).
+
+    ``input_dropout`` (the options' ``dropout``) drops each layer's input in training, as
+    bilm-tf's ``DropoutWrapper``.
+    """
+
+    stateful = True
+    protocol = "streams"
+
+    def __init__(self, options: LSTMOptions, n_directions: int = 2, input_dropout: float = 0.0,
+                 compute_dtype: str = "float32", **kwargs) -> None:
+        kwargs.setdefault("name", "lstm")
+        super().__init__(options.n_layers, options.projection_dim, n_directions, **kwargs)
+        self.options = options
+        self.input_dropout = input_dropout
+        p = options.projection_dim
+        self.lstms = [
+            ProjectedLSTM(
+                input_dim=p, dim=options.dim, projection_dim=p, n_directions=n_directions,
+                cell_clip=options.cell_clip, proj_clip=options.proj_clip,
+                use_projection=options.use_projection,
+                residual=options.use_skip_connections and k > 0, compute_dtype=compute_dtype,
+                name=f"lstm_{k}",
+            )
+            for k in range(options.n_layers)
+        ]
+        self.built = True
+
+    def initial_state(self, batch_size: int | tf.Tensor) -> list[LSTMState]:
+        """Zero (c, h) for each layer."""
+        return [layer.zero_state(batch_size) for layer in self.lstms]
+
+    def run(self, x: tf.Tensor, lengths: tf.Tensor | None = None,
+            initial_states: list[LSTMState] | None = None, training: bool = False,
+            dropout_seed: tf.Tensor | None = None,
+            ) -> tuple[list[tf.Tensor], list[LSTMState]]:
+        """Run the stacks over per-direction streams.
+
+        Args:
+            x: (n_directions, T, batch, width) token embeddings, time-major, each direction
+                already in its reading order.
+            lengths: (batch,) valid steps, or None when every step is valid.
+            initial_states: per layer (c, h); zeros if None.
+            training, dropout_seed: dropout on each layer's input (training); with a (2,)
+                seed it is stateless, each layer folding in its index.
+        Returns:
+            per layer outputs (n_directions, T, batch, width), and final states.
+        """
+        outputs, states = [], []
+        for k, layer in enumerate(self.lstms):
+            state = None if initial_states is None else initial_states[k]
+            seed = (None if dropout_seed is None
+                    else tf.random.experimental.stateless_fold_in(dropout_seed, k))
+            x, final = layer(x, lengths=lengths, initial_state=state,
+                             input_dropout=self.input_dropout, training=training,
+                             dropout_seed=seed)
+            outputs.append(x)
+            states.append(final)
+        return outputs, states
+
+    def stream_top(self, x, state, training=False, seed=None):
+        outputs, finals = self.run(x, initial_states=state, training=training,
+                                   dropout_seed=seed)
+        return outputs[-1], finals
+
+    def sentence_layers(self, x, lengths, state=None, training=False, seed=None):
+        # the backward LSTM reads each sentence reversed within its length
+        xt = tf.transpose(x, [1, 0, 2])  # shape (T, batch, width)
+        x_bwd = tf.reverse_sequence(xt, lengths, seq_axis=0, batch_axis=1)
+        streams = tf.stack([xt, x_bwd][: self.n_directions])
+        outputs, finals = self.run(streams, lengths, state, training, seed)
+        layers = []
+        for out in outputs:  # shape (d, T, batch, width)
+            directions = [out[0]]
+            if self.n_directions == 2:
+                directions.append(tf.reverse_sequence(out[1], lengths, seq_axis=0,
+                                                      batch_axis=1))
+            layers.append(tf.transpose(tf.stack(directions), [0, 2, 1, 3]))
+        return layers, finals
+
+    def weight_entries(self) -> list[WeightEntry]:
+        table = []
+        for k, layer in enumerate(self.lstms):
+            for d in range(self.n_directions):
+                h5 = f"RNN_{d}/RNN/MultiRNNCell/Cell{k}/LSTMCell"
+                tf1 = f"lm/RNN_{d}/rnn/multi_rnn_cell/cell_{k}/lstm_cell"
+                # a 1-layer model's cells, as bilm-tf's own reader names them (no MultiRNNCell)
+                alias = f"RNN_{d}/RNN/LSTMCell" if self.n_layers == 1 else None
+                parts = [(layer.kernel, "W_0", "kernel"), (layer.bias, "B", "bias")]
+                if layer.projection is not None:
+                    parts.append((layer.projection, "W_P_0", "projection/kernel"))
+                for variable, h5_name, tf1_name in parts:
+                    table.append(WeightEntry(
+                        variable, f"{h5}/{h5_name}", f"{tf1}/{tf1_name}", d,
+                        alias=alias and f"{alias}/{h5_name}", name=f"lstm_{k}/{h5_name}"))
+        return table
+
+    def layer_output_names(self) -> list[str]:
+        # TF Hub ELMo's names, kept for its users
+        return [f"lstm_outputs{k}" for k in range(1, self.n_layers + 1)]
+
+    def default_jit(self) -> bool:
+        # XLA fuses each step's gate arithmetic: faster up to 2048 units on CPU, slower
+        # beyond (its matmuls lose to oneDNN's), see docs/performance.md
+        return self.options.dim <= 2048
