@@ -169,9 +169,13 @@ def _cmd_info(args: argparse.Namespace) -> None:
         _need_weights(args.weights)
     print(f"options: {args.options}")
     print(f"input: {'characters' if options.use_character_inputs else 'words'}")
-    lstm = options.lstm
-    print(f"lstm: {lstm.n_layers} layers, dim {lstm.dim}, projection {lstm.projection_dim}, "
-          f"skip connections {lstm.use_skip_connections}")
+    enc = options.encoder
+    if options.lstm is not None:
+        print(f"lstm: {enc.n_layers} layers, dim {enc.dim}, projection {enc.projection_dim}, "
+              f"skip connections {enc.use_skip_connections}")
+    else:
+        print(f"{enc.type}: {enc.n_layers} layers, dim {enc.dim}, hidden {enc.hidden_dim}, "
+              f"{enc.n_heads} heads")
     if options.char_cnn is not None:
         cnn = options.char_cnn
         print(f"char_cnn: filters {[list(f) for f in cnn.filters]}, {cnn.n_highway} highway, "
@@ -336,7 +340,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
-    _need_run(args.save_dir)
+    run = _need_run(args.save_dir)
+    if args.layers is not None:
+        from bilm.options import load_options
+
+        n_layers = load_options(run.options_file).n_layers
+        if args.layers > n_layers:
+            raise UserError(f"--layers {args.layers}: the model has {n_layers} contextual "
+                            "layers")
     _check_output(args.output, args.overwrite)
     beside = os.path.join(os.path.dirname(os.path.abspath(args.output)), "options.json")
     if os.path.exists(beside) and not args.overwrite:
@@ -345,8 +356,22 @@ def _cmd_export(args: argparse.Namespace) -> None:
     _start_tensorflow(args)
     from bilm.training import dump_weights
 
-    dump_weights(args.save_dir, args.output)
+    dump_weights(args.save_dir, args.output, n_layers=args.layers)
     print(f"wrote {args.output} and options.json beside it")
+
+
+def _cmd_import_allennlp(args: argparse.Namespace) -> None:
+    _need_file(args.archive, "archive")
+    from bilm.run import TrainingRun
+
+    if TrainingRun(args.save_dir).has_checkpoint() and not args.overwrite:
+        raise UserError(f"{args.save_dir} already holds a training run; pass --overwrite to "
+                        "replace it")
+    _start_tensorflow(args)
+    from bilm.allennlp import import_allennlp
+
+    ckpt = import_allennlp(args.archive, args.save_dir, overwrite=args.overwrite)
+    print(f"checkpoint: {ckpt}")
 
 
 def _cmd_export_savedmodel(args: argparse.Namespace) -> None:
@@ -571,8 +596,19 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=fmt)
     p.add_argument("--save-dir", required=True, help="training directory (latest checkpoint)")
     p.add_argument("output", help="HDF5 weights file to write (options.json goes beside it)")
+    p.add_argument("--layers", type=_positive, metavar="N",
+                   help="keep the token layer and the first N contextual layers (default: "
+                   "all); e.g. 1 for the 'reduced ELMo'")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("import-allennlp", help="an AllenNLP language-model archive (Transformer "
+                       "ELMo's model.tar.gz) -> a training directory", formatter_class=fmt)
+    p.add_argument("archive", help="model.tar.gz (or its unpacked folder)")
+    p.add_argument("save_dir", help="the training directory to write")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a training run already in SAVE_DIR")
+    p.set_defaults(func=_cmd_import_allennlp)
 
     p = sub.add_parser("export-savedmodel", help="weights -> TF SavedModel with the TF Hub "
                        "ELMo signatures (raw text in; TensorFlow only to serve)",

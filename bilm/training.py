@@ -15,6 +15,7 @@ The run-level functions (:func:`start_training`, :func:`resume_training`,
 from __future__ import annotations
 
 import csv
+import dataclasses
 import glob
 import logging
 import math
@@ -32,9 +33,12 @@ import tensorflow as tf
 
 from bilm._io import DiskFullError, Progress, is_disk_full, output_error
 from bilm.data.dataset import BidirectionalLMDataset, LMDataset
+from bilm.data.sentences import SentenceDataset
 from bilm.data.vocabulary import UnicodeCharsVocabulary, Vocabulary
 from bilm.distribute import is_chief, make_strategy, replica_device
+from bilm.encoders import encoder_protocol
 from bilm.lm import LanguageModel
+from bilm.optimizers import Adagrad, make_optimizer
 from bilm.options import BiLMOptions, OptionsError, load_options, save_options
 from bilm.run import LOG_FILE, RunError, RunState, TrainingRun
 from bilm.weights import WeightFileError, load_tf1_checkpoint, save_weights, training_variables
@@ -92,52 +96,45 @@ def load_vocab(vocab_file: str, max_word_length: int | None = None) -> Vocabular
     return Vocabulary(vocab_file, validate_file=True)
 
 
-def count_tokens(filepattern: str, cache: dict[str, int] | None = None) -> int:
-    """Whitespace tokens in the files matching ``filepattern``.
+def count_corpus(filepattern: str, cache: dict[str, list[int]] | None = None,
+                 ) -> tuple[int, int]:
+    """(whitespace tokens, non-blank lines) of the files matching ``filepattern``.
 
     ``cache`` (e.g. a run's ``run.json``: never the corpus folder, which may be read-only or
-    shared) maps each file, with its size and modification time, to its count; it is read
+    shared) maps each file, with its size and modification time, to its counts; it is read
     and updated. Invalid UTF-8 is counted as replacement characters, never an error.
     """
     files = sorted(glob.glob(os.path.expanduser(filepattern)))
     if not files:
         raise FileNotFoundError(f"no training files match {filepattern!r}")
     cache = {} if cache is None else cache
-    total = 0
+    tokens = lines = 0
     for path in files:
         stat = os.stat(path)
         key = f"{os.path.abspath(path)}:{stat.st_size}:{int(stat.st_mtime)}"
-        if key not in cache:
+        if not isinstance(cache.get(key), list):  # absent, or a bare count of an older run
+            n_tokens = n_lines = 0
             with open(path, encoding="utf-8", errors="replace") as f:
-                cache[key] = sum(len(line.split()) for line in f)
-        total += cache[key]
-    return total
+                for line in f:
+                    n = len(line.split())
+                    n_tokens += n
+                    n_lines += n > 0
+            cache[key] = [n_tokens, n_lines]
+        tokens += cache[key][0]
+        lines += cache[key][1]
+    return tokens, lines
 
 
-class Adagrad(tf.Module):
-    """TF1's Adagrad (``accum += g^2; var -= lr * g / sqrt(accum)``), accumulators starting at
-    ``initial_accumulator_value``; applied in cross-replica context to every device's copy."""
+def count_tokens(filepattern: str, cache: dict[str, list[int]] | None = None) -> int:
+    """Whitespace tokens in the files matching ``filepattern`` (see :func:`count_corpus`)."""
+    return count_corpus(filepattern, cache)[0]
 
-    def __init__(self, variables: dict[str, object], learning_rate: float,
-                 initial_accumulator_value: float = 1.0) -> None:
-        super().__init__(name="Adagrad")
-        self.learning_rate = learning_rate
-        self.accumulators = {
-            name: tf.Variable(tf.fill(var.shape, initial_accumulator_value), trainable=False,
-                              name=name.replace("/", "_") + "_Adagrad")
-            for name, var in variables.items()
-        }
 
-    def apply(self, strategy: tf.distribute.Strategy, grads: list, variables: list,
-              accumulators: list) -> None:
-        lr = self.learning_rate
-
-        def update(var, grad, acc):
-            new_acc = acc.assign_add(tf.square(grad))
-            return var.assign_sub(lr * grad * tf.math.rsqrt(new_acc))
-
-        for g, v, a in zip(grads, variables, accumulators):
-            strategy.extended.update(v, update, args=(g, a))
+def _trackable(states):
+    """A state structure as tf.train.Checkpoint tracks it (lists, not tuples)."""
+    if isinstance(states, (list, tuple)):
+        return [_trackable(s) for s in states]
+    return states
 
 
 def _is_object_checkpoint(path: str) -> bool:
@@ -178,50 +175,58 @@ class _Trainer:
         with self.strategy.scope():
             self.lm = LanguageModel(opts, precision=precision)
             self.variables = training_variables(self.lm)
-            self.optimizer = (Adagrad(self.variables, opts.learning_rate)
-                              if self.for_training else None)
+            self.optimizer = make_optimizer(opts, self.variables) if self.for_training else None
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
             if self.loss_scaling:
                 self.loss_scale = tf.Variable(self.INITIAL_LOSS_SCALE, dtype=tf.float32,
                                               trainable=False, name="loss_scale")
                 self.good_steps = tf.Variable(0, dtype=tf.int64, trainable=False,
                                               name="loss_scale_good_steps")
+        # A stateful encoder's carried state for the global batch (the batch on axis 1),
+        # checkpointed as '<encoder>_states' ('lstm_states' in every LSTM checkpoint so far).
         rows = opts.batch_size * self.n_replicas
-        self.state_vars = [
-            (tf.Variable(tf.zeros([c.shape[0], rows, c.shape[2]]), trainable=False),
-             tf.Variable(tf.zeros([h.shape[0], rows, h.shape[2]]), trainable=False))
-            for c, h in self.lm.zero_states(1)
-        ]
-        self.checkpoint = tf.train.Checkpoint(
-            variables=dict(self.variables), global_step=self.step,
-            lstm_states=[list(s) for s in self.state_vars])
+        self.state_key = f"{opts.encoder_type}_states"
+        initial = self.lm.initial_state(1)
+        self.state_vars = None if initial is None else tf.nest.map_structure(
+            lambda t: tf.Variable(tf.zeros([t.shape[0], rows, *t.shape[2:]]), trainable=False),
+            initial)
+        self.checkpoint = tf.train.Checkpoint(variables=dict(self.variables),
+                                              global_step=self.step)
+        if self.state_vars is not None:
+            setattr(self.checkpoint, self.state_key, _trackable(self.state_vars))
         if self.optimizer is not None:
-            self.checkpoint.optimizer = dict(self.optimizer.accumulators)
+            self.checkpoint.optimizer = self.optimizer.slots()
         if self.loss_scaling:  # saved, so that a resumed run scales as the first would have
             self.checkpoint.loss_scale = {"scale": self.loss_scale,
                                           "good_steps": self.good_steps}
         self._names = list(self.variables)
-        self._train_step = tf.function(self._train_step_impl)
+        # sentence batches vary in length: one trace for every length
+        self._train_step = tf.function(self._train_step_impl, reduce_retracing=True)
         self._all_finite = tf.function(self._all_finite_impl)
 
     # -- states -------------------------------------------------------------------------------
 
     def distributed_states(self):
-        """The checkpointed LSTM states, split to the replicas (rows in replica order)."""
+        """The checkpointed states, split to the replicas (rows in replica order); None for
+        a stateless encoder."""
+        if self.state_vars is None:
+            return None
         bs = self.options.batch_size
 
         def value_fn(ctx):
             i = ctx.replica_id_in_sync_group
-            return [(c[:, i * bs : (i + 1) * bs], h[:, i * bs : (i + 1) * bs])
-                    for c, h in self.state_vars]
+            return tf.nest.map_structure(lambda v: v[:, i * bs : (i + 1) * bs],
+                                         self.state_vars)
 
         return self.strategy.experimental_distribute_values_from_function(value_fn)
 
     def store_states(self, states) -> None:
+        if self.state_vars is None:
+            return
         local = self.strategy.experimental_local_results(states)
-        for k, (c_var, h_var) in enumerate(self.state_vars):
-            c_var.assign(tf.concat([r[k][0] for r in local], axis=1))
-            h_var.assign(tf.concat([r[k][1] for r in local], axis=1))
+        flat = [tf.nest.flatten(r) for r in local]
+        for k, var in enumerate(tf.nest.flatten(self.state_vars)):
+            var.assign(tf.concat([r[k] for r in flat], axis=1))
 
     def distribute_batch(self, batch: dict[str, np.ndarray]):
         bs = self.options.batch_size
@@ -238,17 +243,24 @@ class _Trainer:
     def _train_step_impl(self, batch, states):
         # Same seed on every replica: negatives are shared, as in a one-replica step.
         seed = tf.stack([tf.constant(self.seed, tf.int64), self.step])
+        step = self.step.read_value()
         variables = [self.variables[n] for n in self._names]
-        accumulators = [self.optimizer.accumulators[n] for n in self._names]
         clip = self.options.all_clip_norm_val
         unroll_steps = float(self.options.unroll_steps)
         loss_scale = self.loss_scale.read_value() if self.loss_scaling else None
 
         def replica_fn(batch, states):
             ctx = tf.distribute.get_replica_context()
-            # bilm-tf differentiates loss * unroll_steps (a per-window sum over time),
-            # averaged over replicas; Adagrad's step size depends on that scale.
-            scale = unroll_steps / ctx.num_replicas_in_sync
+            if "lengths" in batch:
+                # sentences (AllenNLP): the mean over the global batch's forward targets, so
+                # that N replicas x b rows train as one replica x N*b rows
+                n_local = tf.reduce_sum(tf.maximum(batch["lengths"] - 1, 0))
+                n_global = ctx.all_reduce(tf.distribute.ReduceOp.SUM, n_local)
+                scale = 1.0 / tf.cast(tf.maximum(n_global, 1), tf.float32)
+            else:
+                # bilm-tf differentiates loss * unroll_steps (a per-window sum over time),
+                # averaged over replicas; Adagrad's step size depends on that scale.
+                scale = unroll_steps / ctx.num_replicas_in_sync
             if loss_scale is not None:
                 scale = scale * loss_scale
             loss, finals, grads = self.lm.train_gradients(batch, states, seed, variables,
@@ -261,10 +273,13 @@ class _Trainer:
                 # An overflow step is skipped: Adagrad with zero gradients changes nothing
                 # (accumulator += 0, variable -= 0), with no control flow across replicas.
                 grads = [tf.where(finite, g, tf.zeros_like(g)) for g in grads]
-            grads, norm = tf.clip_by_global_norm(grads, clip)
+            if clip is None:
+                norm = tf.linalg.global_norm(grads)
+            else:
+                grads, norm = tf.clip_by_global_norm(grads, clip)
             ctx.merge_call(lambda strategy, g: self.optimizer.apply(
-                strategy, g, [v.value for v in variables],
-                [a for a in accumulators]), args=(grads,))
+                strategy, g, [v.value for v in variables], self._names, step,
+                finite if loss_scale is not None else None), args=(grads,))
             return loss, norm, finals, finite
 
         loss, norm, finals, finite = self.strategy.run(replica_fn, args=(batch, states))
@@ -310,14 +325,17 @@ class _Trainer:
             parts: dict[str, Any] = {"variables": dict(self.variables),
                                      "global_step": self.step}
             if self.optimizer is not None:
-                parts["optimizer"] = dict(self.optimizer.accumulators)
-            saved_rows = shapes.get("lstm_states/0/0/.ATTRIBUTES/VARIABLE_VALUE", [0, 0])[1]
-            rows = int(self.state_vars[0][0].shape[1])
-            if saved_rows == rows:
-                parts["lstm_states"] = [list(s) for s in self.state_vars]
-            else:
-                logger.warning("the global batch changed from %d rows (checkpoint) to %d: the "
-                               "carried LSTM states start from zeros", saved_rows, rows)
+                parts["optimizer"] = self.optimizer.slots()
+            if self.state_vars is not None:
+                saved = [shape for name, shape in sorted(shapes.items())
+                         if name.startswith(f"{self.state_key}/")]
+                saved_rows = saved[0][1] if saved else 0
+                rows = int(tf.nest.flatten(self.state_vars)[0].shape[1])
+                if saved_rows == rows:
+                    parts[self.state_key] = _trackable(self.state_vars)
+                else:
+                    logger.warning("the global batch changed from %d rows (checkpoint) to %d: "
+                                   "the carried LSTM states start from zeros", saved_rows, rows)
             if self.loss_scaling and any(n.startswith("loss_scale/") for n in shapes):
                 # (from a float32/bfloat16 run, the loss scale starts afresh)
                 parts["loss_scale"] = self.checkpoint.loss_scale
@@ -326,7 +344,7 @@ class _Trainer:
             logger.info("restored %s (step %d)", path, int(self.step.numpy()))
             return
         slots = {}
-        if self.optimizer is not None and not weights_only:
+        if isinstance(self.optimizer, Adagrad) and not weights_only:  # bilm-tf's slots
             slots = {id(v): self.optimizer.accumulators[n] for n, v in self.variables.items()}
         step = load_tf1_checkpoint(self.lm, path, slots)
         self.step.assign(step)
@@ -340,7 +358,7 @@ class _Trainer:
     def _all_finite_impl(self) -> tf.Tensor:
         tensors = list(self.variables.values())
         if self.optimizer is not None:
-            tensors += list(self.optimizer.accumulators.values())
+            tensors += list(self.optimizer.slots().values())
         return tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in tensors])
 
 
@@ -371,7 +389,8 @@ def _prefetch(it: Iterator[dict], size: int = 4) -> Iterator[dict]:
 def _prefetch_rest(first: dict, it: Iterator[dict], size: int) -> Iterator[dict]:
     keys = [k for k, v in first.items() if v is not None]
     absent = dict.fromkeys(k for k, v in first.items() if v is None)
-    spec = {k: tf.TensorSpec(first[k].shape, tf.int32) for k in keys}
+    # sentence batches vary in length: only the rank is fixed
+    spec = {k: tf.TensorSpec([None] * first[k].ndim, tf.int32) for k in keys}
     errors: list[BaseException] = []
 
     def gen():
@@ -500,7 +519,11 @@ def train(options: BiLMOptions | dict | str, data: BidirectionalLMDataset | LMDa
         TrainingInterrupted: a signal; its ``checkpoint`` says what was saved.
     """
     options = _as_options(options)
-    if options.bidirectional != isinstance(data, BidirectionalLMDataset):
+    if encoder_protocol(options) == "sentences":
+        if not isinstance(data, SentenceDataset):
+            raise ValueError(f"a {options.encoder_type} biLM trains on sentences: give a "
+                             "SentenceDataset")
+    elif options.bidirectional != isinstance(data, BidirectionalLMDataset):
         raise ValueError("bidirectional options need a BidirectionalLMDataset (and a forward "
                          "LM an LMDataset)")
     strategy = make_strategy(n_gpus)
@@ -512,18 +535,25 @@ def train(options: BiLMOptions | dict | str, data: BidirectionalLMDataset | LMDa
         seed = recorded.seed if recorded else secrets.randbelow(2**31)
     state.seed = seed
     logger.info("seed %d", seed)
-    if options.n_train_tokens is None and n_batches is None:
-        n_tokens = count_tokens(data.filepattern, state.token_counts)
+    n_lines = None
+    if n_batches is None:
+        n_tokens, n_lines = count_corpus(data.filepattern, state.token_counts)
         if n_tokens == 0:
             raise RunError(f"the files matching {data.filepattern!r} hold no tokens")
-        options = options.replace(n_train_tokens=n_tokens)
-        logger.info("n_train_tokens = %d (counted from the training files)", n_tokens)
+        if options.n_train_tokens is None:
+            options = options.replace(n_train_tokens=n_tokens)
+            logger.info("n_train_tokens = %d (counted from the training files)", n_tokens)
+        else:  # the user's count: the sentences in proportion
+            n_lines = max(round(n_lines * options.n_train_tokens / n_tokens), 1)
 
     trainer = _Trainer(options, strategy, seed)
     rows = options.batch_size * trainer.n_replicas
-    tokens_per_batch = rows * options.unroll_steps
+    tokens_per_batch = rows * options.unroll_steps  # streams; sentences: counted per batch
     if n_batches is None:
-        n_batches = int(options.n_epochs * options.n_train_tokens / tokens_per_batch)
+        if trainer.lm.protocol == "sentences":
+            n_batches = max(int(options.n_epochs * n_lines / rows), 1)
+        else:
+            n_batches = int(options.n_epochs * options.n_train_tokens / tokens_per_batch)
     last_good = None
     if restart_ckpt_file:
         trainer.restore(restart_ckpt_file)
@@ -584,7 +614,7 @@ def train(options: BiLMOptions | dict | str, data: BidirectionalLMDataset | LMDa
     bar = Progress("train", total=n_batches, initial=start, unit="batches", enabled=progress)
     t0 = time.perf_counter()
     last_save = t0
-    window_start, window_loss, window_n, window_batches = t0, 0.0, 0, 0
+    window_start, window_loss, window_n, window_tokens = t0, 0.0, 0, 0
     n_skipped = 0  # consecutive mixed_float16 overflow steps
     done = start
     with _StopSignals() as stop, writer.as_default():
@@ -617,13 +647,15 @@ def train(options: BiLMOptions | dict | str, data: BidirectionalLMDataset | LMDa
                             f"last good checkpoint is {last_good or '(none)'}. Try a lower "
                             "learning_rate or all_clip_norm_val.")
                     window_loss, window_n = window_loss + loss, window_n + 1
-                window_batches += 1
+                # tokens/s counts one direction's targets (bilm-tf's batch_size * unroll_steps)
+                window_tokens += (tokens_per_batch if "lengths" not in batch
+                                  else int(np.maximum(batch["lengths"] - 1, 0).sum()))
                 bar.update()
                 now = time.perf_counter()
                 if done == start + 1:  # the first batch includes compilation: not timed
-                    window_start, window_batches = now, 0
+                    window_start, window_tokens = now, 0
                 if done % log_every == 0 or done == n_batches:
-                    rate = window_batches * tokens_per_batch / max(now - window_start, 1e-9)
+                    rate = window_tokens / max(now - window_start, 1e-9)
                     ppl = math.exp(window_loss / window_n) if window_n else float("nan")
                     bar.set_postfix(f"perplexity {ppl:.1f}, {rate:,.0f} tokens/s")
                     metrics.write(batch=done, train_perplexity=ppl, gradient_norm=float(norm),
@@ -633,7 +665,7 @@ def train(options: BiLMOptions | dict | str, data: BidirectionalLMDataset | LMDa
                     _scalar("train_perplexity", ppl)
                     _scalar("gradient_norm", float(norm))
                     _scalar("tokens_per_second", rate)
-                    window_start, window_loss, window_n, window_batches = now, 0.0, 0, 0
+                    window_start, window_loss, window_n, window_tokens = now, 0.0, 0, 0
                 if stop.received is not None:
                     path = save(done)
                     raise TrainingInterrupted(stop.received, path)
@@ -734,41 +766,94 @@ def _perplexity(lm: LanguageModel, data: BidirectionalLMDataset | LMDataset,
     return perplexity
 
 
+def _sentence_perplexity(lm: LanguageModel, data: SentenceDataset, batch_size: int,
+                         progress: bool) -> float:
+    """AllenNLP's held-out perplexity: each sentence scored whole, full softmax,
+    exp(1/2 (NLL_forward + NLL_backward) / N) over the N forward targets."""
+
+    @tf.function(reduce_retracing=True)
+    def logprobs(batch):
+        return tf.reduce_sum(lm.sentence_logprobs(batch), axis=1)  # shape (d,)
+
+    total, n_targets = np.zeros(lm.n_directions), 0
+    with Progress("evaluate", unit="batches", enabled=progress) as bar:
+        for batch in data.iter_batches(batch_size):
+            n_targets += int(np.maximum(batch["lengths"] - 1, 0).sum())
+            total += logprobs({k: tf.constant(v) for k, v in batch.items()
+                               if v is not None}).numpy()
+            bar.update()
+    if not n_targets:
+        raise RunError(f"the held-out files matching {data.filepattern!r} hold no sentence")
+    perplexity = math.exp(-float(total.mean()) / n_targets)
+    logger.info("held-out perplexity %.2f over %d targets", perplexity, n_targets)
+    return perplexity
+
+
+def _evaluate(lm: LanguageModel, options: BiLMOptions, data, batch_size: int,
+              progress: bool) -> float:
+    if lm.protocol == "sentences":
+        return _sentence_perplexity(lm, data, batch_size, progress)
+    return _perplexity(lm, data, batch_size, progress)
+
+
 def test(options: BiLMOptions | dict | str, ckpt_file: str,
-         data: BidirectionalLMDataset | LMDataset, batch_size: int = 256,
+         data: BidirectionalLMDataset | LMDataset | SentenceDataset, batch_size: int = 256,
          progress: bool = True) -> float:
-    """Held-out perplexity as bilm-tf computed it (bilm-tf's ``test``): unroll_steps 1, LSTM
-    states carried across batches, full softmax."""
+    """Held-out perplexity (bilm-tf's ``test``), by the encoder's protocol: bilm-tf's for
+    the LSTM (unroll_steps 1, states carried across batches, full softmax; ``data`` an
+    LMDataset), AllenNLP's for the transformer (sentences whole; ``data`` a
+    SentenceDataset)."""
     options = _as_options(options).replace(batch_size=batch_size, unroll_steps=1)
-    return _perplexity(load_language_model(options, ckpt_file), data, batch_size, progress)
+    return _evaluate(load_language_model(options, ckpt_file), options, data, batch_size,
+                     progress)
 
 
 def evaluate_run(save_dir: str, test_prefix: str, vocab_file: str | None = None,
                  batch_size: int = 256, progress: bool = True) -> float:
     """Held-out perplexity of a run's latest checkpoint on the files matching
-    ``test_prefix`` (bilm-tf's ``run_test.py``)."""
+    ``test_prefix`` (bilm-tf's ``run_test.py``), by the encoder's protocol (see
+    :func:`test`)."""
     loaded = load_run(save_dir, vocab_file)
-    cls = BidirectionalLMDataset if loaded.options.bidirectional else LMDataset
-    data = cls(test_prefix, loaded.vocab, test=True)
-    return _perplexity(loaded.lm, data, batch_size, progress)
+    data = _dataset(loaded.options, test_prefix, loaded.vocab, None, test=True)
+    return _evaluate(loaded.lm, loaded.options, data, batch_size, progress)
 
 
-def dump_weights(tf_save_dir: str, outfile: str, ckpt_file: str | None = None) -> None:
-    """Latest checkpoint of ``tf_save_dir`` -> bilm-tf's HDF5 weights (no softmax), with an
-    ``options.json`` fit for inference (``n_characters`` 262) written beside ``outfile``."""
+def dump_weights(tf_save_dir: str, outfile: str, ckpt_file: str | None = None,
+                 n_layers: int | None = None) -> None:
+    """Latest checkpoint of ``tf_save_dir`` -> HDF5 weights in bilm-tf's layout (no softmax),
+    with an ``options.json`` fit for inference (``n_characters`` 262) written beside
+    ``outfile``.
+
+    ``n_layers`` keeps the token layer and the first ``n_layers`` contextual layers (the
+    "reduced ELMo"): their weights and values are the full model's (a Transformer's then lacks
+    the top layer's normalization, which only the full model's top layer had).
+    """
+    from bilm.encoder import BiLMEncoder
+    from bilm.weights import weight_table
+
     options = load_options(os.path.join(tf_save_dir, "options.json"))
     if ckpt_file is None:
         ckpt_file = tf.train.latest_checkpoint(tf_save_dir)
         if ckpt_file is None:
             raise RunError(f"no checkpoint in {tf_save_dir}")
-    lm = load_language_model(options, ckpt_file)
-    save_weights(lm.encoder, outfile)
+    encoder = load_language_model(options, ckpt_file).encoder
     inference = options
     if options.char_cnn is not None:
-        import dataclasses
-
-        inference = options.replace(char_cnn=dataclasses.replace(options.char_cnn,
-                                                                 n_characters=262))
+        inference = inference.replace(char_cnn=dataclasses.replace(options.char_cnn,
+                                                                   n_characters=262))
+    if n_layers is not None and n_layers != options.n_layers:
+        if not 1 <= n_layers <= options.n_layers:
+            raise ValueError(f"n_layers must be in [1, {options.n_layers}], got {n_layers}")
+        changes = {"n_layers": n_layers}
+        if options.encoder_type == "transformer":
+            changes["final_norm"] = False
+        inference = inference.replace(encoder=dataclasses.replace(options.encoder, **changes))
+        full = {e.h5_key: e for e in weight_table(encoder)}
+        reduced = BiLMEncoder(inference, n_word_vocab=options.n_tokens_vocab)
+        for entry in weight_table(reduced):
+            entry.set(full[entry.h5_key].get())
+        encoder = reduced
+    save_weights(encoder, outfile)
     save_options(inference, os.path.join(os.path.dirname(os.path.abspath(outfile)),
                                          "options.json"))
 
@@ -776,7 +861,11 @@ def dump_weights(tf_save_dir: str, outfile: str, ckpt_file: str | None = None) -
 # -- runs: start and resume (the command line and bin/ scripts call these) ---------------------
 
 def _dataset(options: BiLMOptions, prefix: str, vocab: Vocabulary, seed: int | None,
-             test: bool = False) -> BidirectionalLMDataset | LMDataset:
+             test: bool = False) -> BidirectionalLMDataset | LMDataset | SentenceDataset:
+    """The encoder protocol's data: packed streams (LSTM) or sentences (transformer)."""
+    if encoder_protocol(options) == "sentences":
+        return SentenceDataset(prefix, vocab, test=test, shuffle_on_load=not test, seed=seed,
+                               max_length=options.max_sentence_length)
     cls = BidirectionalLMDataset if options.bidirectional else LMDataset
     return cls(prefix, vocab, test=test, shuffle_on_load=not test, seed=seed)
 
