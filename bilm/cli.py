@@ -185,7 +185,10 @@ def _cmd_info(args: argparse.Namespace) -> None:
     from bilm.weights import list_datasets
 
     total = 0
-    for name, shape in list_datasets(args.weights):  # a damaged file fails here, before TF
+    for name, shape, same_as in list_datasets(args.weights):  # a damaged file fails here
+        if same_as:
+            print(f"  {name:<50} {shape} (another name for {same_as})")
+            continue
         total += math.prod(shape)
         print(f"  {name:<50} {shape}")
     print(f"parameters: {total:,}")
@@ -202,7 +205,10 @@ def _cmd_info(args: argparse.Namespace) -> None:
 def _cmd_embed(args: argparse.Namespace) -> None:
     _need_file(args.input, "input file")
     _check_output(args.output, args.overwrite, [args.input])
-    _need_char_model(args.options, "embed")
+    options = _need_char_model(args.options, "embed")
+    if args.stateful and not options.encoder.stateful:
+        raise UserError(f"--stateful: a {options.encoder_type} biLM is stateless (it carries "
+                        "no state from line to line); leave it out")
     _need_weights(args.weights)
     _need_file(args.vocab, "vocabulary file")
     _start_tensorflow(args)

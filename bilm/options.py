@@ -189,6 +189,10 @@ class LSTMOptions:
     encoder; the section keeps its bilm-tf name, so every bilm-tf options.json loads)."""
 
     type: ClassVar[str] = "lstm"
+    # carries its state from call to call; trains on bilm-tf's packed streams (see
+    # bilm.encoders.Contextualizer)
+    stateful: ClassVar[bool] = True
+    protocol: ClassVar[str] = "streams"
 
     dim: int  # LSTM cell size
     projection_dim: int  # output size of each layer (= token embedding size)
@@ -265,6 +269,8 @@ class TransformerOptions:
     ``n_heads``-head attention and a ``hidden_dim`` feed-forward, width ``dim``."""
 
     type: ClassVar[str] = "transformer"
+    stateful: ClassVar[bool] = False  # each sentence on its own
+    protocol: ClassVar[str] = "sentences"  # trained one sentence per row
 
     dim: int  # model width: token embeddings, attention and each layer's output
     hidden_dim: int  # feed-forward width

@@ -73,10 +73,20 @@ def weight_table(encoder: BiLMEncoder) -> list[WeightEntry]:
             *encoder.contextualizer.weight_entries()]
 
 
+def _walk(group: h5py.Group, prefix: str = ""):
+    """(name, dataset) for every link to a dataset, in file order. (``visititems`` visits an
+    object once, so a dataset with two names, a hard link, would show only one.)"""
+    for key in group:
+        obj = group[key]
+        name = f"{prefix}{key}"
+        if isinstance(obj, h5py.Dataset):
+            yield name, obj
+        elif isinstance(obj, h5py.Group):
+            yield from _walk(obj, name + "/")
+
+
 def _datasets(f: h5py.File) -> set[str]:
-    keys: set[str] = set()
-    f.visititems(lambda name, obj: keys.add(name) if isinstance(obj, h5py.Dataset) else None)
-    return keys
+    return {name for name, _ in _walk(f)}
 
 
 _DAMAGED = "not a readable HDF5 file (truncated or damaged?)"
@@ -140,15 +150,20 @@ def _read_dataset(f: h5py.File, key: str, path: str) -> np.ndarray:
     return value
 
 
-def list_datasets(path: str | os.PathLike[str]) -> list[tuple[str, tuple[int, ...]]]:
-    """(name, shape) of every dataset of an HDF5 file, in file order; a damaged or
-    truncated file raises :class:`WeightFileError`."""
+def list_datasets(path: str | os.PathLike[str],
+                  ) -> list[tuple[str, tuple[int, ...], str | None]]:
+    """(name, shape, same_as) of every dataset name of an HDF5 file, in file order:
+    ``same_as`` names the dataset listed first when this name is another link to it (else
+    None). A damaged or truncated file raises :class:`WeightFileError`."""
     path = os.fspath(path)
-    rows: list[tuple[str, tuple[int, ...]]] = []
+    rows: list[tuple[str, tuple[int, ...], str | None]] = []
+    first: dict[int, str] = {}
     with _open(path) as f:
         try:
-            f.visititems(lambda n, o: rows.append((n, o.shape))
-                         if isinstance(o, h5py.Dataset) else None)
+            for name, obj in _walk(f):
+                address = h5py.h5o.get_info(obj.id).addr
+                rows.append((name, obj.shape, first.get(address)))
+                first.setdefault(address, name)
         except _H5_ERRORS:
             raise WeightFileError(f"{path}: {_DAMAGED}") from None
     return rows
@@ -221,13 +236,17 @@ def load_weights(encoder: BiLMEncoder, weight_file: str | os.PathLike[str],
 
 
 def save_weights(encoder: BiLMEncoder, outfile: str | os.PathLike[str]) -> None:
-    """Write ``encoder``'s weights in bilm-tf's HDF5 layout (atomically)."""
+    """Write ``encoder``'s weights in bilm-tf's HDF5 layout (atomically). An entry's alias is
+    written too, as an HDF5 hard link (a 1-layer LSTM's cells under both AllenNLP's
+    ``MultiRNNCell/Cell0`` names and the plain ``LSTMCell`` names bilm-tf's reader expects)."""
     table = weight_table(encoder)
     with atomic_path(outfile) as tmp, h5py.File(tmp, "w") as f:
         check_free_space(os.path.dirname(tmp), sum(4 * math.prod(e.shape) for e in table),
                          os.fspath(outfile))
         for entry in table:
             f.create_dataset(entry.h5_key, data=entry.get().astype(np.float32))
+            if entry.alias:  # another reader's name: a hard link, no second copy of the data
+                f[entry.alias] = f[entry.h5_key]
 
 
 def training_variables(lm) -> dict[str, object]:

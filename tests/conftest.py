@@ -43,6 +43,17 @@ TINY_OPTIONS = {
 }
 
 
+TINY_TRANSFORMER_OPTIONS = {
+    "encoder": {"type": "transformer", "dim": 8, "hidden_dim": 12, "n_layers": 2,
+                "n_heads": 2},
+    "char_cnn": {"filters": [[1, 4], [2, 4], [3, 8]], "n_highway": 1,
+                 "embedding": {"dim": 4}, "n_characters": 262,
+                 "max_characters_per_token": 12, "activation": "relu",
+                 "projection_location": "after_highway", "layer_norm": True,
+                 "highway_gate": "carry", "padding_row": "learned"},
+}
+
+
 def make_model_files(directory: Path, options: dict, seed: int = 0) -> tuple[Path, Path]:
     """Write options.json and random weights (scaled up so the LSTMs saturate and clip)."""
     import keras
@@ -69,3 +80,10 @@ def make_model_files(directory: Path, options: dict, seed: int = 0) -> tuple[Pat
 def tiny_model(tmp_path_factory) -> tuple[Path, Path]:
     """(options_file, weight_file) of a tiny char-CNN biLM with random weights."""
     return make_model_files(tmp_path_factory.mktemp("tiny"), TINY_OPTIONS)
+
+
+@pytest.fixture(scope="session")
+def tiny_transformer(tmp_path_factory) -> tuple[Path, Path]:
+    """(options_file, weight_file) of a tiny Transformer biLM with random weights."""
+    return make_model_files(tmp_path_factory.mktemp("tiny_transformer"),
+                            TINY_TRANSFORMER_OPTIONS)

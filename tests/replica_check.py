@@ -1,6 +1,6 @@
-"""Run by test_training: one step on 2 logical CPU replicas vs one replica, same global batch.
+"""Run by the tests: two steps on 2 logical CPU replicas vs one replica, same global batch.
 
-    python tests/replica_check.py KJV_DIR TMP_DIR
+    python tests/replica_check.py KJV_DIR TMP_DIR [lstm|transformer]
 """
 
 import sys
@@ -11,20 +11,38 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-from bilm.data import BidirectionalLMDataset  # noqa: E402
-from bilm.training import load_vocab, train  # noqa: E402
+from bilm.training import _dataset, load_vocab, train  # noqa: E402
 from tests.test_training import tiny_options  # noqa: E402
 
 kjv, tmp = sys.argv[1], sys.argv[2]
+encoder = sys.argv[3] if len(sys.argv) > 3 else "lstm"
 vocab = load_vocab(f"{kjv}/vocab.txt", 20)
 results = []
 for n_replicas, batch_size in ((2, 8), (1, 16)):
     options = tiny_options(vocab, batch_size=batch_size, dropout=0.0)
-    data = BidirectionalLMDataset(f"{kjv}/train/*", vocab, seed=1)
-    ckpt = train(options, data, n_replicas, f"{tmp}/r{n_replicas}", f"{tmp}/log",
-                 n_batches=2, seed=2, progress=False)
+    if encoder == "transformer":  # no dropout anywhere: each replica would draw its own mask
+        options.pop("lstm")
+        options.update(encoder={"type": "transformer", "dim": 32, "hidden_dim": 48,
+                                "n_layers": 2, "n_heads": 4, "dropout": 0.0,
+                                "input_dropout": 0.0},
+                       optimizer="adam", learning_rate_schedule="noam", learning_rate=1.0,
+                       warmup_steps=10)
+    from bilm.options import BiLMOptions
+
+    opts = BiLMOptions.from_dict(options)
+    data = _dataset(opts, f"{kjv}/train/*", vocab, seed=1)
+    ckpt = train(opts, data, n_replicas, f"{tmp}/{encoder}{n_replicas}", f"{tmp}/log",
+                 n_batches=2, seed=2, progress=False, checkpoint_minutes=None)
     results.append({n: tf.train.load_variable(ckpt, n)
                     for n, _ in tf.train.list_variables(ckpt) if n.startswith("variables/")})
-diff = max(float(np.abs(results[0][n] - results[1][n]).max()) for n in results[0])
+# A key bias's gradient is identically zero in exact arithmetic (a softmax is invariant to a
+# shift of one query's scores), so Adam turns its rounding noise into updates of up to ~0.1 of
+# the learning rate, whatever the replicas: compared apart from the rest.
+diffs = {n: float(np.abs(results[0][n] - results[1][n]).max()) for n in results[0]}
+noise = {n: d for n, d in diffs.items() if ".Sb_key" in n}
+diff = max(d for n, d in diffs.items() if n not in noise)
 moved = max(float(np.abs(results[1][n]).max()) for n in results[1])
-print(f"max abs difference {diff:.3g} over {len(results[0])} variables (max value {moved:.3g})")
+print(f"max abs difference {diff:.3g} over {len(diffs) - len(noise)} variables (max value "
+      f"{moved:.3g})")
+if noise:
+    print(f"key biases {max(noise.values()):.3g}")

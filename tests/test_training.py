@@ -107,16 +107,19 @@ def test_resume_is_exact(kjv, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_replicas_equal_one(kjv, tmp_path):
+@pytest.mark.parametrize("encoder", ["lstm", "transformer"])
+def test_two_replicas_equal_one(kjv, tmp_path, encoder):
     # Logical devices must be configured before TensorFlow starts: a fresh process.
     script = ROOT / "tests" / "replica_check.py"
-    r = subprocess.run([sys.executable, str(script), str(kjv), str(tmp_path)],
+    r = subprocess.run([sys.executable, str(script), str(kjv), str(tmp_path), encoder],
                        capture_output=True, text=True, timeout=600,
                        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)})
     assert r.returncode == 0, r.stderr[-3000:]
     assert "max abs difference" in r.stdout
     diff = float(r.stdout.split("max abs difference")[1].split()[0])
-    assert diff <= 1e-5
+    assert diff <= 1e-6, r.stdout
+    if encoder == "transformer":  # Adam's normalized rounding noise on a zero gradient
+        assert float(r.stdout.split("key biases")[1].split()[0]) < 5.6e-3, r.stdout  # < lr
 
 
 def test_bilm_tf_tf1_checkpoint_restores(tmp_path):

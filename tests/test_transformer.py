@@ -294,3 +294,108 @@ def test_a_transformer_trains_resumes_exactly_and_embeds(corpus, tmp_path):
             expected = np.concatenate([layers[k].numpy()[0, i], layers[k].numpy()[1, i]], -1)
             np.testing.assert_allclose(lm_out[i, k + 1, :n], expected[1 : n + 1], rtol=0,
                                        atol=1e-5)
+
+
+def test_every_surface_takes_a_transformer(tiny_transformer, tmp_path):
+    """embed_sentences, the dump functions, the Keras layer and the SavedModel agree with the
+    model's own call on a (random-weight) Transformer biLM."""
+    from bilm import dump_bilm_embeddings, dump_token_embeddings
+    from bilm.keras import ELMoEmbedding
+    from bilm.savedmodel import export_savedmodel
+
+    options_file, weight_file = tiny_transformer
+    model = BidirectionalLanguageModel(options_file, weight_file)
+    sentences = [["the", "light", "was", "good", "."], ["and", "god"], ["saw"]]
+    ids = Batcher(None, 12).batch_sentences(sentences)
+    reference = model(ids)["lm_embeddings"].numpy()
+    for i, emb in enumerate(model.embed_sentences(sentences, batch_size=2)):
+        n = len(sentences[i])
+        np.testing.assert_allclose(emb, reference[i, :, :n], rtol=0, atol=1e-5)
+
+    text = tmp_path / "in.txt"
+    text.write_text("\n".join(" ".join(s) for s in sentences) + "\n")
+    dump_bilm_embeddings(None, text, options_file, weight_file, tmp_path / "out.hdf5",
+                         stateful=False, progress=False)
+    with h5py.File(tmp_path / "out.hdf5", "r") as f:
+        np.testing.assert_allclose(f["0"][...], reference[0, :, :5], rtol=0, atol=1e-5)
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("the\nlight\ngod\n")
+    dump_token_embeddings(vocab, options_file, weight_file, tmp_path / "tokens.hdf5",
+                          progress=False)
+    with h5py.File(tmp_path / "tokens.hdf5", "r") as f:
+        np.testing.assert_allclose(f["embedding"][0], reference[0, 0, 0, :8], rtol=0, atol=1e-5)
+
+    strings = tf.constant([" ".join(s) for s in sentences])
+    layer = ELMoEmbedding(options_file, weight_file, output="transformer_outputs2")
+    got = layer(strings).numpy()
+    np.testing.assert_allclose(got[0, :5], reference[0, 2, :5], rtol=0, atol=1e-5)
+    assert np.all(got[1, 2:] == 0)  # masked past the sentence's end
+    export_savedmodel(options_file, weight_file, tmp_path / "sm")
+    served = tf.saved_model.load(str(tmp_path / "sm")).signatures["default"](strings)
+    assert sorted(served) == ["default", "elmo", "sequence_len", "transformer_outputs1",
+                              "transformer_outputs2", "word_emb"]
+    np.testing.assert_allclose(served["transformer_outputs2"].numpy(), got, rtol=0, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_the_command_line_with_a_transformer(allennlp_fixture, tmp_path):
+    """import-allennlp, evaluate, score, export (--layers), info and embed, as a user runs
+    them; then a transformer trained and resumed from the command line."""
+    import subprocess
+    import sys
+
+    def bilm(*args):
+        return subprocess.run([sys.executable, "-m", "bilm.cli", "-q", *map(str, args)],
+                              capture_output=True, text=True, timeout=600)
+
+    run, sentences = tmp_path / "run", allennlp_fixture / "sentences.txt"
+    r = bilm("import-allennlp", allennlp_fixture / "model.tar.gz", run)
+    assert r.returncode == 0 and r.stdout.startswith("checkpoint: "), r.stderr
+    r = bilm("import-allennlp", allennlp_fixture / "model.tar.gz", run)
+    assert r.returncode == 2 and "already holds a training run" in r.stderr
+    r = bilm("import-allennlp", sentences, tmp_path / "other")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert "not a readable model archive" in r.stderr
+    with h5py.File(FIXTURE / "expected.hdf5", "r") as f:
+        expected = float(f.attrs["perplexity"])
+    r = bilm("evaluate", "--save-dir", run, "--test-prefix", sentences)
+    assert r.returncode == 0, r.stderr
+    assert float(r.stdout.split("perplexity:")[1]) == pytest.approx(expected, rel=1e-3)
+    r = bilm("score", sentences, "--save-dir", run, "--output", tmp_path / "scores.tsv")
+    assert r.returncode == 0, r.stderr
+    # each sentence whole, full softmax: for a transformer the same as evaluate
+    corpus = float(r.stdout.split("corpus perplexity:")[1].split()[0])
+    assert corpus == pytest.approx(expected, rel=1e-3)
+    r = bilm("export", "--save-dir", run, tmp_path / "model" / "weights.hdf5", "--layers", 2)
+    assert r.returncode == 0, r.stderr
+    options, weights = tmp_path / "model" / "options.json", tmp_path / "model" / "weights.hdf5"
+    r = bilm("info", "--options", options, "--weights", weights)
+    assert r.returncode == 0 and "transformer: 2 layers, dim 16, hidden 7, 8 heads" in r.stdout
+    assert "the weights match the options" in r.stdout
+    r = bilm("embed", sentences, tmp_path / "emb.hdf5", "--options", options, "--weights",
+             weights)
+    assert r.returncode == 0, r.stderr
+    with h5py.File(tmp_path / "emb.hdf5", "r") as f, \
+            h5py.File(FIXTURE / "expected.hdf5", "r") as e:
+        np.testing.assert_allclose(f["0"][1:], e["layers/0"][:2], rtol=0, atol=1e-5)
+    r = bilm("embed", sentences, tmp_path / "x.hdf5", "--options", options, "--weights",
+             weights, "--stateful")
+    assert r.returncode == 2 and "stateless" in r.stderr
+
+    corpus_dir = tmp_path / "corpus"
+    corpus_dir.mkdir()
+    (corpus_dir / "a.txt").write_text(TEXT * 20)
+    vocab = tmp_path / "vocab.txt"
+    assert bilm("vocab", corpus_dir / "*", vocab).returncode == 0
+    tiny = tmp_path / "tiny.json"
+    tiny.write_text(json.dumps({"encoder": {"dim": 16, "hidden_dim": 32, "n_layers": 1,
+                                            "type": "transformer"},
+                                "batch_size": 4, "n_negative_samples_batch": 4}))
+    r = bilm("train", "--train-prefix", corpus_dir / "*", "--vocab", vocab, "--save-dir",
+             tmp_path / "trained", "--preset", "transformer-tiny", "--options", tiny,
+             "--n-batches", 6, "--seed", 1)
+    assert r.returncode == 0, r.stderr
+    r = bilm("resume", "--save-dir", tmp_path / "trained", "--n-batches", 8)
+    assert r.returncode == 0 and r.stdout.strip().endswith("model-8"), r.stderr
+    trained = json.loads((tmp_path / "trained" / "options.json").read_text())
+    assert trained["encoder"]["n_layers"] == 1 and trained["optimizer"] == "adam"

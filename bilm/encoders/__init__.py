@@ -18,12 +18,11 @@ from bilm.options import BiLMOptions
 
 __all__ = ["Contextualizer", "State", "build_contextualizer", "encoder_protocol"]
 
-PROTOCOLS = {"lstm": "streams", "transformer": "sentences"}
 
 
 def encoder_protocol(options: BiLMOptions) -> str:
     """How the options' encoder trains and is evaluated (see :class:`Contextualizer`)."""
-    return PROTOCOLS[options.encoder_type]
+    return options.encoder.protocol
 
 
 def build_contextualizer(options: BiLMOptions, n_directions: int = 2,

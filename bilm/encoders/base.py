@@ -7,6 +7,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from bilm.options import EncoderOptions
 from bilm.weights import WeightEntry
 
 __all__ = ["Contextualizer", "State"]
@@ -28,12 +29,19 @@ class Contextualizer(keras.layers.Layer):
         n_directions: 2 for a biLM, 1 for a forward LM.
     """
 
-    stateful: bool = False
-    protocol: str = "sentences"
-
-    def __init__(self, n_layers: int, width: int, n_directions: int, **kwargs) -> None:
+    def __init__(self, options: EncoderOptions, n_layers: int, width: int,
+                 n_directions: int, **kwargs) -> None:
         super().__init__(**kwargs)
+        self.options = options
         self.n_layers, self.width, self.n_directions = n_layers, width, n_directions
+
+    @property
+    def stateful(self) -> bool:
+        return self.options.stateful  # declared with the encoder's options
+
+    @property
+    def protocol(self) -> str:
+        return self.options.protocol
 
     def initial_state(self, batch_size: int | tf.Tensor) -> State:
         """The state a stream starts from (zeros); None for a stateless encoder. Its tensors

@@ -22,14 +22,11 @@ class LSTMContextualizer(Contextualizer):
     bilm-tf's ``DropoutWrapper``.
     """
 
-    stateful = True
-    protocol = "streams"
-
     def __init__(self, options: LSTMOptions, n_directions: int = 2, input_dropout: float = 0.0,
                  compute_dtype: str = "float32", **kwargs) -> None:
         kwargs.setdefault("name", "lstm")
-        super().__init__(options.n_layers, options.projection_dim, n_directions, **kwargs)
-        self.options = options
+        super().__init__(options, options.n_layers, options.projection_dim, n_directions,
+                         **kwargs)
         self.input_dropout = input_dropout
         p = options.projection_dim
         self.lstms = [

@@ -88,14 +88,10 @@ class _Block(keras.layers.Layer):
 class TransformerContextualizer(Contextualizer):
     """The Transformer biLM (``options.encoder`` of type ``transformer``)."""
 
-    stateful = False
-    protocol = "sentences"
-
     def __init__(self, options: TransformerOptions, n_directions: int = 2,
                  compute_dtype: str = "float32", **kwargs) -> None:
         kwargs.setdefault("name", "transformer")
-        super().__init__(options.n_layers, options.dim, n_directions, **kwargs)
-        self.options = options
+        super().__init__(options, options.n_layers, options.dim, n_directions, **kwargs)
         self.n_heads = options.n_heads
         self.matmul_dtype = tf.as_dtype(compute_dtype)
         self.blocks = [_Block(options.dim, options.hidden_dim, n_directions, name=f"layer_{k}")
