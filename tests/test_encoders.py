@@ -4,6 +4,8 @@ gradient, and 'bilm export --layers N' keeps the first N layers exactly."""
 
 from __future__ import annotations
 
+import math
+
 import h5py
 import numpy as np
 import pytest
@@ -123,3 +125,30 @@ def test_export_first_layers_keeps_their_values(name, tmp_path):
             assert reduced["encoder"]["final_norm"] is False  # layer 1 was not normalized
             assert "Transformer_0/layer_1/attention/W_query" not in f
             assert "Transformer_0/norm/gamma" not in f
+
+
+def test_transformer_step_with_xla_and_in_bfloat16():
+    """The transformer's training step through XLA equals the plain graph; in mixed_bfloat16
+    its loss and gradients stay close to float32's (16-bit matmuls, float32 everything
+    else)."""
+    seed = tf.constant([1, 2], tf.int64)
+    # no dropout: XLA's stateless random numbers are not the plain graph's
+    quiet = {"dropout": 0.0, "encoder": {**TRANSFORMER, "dropout": 0.0, "input_dropout": 0.0}}
+    results = {}
+    for name, changes in (("plain", {}), ("xla", {"jit_compile": True}),
+                          ("bf16", {"precision": "mixed_bfloat16"})):
+        lm = build("transformer", **quiet, **changes)
+        if name == "xla":
+            lm.jit_compile = True
+        variables = lm.trainable_variables
+        loss, _, grads = lm.train_gradients(batch_for(lm), None, seed, variables, scale=1.0)
+        results[name] = (float(loss), [g.numpy() for g in grads])
+    loss, grads = results["plain"]
+    assert results["xla"][0] == pytest.approx(loss, rel=1e-5)
+    for g, gx in zip(grads, results["xla"][1]):
+        np.testing.assert_allclose(gx, g, rtol=1e-4, atol=1e-5)
+    assert results["bf16"][0] == pytest.approx(loss, rel=2e-2)
+    assert results["bf16"][0] != loss  # the matmuls did run in bfloat16
+    num = sum(float(np.sum((gb - g) ** 2)) for g, gb in zip(grads, results["bf16"][1]))
+    den = sum(float(np.sum(g**2)) for g in grads)
+    assert math.sqrt(num / den) < 0.05
