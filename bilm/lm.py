@@ -43,10 +43,15 @@ class LanguageModel(keras.layers.Layer):
     measured choice. ``precision`` (default: the options') ``float32``, or
     ``mixed_bfloat16`` / ``mixed_float16``: float32 variables, 16-bit matmuls and
     convolutions, float32 state, softmax logits and loss.
+
+    ``sparse_gradients``: :meth:`train_gradients` returns the gradients of gathered tables
+    (the softmax rows a batch touches, a word embedding's rows) as ``tf.IndexedSlices``
+    instead of dense tensors the size of the vocabulary.
     """
 
     def __init__(self, options: BiLMOptions, jit_compile: bool | None = None,
-                 precision: str | None = None, **kwargs) -> None:
+                 precision: str | None = None, sparse_gradients: bool = False,
+                 **kwargs) -> None:
         kwargs.setdefault("name", "lm")
         super().__init__(**kwargs)
         if options.n_tokens_vocab is None:
@@ -62,6 +67,7 @@ class LanguageModel(keras.layers.Layer):
         if jit_compile is None:
             jit_compile = self.contextualizer.default_jit()
         self.jit_compile = jit_compile
+        self.sparse_gradients = sparse_gradients
         self.matmul_dtype = self.encoder.matmul_dtype
         self.n_directions = self.encoder.n_directions
         p = self.encoder.dim
@@ -196,8 +202,18 @@ class LanguageModel(keras.layers.Layer):
                 x, state, lengths, labels, weights, sampled, num_tries, seed, True)
             scaled = objective * scale
         grads = tape.gradient(scaled, [x, *head_vars])
-        grads = [tf.convert_to_tensor(g) for g in grads]  # sparse softmax rows -> dense
-        return loss, finals, grads[0], grads[1:]
+        return (loss, finals, tf.convert_to_tensor(grads[0]),
+                [self._dense_unless_sparse(g, v) for g, v in zip(grads[1:], head_vars)])
+
+    def _dense_unless_sparse(self, g, variable):
+        """A gradient as a dense tensor; with ``sparse_gradients``, a vocabulary table's (the
+        softmax's, a word embedding's) kept as IndexedSlices: its touched rows, as many per
+        replica whatever the batch (the targets' and the negatives' rows)."""
+        tables = (self.softmax_w, self.softmax_b, self.encoder.embedding)
+        if g is None or (self.sparse_gradients and isinstance(g, tf.IndexedSlices)
+                         and any(variable is t for t in tables if t is not None)):
+            return g
+        return tf.convert_to_tensor(g)
 
     # -- entry points -------------------------------------------------------------------------
 
@@ -245,7 +261,8 @@ class LanguageModel(keras.layers.Layer):
     def train_gradients(self, batch: dict[str, tf.Tensor], states: State, seed: tf.Tensor,
                         variables: list, scale: float | tf.Tensor = 1.0):
         """Training loss, final states and the gradients of the objective times ``scale``
-        for ``variables`` (dense tensors, in that order). Streams: the objective is the mean
+        for ``variables`` (dense tensors, in that order; IndexedSlices for gathered tables
+        with ``sparse_gradients``, their rows possibly repeated). Streams: the objective is the mean
         loss; sentences: half the summed NLL (``scale`` 1 / forward targets gives the mean).
 
         Back-propagation runs in two stages: the contextualizer and softmax (XLA when
@@ -275,6 +292,15 @@ class LanguageModel(keras.layers.Layer):
         for v, g in zip(embed_vars, embed_grads):
             if g is None:
                 continue
-            g = tf.convert_to_tensor(g)
-            grads[id(v)] = grads[id(v)] + g if id(v) in grads else g
+            g = self._dense_unless_sparse(g, v)
+            grads[id(v)] = _add(grads[id(v)], g) if id(v) in grads else g
         return loss, finals, [grads.get(id(v), tf.zeros_like(v)) for v in variables]
+
+
+def _add(a, b):
+    """a + b for gradients that may be IndexedSlices (rows concatenated, to be summed
+    later)."""
+    if isinstance(a, tf.IndexedSlices) and isinstance(b, tf.IndexedSlices):
+        return tf.IndexedSlices(tf.concat([a.values, b.values], 0),
+                                tf.concat([a.indices, b.indices], 0), a.dense_shape)
+    return tf.convert_to_tensor(a) + tf.convert_to_tensor(b)

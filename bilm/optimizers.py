@@ -15,9 +15,27 @@ import tensorflow as tf
 
 from bilm.options import BiLMOptions
 
-__all__ = ["Adagrad", "Adam", "learning_rate_schedule", "make_optimizer"]
+__all__ = ["Adagrad", "Adam", "combine_rows", "learning_rate_schedule", "make_optimizer",
+           "map_gradient"]
 
 Schedule = Callable[[tf.Tensor], tf.Tensor]  # global step (int64) -> learning rate (float32)
+
+
+def combine_rows(g):
+    """IndexedSlices with each row once (repeated rows summed), so that norms, clipping and
+    sparse updates equal the dense gradient's; a dense gradient as it is."""
+    if not isinstance(g, tf.IndexedSlices):
+        return g
+    rows, position = tf.unique(g.indices)
+    values = tf.math.unsorted_segment_sum(g.values, position, tf.shape(rows)[0])
+    return tf.IndexedSlices(values, rows, g.dense_shape)
+
+
+def map_gradient(fn, g):
+    """``fn`` applied to a gradient's values (dense, or an IndexedSlices' rows)."""
+    if isinstance(g, tf.IndexedSlices):
+        return tf.IndexedSlices(fn(g.values), g.indices, g.dense_shape)
+    return fn(g)
 
 
 def learning_rate_schedule(options: BiLMOptions) -> Schedule:
@@ -38,7 +56,11 @@ def learning_rate_schedule(options: BiLMOptions) -> Schedule:
 
 class Adagrad(tf.Module):
     """TF1's Adagrad (``accum += g^2; var -= lr * g / sqrt(accum)``), accumulators starting at
-    ``initial_accumulator_value``; applied in cross-replica context to every device's copy."""
+    ``initial_accumulator_value``; applied in cross-replica context to every device's copy.
+
+    A sparse gradient (IndexedSlices with each row once, see :func:`combine_rows`) updates
+    only its rows: the same values as the dense update, whose other rows get
+    ``accum += 0, var -= 0``, without touching the whole table."""
 
     def __init__(self, variables: dict[str, object], learning_rate: float | Schedule,
                  initial_accumulator_value: float = 1.0) -> None:
@@ -62,6 +84,12 @@ class Adagrad(tf.Module):
         lr = lr(step) if callable(lr) else lr
 
         def update(var, grad, acc):
+            if isinstance(grad, tf.IndexedSlices):
+                rows = grad.indices
+                new_acc = tf.gather(acc, rows) + tf.square(grad.values)
+                acc.scatter_update(tf.IndexedSlices(new_acc, rows))
+                return var.scatter_sub(tf.IndexedSlices(
+                    lr * grad.values * tf.math.rsqrt(new_acc), rows))
             new_acc = acc.assign_add(tf.square(grad))
             return var.assign_sub(lr * grad * tf.math.rsqrt(new_acc))
 
@@ -100,6 +128,7 @@ class Adam(tf.Module):
         keep = tf.constant(True) if finite is None else finite
 
         def update(var, grad, m, v):
+            grad = tf.convert_to_tensor(grad)  # Adam moves every row's moments
             new_m = tf.where(keep, b1 * m + (1.0 - b1) * grad, m)
             new_v = tf.where(keep, b2 * v + (1.0 - b2) * tf.square(grad), v)
             m.assign(new_m)

@@ -38,7 +38,7 @@ from bilm.data.vocabulary import UnicodeCharsVocabulary, Vocabulary
 from bilm.distribute import is_chief, make_strategy, replica_device
 from bilm.encoders import encoder_protocol
 from bilm.lm import LanguageModel
-from bilm.optimizers import Adagrad, make_optimizer
+from bilm.optimizers import Adagrad, combine_rows, make_optimizer, map_gradient
 from bilm.options import BiLMOptions, OptionsError, load_options, save_options
 from bilm.run import LOG_FILE, RunError, RunState, TrainingRun
 from bilm.weights import WeightFileError, load_tf1_checkpoint, save_weights, training_variables
@@ -130,6 +130,25 @@ def count_tokens(filepattern: str, cache: dict[str, list[int]] | None = None) ->
     return count_corpus(filepattern, cache)[0]
 
 
+def _all_reduce(ctx: tf.distribute.ReplicaContext, grads: list) -> list:
+    """The sum of every replica's gradients (float32). A vocabulary table's IndexedSlices are
+    gathered from every replica (their rows then summed by ``combine_rows``): only the rows
+    a batch touches cross the wire, never the whole table. (Ours rather than
+    ``ReplicaContext.all_reduce`` of IndexedSlices, which the collective all-reduce of a
+    MirroredStrategy on CPUs turns into a dense reduce of the values.)"""
+    dense = [i for i, g in enumerate(grads) if not isinstance(g, tf.IndexedSlices)]
+    out = list(grads)
+    for i, g in zip(dense, ctx.all_reduce(tf.distribute.ReduceOp.SUM,
+                                          [grads[i] for i in dense])):
+        out[i] = g
+    if ctx.num_replicas_in_sync > 1:
+        for i, g in enumerate(grads):
+            if isinstance(g, tf.IndexedSlices):
+                out[i] = tf.IndexedSlices(ctx.all_gather(g.values, axis=0),
+                                          ctx.all_gather(g.indices, axis=0), g.dense_shape)
+    return out
+
+
 def _trackable(states):
     """A state structure as tf.train.Checkpoint tracks it (lists, not tuples)."""
     if isinstance(states, (list, tuple)):
@@ -158,6 +177,9 @@ class _Trainer:
     strategy: tf.distribute.Strategy
     seed: int = 0
     for_training: bool = True  # False (evaluation, export): no optimizer state, float32
+    # Adagrad updates only the softmax (and word embedding) rows a batch touches: the dense
+    # update's values without a vocabulary-sized gradient, all-reduce and update per step
+    sparse_updates: bool = True
 
     # mixed_float16's dynamic loss scaling, as Keras' LossScaleOptimizer
     INITIAL_LOSS_SCALE = 2.0**15
@@ -176,6 +198,8 @@ class _Trainer:
             self.lm = LanguageModel(opts, precision=precision)
             self.variables = training_variables(self.lm)
             self.optimizer = make_optimizer(opts, self.variables) if self.for_training else None
+            self.lm.sparse_gradients = self.sparse_updates and isinstance(self.optimizer,
+                                                                          Adagrad)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
             if self.loss_scaling:
                 self.loss_scale = tf.Variable(self.INITIAL_LOSS_SCALE, dtype=tf.float32,
@@ -265,14 +289,16 @@ class _Trainer:
                 scale = scale * loss_scale
             loss, finals, grads = self.lm.train_gradients(batch, states, seed, variables,
                                                           scale=scale)
-            grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)  # float32
+            grads = [combine_rows(g) for g in _all_reduce(ctx, grads)]
             finite = tf.constant(True)
             if loss_scale is not None:
-                grads = [g / loss_scale for g in grads]
-                finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+                grads = [map_gradient(lambda t: t / loss_scale, g) for g in grads]
+                finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(
+                    g.values if isinstance(g, tf.IndexedSlices) else g)) for g in grads])
                 # An overflow step is skipped: Adagrad with zero gradients changes nothing
                 # (accumulator += 0, variable -= 0), with no control flow across replicas.
-                grads = [tf.where(finite, g, tf.zeros_like(g)) for g in grads]
+                grads = [map_gradient(lambda t: tf.where(finite, t, tf.zeros_like(t)), g)
+                         for g in grads]
             if clip is None:
                 norm = tf.linalg.global_norm(grads)
             else:
