@@ -90,8 +90,9 @@ def _datasets(f: h5py.File) -> set[str]:
 
 
 _DAMAGED = "not a readable HDF5 file (truncated or damaged?)"
-# h5py's errors for an unreadable file or object (HDF5 raises either, by where it fails)
-_H5_ERRORS = (OSError, RuntimeError)
+# h5py's errors for an unreadable file or object (HDF5 raises any of these, by where it fails;
+# a damaged object header surfaces as KeyError from ``group[name]`` for a name the group lists)
+_H5_ERRORS = (OSError, RuntimeError, KeyError)
 
 
 def _open(path: str | os.PathLike[str]) -> h5py.File:
