@@ -305,7 +305,7 @@ def test_data_history_replays_the_stream(corpus):
     from bilm.data.dataset import _get_batch
 
     sentences = LMDataset(str(corpus["train"]), vocab, shuffle_on_load=True,
-                          seed=5).get_sentence()
+                          seed=5)._sentences()
     wide = _get_batch(sentences, 8, 5, None)
     next(wide), next(wide)
     narrow = _get_batch(sentences, 4, 5, None)

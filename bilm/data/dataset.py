@@ -159,20 +159,29 @@ class LMDataset:
                     f"the {n_shards} file(s) matching {self._filepattern!r} hold no tokens "
                     "(empty or blank files); check the path and the files")
 
+    def _encode(self, tokens: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
+        if self._reverse:
+            tokens = tokens[::-1]
+        ids = self._vocab.encode(tokens, reverse=self._reverse, split=False)
+        chars = (self._vocab.encode_chars(tokens, reverse=self._reverse, split=False)
+                 if self._use_char_inputs else None)
+        return ids, chars
+
     def get_sentence(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         """Yield (word ids (n + 2,), char ids (n + 2, max_chars) or None) per sentence."""
         for tokens in self.iter_tokens():
-            if self._reverse:
-                tokens.reverse()
-            ids = self._vocab.encode(tokens, reverse=self._reverse, split=False)
-            chars = (self._vocab.encode_chars(tokens, reverse=self._reverse, split=False)
-                     if self._use_char_inputs else None)
-            yield ids, chars
+            yield self._encode(tokens)
+
+    def _sentences(self) -> Iterator[_Sentence]:
+        for tokens in self.iter_tokens():
+            yield _Sentence(self, tokens)
 
     def iter_batches(self, batch_size: int, num_steps: int,
-                     history: Sequence[Segment] = ()) -> Iterator[Batch]:
+                     history: Sequence[Segment] = (), rows: tuple[int, int] | None = None,
+                     ) -> Iterator[Batch]:
         """Batches of ``token_ids``, ``tokens_characters``, ``next_token_id`` (int32;
-        ``tokens_characters`` is None for a word-input vocabulary).
+        ``tokens_characters`` is None for a word-input vocabulary); only ``rows`` = (start,
+        stop) of each batch's ``batch_size`` rows when given (a worker's slice).
 
         ``history`` replays the batches a resumed run has already read, as (n_batches,
         batch_size, num_steps) segments in order, so that the stream continues where it
@@ -180,9 +189,12 @@ class LMDataset:
         the sentences the previous one left (a geometry change drops the partly read
         sentences of the old rows). The same seed and history give the same batches.
         """
-        yield from replay(history, (batch_size, num_steps), self.get_sentence(),
-                          lambda source, rows, steps: _get_batch(source, rows, steps,
-                                                                 self.max_word_length))
+        def batches(source: Iterator[_Sentence], size: int, steps: int) -> Iterator[Batch]:
+            # a replayed stretch of another geometry is read, not built: no rows
+            own = rows if (size, steps) == (batch_size, num_steps) else (0, 0)
+            return _get_batch(source, size, steps, self.max_word_length, own)
+
+        yield from replay(history, (batch_size, num_steps), self._sentences(), batches)
 
 
 def _consume(iterator: Iterator, n: int) -> None:
@@ -213,35 +225,63 @@ def replay(history: Sequence[Segment], geometry: tuple[int, int], source: Iterat
     yield from current
 
 
-def _get_batch(generator: Iterator[tuple[np.ndarray, np.ndarray | None]], batch_size: int,
-               num_steps: int, max_word_length: int | None) -> Iterator[Batch]:
+class _Sentence:
+    """One sentence of a stream: its length at once, its ids encoded only when a row this
+    process fills reads it (a worker fills only its own rows of the global batch)."""
+
+    __slots__ = ("_chars", "_ids", "dataset", "n", "tokens")
+
+    def __init__(self, dataset: LMDataset, tokens: list[str]) -> None:
+        self.dataset, self.tokens, self.n = dataset, tokens, len(tokens) + 2
+        self._ids = self._chars = None
+
+    def ids(self) -> np.ndarray:
+        if self._ids is None:
+            self._ids, self._chars = self.dataset._encode(self.tokens)
+        return self._ids
+
+    def chars(self) -> np.ndarray:
+        self.ids()
+        return self._chars
+
+
+def _get_batch(generator: Iterator[_Sentence], batch_size: int, num_steps: int,
+               max_word_length: int | None, rows: tuple[int, int] | None = None,
+               ) -> Iterator[Batch]:
     """bilm-tf's packing: row i continues its own sentence stream; in test mode the last,
-    incomplete batch is dropped."""
-    cur_stream: list[list | None] = [None] * batch_size
+    incomplete batch is dropped. Only ``rows`` = (start, stop) of the ``batch_size`` rows are
+    filled and returned (all by default): the others are followed by their lengths alone,
+    so that every worker of a cluster reads the same stream and builds just its slice."""
+    start, stop = rows or (0, batch_size)
+    cur_stream: list[list | None] = [None] * batch_size  # [sentence, position]
     no_more_data = False
     while True:
-        inputs = np.zeros([batch_size, num_steps], np.int32)
-        targets = np.zeros([batch_size, num_steps], np.int32)
-        char_inputs = (np.zeros([batch_size, num_steps, max_word_length], np.int32)
+        inputs = np.zeros([stop - start, num_steps], np.int32)
+        targets = np.zeros([stop - start, num_steps], np.int32)
+        char_inputs = (np.zeros([stop - start, num_steps, max_word_length], np.int32)
                        if max_word_length is not None else None)
         for i in range(batch_size):
+            own = start <= i < stop
             cur_pos = 0
             while cur_pos < num_steps:
                 stream = cur_stream[i]
-                if stream is None or len(stream[0]) <= 1:
+                if stream is None or stream[0].n - stream[1] <= 1:
                     try:
-                        stream = cur_stream[i] = list(next(generator))
+                        stream = cur_stream[i] = [next(generator), 0]
                     except StopIteration:
                         no_more_data = True
                         break
-                how_many = min(len(stream[0]) - 1, num_steps - cur_pos)
+                sentence, offset = stream
+                how_many = min(sentence.n - offset - 1, num_steps - cur_pos)
                 next_pos = cur_pos + how_many
-                inputs[i, cur_pos:next_pos] = stream[0][:how_many]
-                targets[i, cur_pos:next_pos] = stream[0][1 : how_many + 1]
-                if char_inputs is not None:
-                    char_inputs[i, cur_pos:next_pos] = stream[1][:how_many]
-                    stream[1] = stream[1][how_many:]
-                stream[0] = stream[0][how_many:]
+                if own:
+                    ids = sentence.ids()
+                    inputs[i - start, cur_pos:next_pos] = ids[offset : offset + how_many]
+                    targets[i - start, cur_pos:next_pos] = ids[offset + 1 : offset + how_many + 1]
+                    if char_inputs is not None:
+                        char_inputs[i - start, cur_pos:next_pos] = sentence.chars()[
+                            offset : offset + how_many]
+                stream[1] = offset + how_many
                 cur_pos = next_pos
             if no_more_data:
                 break
@@ -291,10 +331,11 @@ class BidirectionalLMDataset:
         return self._forward.n_skipped_lines
 
     def iter_batches(self, batch_size: int, num_steps: int,
-                     history: Sequence[Segment] = ()) -> Iterator[Batch]:
+                     history: Sequence[Segment] = (), rows: tuple[int, int] | None = None,
+                     ) -> Iterator[Batch]:
         """As :meth:`LMDataset.iter_batches`, with the ``_reverse`` keys added."""
-        for x, xr in zip(self._forward.iter_batches(batch_size, num_steps, history),
-                         self._reverse.iter_batches(batch_size, num_steps, history)):
+        for x, xr in zip(self._forward.iter_batches(batch_size, num_steps, history, rows),
+                         self._reverse.iter_batches(batch_size, num_steps, history, rows)):
             for k, v in xr.items():
                 x[k + "_reverse"] = v
             yield x

@@ -101,9 +101,10 @@ class SentenceDataset:
                 yield tokens
 
     def _batches(self, source: Iterator[list[str]], rows: int, _steps: int = 0,
-                 ) -> Iterator[Batch]:
+                 own: tuple[int, int] | None = None) -> Iterator[Batch]:
         """Windows of ``rows * window`` sentences, sorted by length, cut into batches (their
-        order shuffled in training)."""
+        order shuffled in training); of each batch only the ``own`` = (start, stop) rows are
+        built (a worker's slice)."""
         carry: list[list[str]] = []
         while True:
             chunk = carry + [s for _, s in zip(range(rows * self.window - len(carry)), source)]
@@ -116,14 +117,23 @@ class SentenceDataset:
             if not self._test and self._shuffle:
                 self._rng.shuffle(batches)
             for b in batches:
-                yield sentence_batch(self._vocab, b)
+                if own is not None:
+                    b = b[own[0] : own[1]]
+                yield sentence_batch(self._vocab, b) if b else {}
             if len(chunk) < rows * self.window:  # the source ended (test mode)
                 return
 
     def iter_batches(self, batch_size: int, num_steps: int = 0,
-                     history: Sequence[Segment] = ()) -> Iterator[Batch]:
-        """Batches of ``batch_size`` sentences (see :func:`sentence_batch`). ``num_steps`` is
-        unused (kept for the streams' signature); ``history`` replays the batches a resumed
-        run read, as (n_batches, batch_size, num_steps) segments (a change of batch size
-        starts a new window: the old window's unread sentences are dropped)."""
-        yield from replay(history, (batch_size, num_steps), self.pieces(), self._batches)
+                     history: Sequence[Segment] = (), rows: tuple[int, int] | None = None,
+                     ) -> Iterator[Batch]:
+        """Batches of ``batch_size`` sentences (see :func:`sentence_batch`); only ``rows`` =
+        (start, stop) of each when given (a worker's slice). ``num_steps`` is unused (kept for
+        the streams' signature); ``history`` replays the batches a resumed run read, as
+        (n_batches, batch_size, num_steps) segments (a change of batch size starts a new
+        window: the old window's unread sentences are dropped)."""
+
+        def batches(source, size, steps):
+            own = rows if (size, steps) == (batch_size, num_steps) else (0, 0)
+            return self._batches(source, size, steps, own)
+
+        yield from replay(history, (batch_size, num_steps), self.pieces(), batches)
