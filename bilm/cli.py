@@ -153,9 +153,10 @@ def _need_run(save_dir: str):  # -> bilm.run.TrainingRun
 
 def _check_replicas(n_gpus: int) -> None:
     """--n-gpus against the visible devices (tf.distribute's own error is a traceback)."""
-    if n_gpus <= 1 or os.environ.get("TF_CONFIG"):
+    from bilm.distribute import cluster_configured, device_summary
+
+    if n_gpus <= 1 or cluster_configured():
         return
-    from bilm.distribute import device_summary
 
     kind, count = device_summary()
     if n_gpus > count:
@@ -311,6 +312,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     ckpt = start_training(args.save_dir, options, args.train_prefix, args.vocab,
                           n_gpus=args.n_gpus, seed=args.seed, n_batches=args.n_batches,
                           overwrite=args.overwrite, progress=not args.quiet,
+                          collective_timeout=args.collective_timeout,
                           **_checkpoint_flags(args))
     print(f"checkpoint: {ckpt}")
 
@@ -329,7 +331,8 @@ def _cmd_resume(args: argparse.Namespace) -> None:
 
     ckpt = resume_training(args.save_dir, train_prefix=args.train_prefix, vocab_file=args.vocab,
                            n_gpus=args.n_gpus, n_batches=args.n_batches, changes=changes,
-                           progress=not args.quiet, **_checkpoint_flags(args))
+                           progress=not args.quiet, collective_timeout=args.collective_timeout,
+                           **_checkpoint_flags(args))
     print(f"checkpoint: {ckpt}")
 
 
@@ -364,6 +367,20 @@ def _cmd_export(args: argparse.Namespace) -> None:
 
     dump_weights(args.save_dir, args.output, n_layers=args.layers)
     print(f"wrote {args.output} and options.json beside it")
+
+
+def _cmd_launch(args: argparse.Namespace) -> None:
+    command = list(args.worker_command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command or command[0] not in ("train", "resume"):
+        raise UserError("bilm launch runs 'train' or 'resume' as several workers: bilm launch "
+                        "--workers 2 -- train ...")
+    from bilm.launch import launch_local
+
+    code = launch_local(args.workers, command)
+    if code:
+        sys.exit(code)
 
 
 def _cmd_import_allennlp(args: argparse.Namespace) -> None:
@@ -459,6 +476,12 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
     run_demo(out, Path(args.corpus) if args.corpus else None, n_batches=args.n_batches,
              quick=args.quick, progress=not args.quiet)
+
+
+def _cluster_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--collective-timeout", type=_positive_float, metavar="SECONDS",
+                   help="in a cluster (TF_CONFIG, SLURM): how long a gradient all-reduce "
+                   "waits for the other workers before the run stops (default 600)")
 
 
 def _checkpoint_arguments(p: argparse.ArgumentParser, default: str) -> None:
@@ -559,6 +582,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seeds the initial weights, data order, dropout and negative sampling "
                    "(default: one is picked, logged and recorded in the run's run.json)")
     _checkpoint_arguments(p, "every 10 minutes")
+    _cluster_arguments(p)
     p.add_argument("--overwrite", action="store_true",
                    help="remove an earlier run's files from --save-dir and start a new one")
     p.set_defaults(func=_cmd_train)
@@ -586,6 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jit", dest="jit_compile", action=argparse.BooleanOptionalAction,
                    default=None, help="XLA-compile the training step")
     _checkpoint_arguments(p, "as the run was started")
+    _cluster_arguments(p)
     p.set_defaults(func=_cmd_resume)
 
     p = sub.add_parser("evaluate", help="held-out perplexity of the latest checkpoint",
@@ -607,6 +632,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "all); e.g. 1 for the 'reduced ELMo'")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("launch", help="run train or resume as several workers on this "
+                       "machine (a multi-worker try-out)", formatter_class=fmt)
+    p.add_argument("--workers", type=_int_at_least(2), default=2, help="worker processes")
+    p.add_argument("worker_command", nargs=argparse.REMAINDER, metavar="COMMAND",
+                   help="-- train ... or -- resume ... (bilm's own arguments)")
+    p.set_defaults(func=_cmd_launch)
 
     p = sub.add_parser("import-allennlp", help="an AllenNLP language-model archive (Transformer "
                        "ELMo's model.tar.gz) -> a training directory", formatter_class=fmt)

@@ -20,11 +20,14 @@ import glob
 import logging
 import math
 import os
+import re
 import secrets
+import shutil
 import signal
+import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +38,7 @@ from bilm._io import DiskFullError, Progress, is_disk_full, output_error
 from bilm.data.dataset import BidirectionalLMDataset, LMDataset
 from bilm.data.sentences import SentenceDataset
 from bilm.data.vocabulary import UnicodeCharsVocabulary, Vocabulary
-from bilm.distribute import is_chief, make_strategy, replica_device
+from bilm.distribute import is_chief, is_multi_worker, make_strategy, replica_device
 from bilm.encoders import encoder_protocol
 from bilm.lm import LanguageModel
 from bilm.optimizers import Adagrad, combine_rows, make_optimizer, map_gradient
@@ -128,6 +131,53 @@ def count_corpus(filepattern: str, cache: dict[str, list[int]] | None = None,
 def count_tokens(filepattern: str, cache: dict[str, list[int]] | None = None) -> int:
     """Whitespace tokens in the files matching ``filepattern`` (see :func:`count_corpus`)."""
     return count_corpus(filepattern, cache)[0]
+
+
+# What a collective raises when a peer worker died or stopped answering.
+_CLUSTER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+                   tf.errors.AbortedError, tf.errors.CancelledError, tf.errors.InternalError)
+
+
+def _cause(error: BaseException) -> str:
+    """The line of a TensorFlow error that says what happened (its message starts with
+    "Graph execution error:" and the Python stack where the op was built)."""
+    lines = [" ".join(line.split()) for line in str(error).splitlines()]
+    telling = [line for line in lines if re.search(
+        r"abort|unavailable|deadline|connect|socket|peer|heartbeat|task|worker", line, re.I)
+        and not line.startswith(("Detected at node", "File ", "[["))]
+    plain = [line for line in lines if line and not line.startswith(
+        ("Graph execution error", "Detected at node", "File ", "[["))]
+    return (telling or plain or [type(error).__name__])[0][:240]
+
+
+def _any_worker(strategy: tf.distribute.Strategy, flag: bool) -> bool:
+    """Whether ``flag`` holds on any worker (a scalar all-reduce): decisions every worker
+    must take together, such as saving on a clock."""
+    value = strategy.run(lambda: tf.constant(1.0 if flag else 0.0))
+    return float(strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)) > 0
+
+
+def _preemption_handler(strategy: tf.distribute.Strategy, stop: _StopSignals,
+                        save: Callable[[], str], folder: str):
+    """TensorFlow's ``PreemptionCheckpointHandler`` over a cluster: when any worker gets
+    SIGTERM, SIGHUP or Ctrl-C (our handler's flag, polled by TensorFlow's watcher), every
+    worker saves at the same step, through ``save``, then raises TrainingInterrupted. Its
+    own bookkeeping checkpoint lives in ``folder``, private and removed by the caller: the
+    run's checkpoints are ours."""
+    helper = tf.train.Checkpoint()
+
+    def exit_after_save() -> None:
+        raise TrainingInterrupted(stop.received or signal.SIGTERM, stop.last_saved)
+
+    def save_fn() -> None:
+        stop.last_saved = save()
+
+    config = tf.distribute.experimental.TerminationConfig(
+        termination_watcher_fn=lambda: stop.received is not None, exit_fn=exit_after_save,
+        grace_period=0, save_fn=save_fn)
+    return tf.distribute.experimental.PreemptionCheckpointHandler(
+        strategy.cluster_resolver, tf.train.CheckpointManager(helper, folder, max_to_keep=1),
+        termination_config=config)
 
 
 def _all_reduce(ctx: tf.distribute.ReplicaContext, grads: list) -> list:
@@ -247,17 +297,39 @@ class _Trainer:
     def store_states(self, states) -> None:
         if self.state_vars is None:
             return
+        if is_multi_worker(self.strategy):  # every worker's rows (a collective: all call it)
+            for var, value in zip(tf.nest.flatten(self.state_vars), tf.nest.flatten(states)):
+                var.assign(self.strategy.gather(value, axis=1))
+            return
         local = self.strategy.experimental_local_results(states)
         flat = [tf.nest.flatten(r) for r in local]
         for k, var in enumerate(tf.nest.flatten(self.state_vars)):
             var.assign(tf.concat([r[k] for r in flat], axis=1))
 
-    def distribute_batch(self, batch: dict[str, np.ndarray]):
+    def local_rows(self) -> tuple[int, int]:
+        """(start, stop): the rows of the global batch this process's replicas train on (all
+        of them on one machine; a worker's slice in a cluster, replicas being numbered worker
+        by worker)."""
+        if getattr(self, "_local_rows", None) is None:
+            self._local_rows = self._find_local_rows()
+        return self._local_rows
+
+    def _find_local_rows(self) -> tuple[int, int]:
+        ids = self.strategy.experimental_local_results(
+            self.strategy.experimental_distribute_values_from_function(
+                lambda ctx: tf.constant(ctx.replica_id_in_sync_group)))
+        ids = sorted(int(i) for i in ids)
         bs = self.options.batch_size
+        return ids[0] * bs, (ids[-1] + 1) * bs
+
+    def distribute_batch(self, batch: dict[str, np.ndarray]):
+        """This process's rows of a batch (:meth:`local_rows`) to its replicas."""
+        bs = self.options.batch_size
+        first = self.local_rows()[0] // bs
         batch = {k: tf.constant(v) for k, v in batch.items() if v is not None}
 
         def value_fn(ctx):
-            i = ctx.replica_id_in_sync_group
+            i = ctx.replica_id_in_sync_group - first
             return {k: v[i * bs : (i + 1) * bs] for k, v in batch.items()}
 
         return self.strategy.experimental_distribute_values_from_function(value_fn)
@@ -449,6 +521,7 @@ class _StopSignals:
     def __init__(self) -> None:
         self.received: int | None = None
         self.last_good: str | None = None
+        self.last_saved: str | None = None
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> _StopSignals:
@@ -514,7 +587,8 @@ def train(options: BiLMOptions | dict | str, data: BidirectionalLMDataset | LMDa
           *, seed: int | None = None, n_batches: int | None = None,
           checkpoint_every: int | None = None,
           checkpoint_minutes: float | None = DEFAULT_CHECKPOINT_MINUTES,
-          log_every: int = 100, progress: bool = True) -> str:
+          log_every: int = 100, progress: bool = True, sparse_updates: bool = True,
+          collective_timeout: float | None = None) -> str:
     """Train a biLM; returns the path of the final checkpoint.
 
     Args:
@@ -539,6 +613,11 @@ def train(options: BiLMOptions | dict | str, data: BidirectionalLMDataset | LMDa
             and/or minutes (None: not by that measure), and always at the end and on
             SIGINT/SIGTERM/SIGHUP.
         log_every: batches between the entries of training_log.csv and TensorBoard.
+        collective_timeout: in a cluster, seconds a gradient all-reduce waits for the other
+            workers before failing (default :data:`bilm.distribute.DEFAULT_COLLECTIVE_TIMEOUT`).
+        sparse_updates: Adagrad updates only the softmax (and word-embedding) rows a batch
+            touches (the same values as the dense update, see :mod:`bilm.optimizers`); False
+            applies dense, vocabulary-sized gradients (for comparisons).
 
     Raises:
         TrainingError: a non-finite loss or weights (nothing non-finite is ever saved).
@@ -552,8 +631,8 @@ def train(options: BiLMOptions | dict | str, data: BidirectionalLMDataset | LMDa
     elif options.bidirectional != isinstance(data, BidirectionalLMDataset):
         raise ValueError("bidirectional options need a BidirectionalLMDataset (and a forward "
                          "LM an LMDataset)")
-    strategy = make_strategy(n_gpus)
-    chief = is_chief(strategy)
+    strategy = make_strategy(n_gpus, collective_timeout)
+    chief, multi_worker = is_chief(strategy), is_multi_worker(strategy)
     run = TrainingRun(tf_save_dir)
     recorded = run.read_state() if restart_ckpt_file else None
     state = recorded or RunState(seed=0)
@@ -572,7 +651,7 @@ def train(options: BiLMOptions | dict | str, data: BidirectionalLMDataset | LMDa
         else:  # the user's count: the sentences in proportion
             n_lines = max(round(n_lines * options.n_train_tokens / n_tokens), 1)
 
-    trainer = _Trainer(options, strategy, seed)
+    trainer = _Trainer(options, strategy, seed, sparse_updates=sparse_updates)
     rows = options.batch_size * trainer.n_replicas
     tokens_per_batch = rows * options.unroll_steps  # streams; sentences: counted per batch
     if n_batches is None:
@@ -591,7 +670,9 @@ def train(options: BiLMOptions | dict | str, data: BidirectionalLMDataset | LMDa
     # Only our own checkpoints know the data position; bilm-tf's restart read afresh.
     ours = bool(restart_ckpt_file) and _is_object_checkpoint(restart_ckpt_file)
     history = state.history(start) if ours else []
-    batches = _prefetch(data.iter_batches(rows, options.unroll_steps, history))
+    own = trainer.local_rows()
+    batches = _prefetch(data.iter_batches(rows, options.unroll_steps, history,
+                                          rows=None if own == (0, rows) else own))
     state.continue_at(start, rows, options.unroll_steps)
     state.target_batches, state.data_seed = n_batches, getattr(data, "seed", None)
     state.train_prefix = data.filepattern
@@ -605,13 +686,19 @@ def train(options: BiLMOptions | dict | str, data: BidirectionalLMDataset | LMDa
         if isinstance(data.vocab, Vocabulary):
             run.store_vocabulary(data.vocab, state)
         run.write_state(state)
-    manager = tf.train.CheckpointManager(trainer.checkpoint, tf_save_dir, max_to_keep=2,
+    # Every worker saves (the variables' values are gathered collectively); only the chief
+    # into the run, the others into a private folder removed at the end (TensorFlow's
+    # documented pattern for MultiWorkerMirroredStrategy).
+    ckpt_dir = tf_save_dir if chief else tempfile.mkdtemp(prefix="bilm-worker-")
+    manager = tf.train.CheckpointManager(trainer.checkpoint, ckpt_dir, max_to_keep=2,
                                          checkpoint_name="model")
     metrics = _MetricsLog(run.path(LOG_FILE), start, chief)
     writer = (tf.summary.create_file_writer(tf_log_dir) if chief
               else tf.summary.create_noop_writer())
     if start >= n_batches:
         logger.info("already at batch %d of %d: nothing to train", start, n_batches)
+        if not chief:
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
         return restart_ckpt_file or manager.latest_checkpoint
 
     states = trainer.distributed_states()
@@ -628,7 +715,8 @@ def train(options: BiLMOptions | dict | str, data: BidirectionalLMDataset | LMDa
                 f"good checkpoint is {last_good or '(none)'}; resume from it with a lower "
                 "learning_rate or all_clip_norm_val.")
         try:
-            saved[done] = manager.save(checkpoint_number=done)
+            manager.save(checkpoint_number=done)
+            saved[done] = os.path.join(tf_save_dir, f"model-{done}")  # the chief's
             return saved[done]
         except tf.errors.OpError as e:
             if not is_disk_full(e):
@@ -645,7 +733,14 @@ def train(options: BiLMOptions | dict | str, data: BidirectionalLMDataset | LMDa
     done = start
     with _StopSignals() as stop, writer.as_default():
         stop.last_good = last_good
+        # several workers stop together, at a step they agree on (TensorFlow's handler)
+        private = [ckpt_dir] if not chief else []  # removed at the end, whatever happens
+        preemption = None
         try:
+            if multi_worker:
+                private.append(tempfile.mkdtemp(prefix="bilm-preemption-"))
+                preemption = _preemption_handler(strategy, stop, lambda: save(done),
+                                                 private[-1])
             for step in range(start, n_batches):
                 batch = next(batches, None)
                 if batch is None:
@@ -674,8 +769,9 @@ def train(options: BiLMOptions | dict | str, data: BidirectionalLMDataset | LMDa
                             "learning_rate or all_clip_norm_val.")
                     window_loss, window_n = window_loss + loss, window_n + 1
                 # tokens/s counts one direction's targets (bilm-tf's batch_size * unroll_steps)
-                window_tokens += (tokens_per_batch if "lengths" not in batch
-                                  else int(np.maximum(batch["lengths"] - 1, 0).sum()))
+                window_tokens += (tokens_per_batch if "lengths" not in batch else  # all rows'
+                                  rows / (own[1] - own[0])
+                                  * int(np.maximum(batch["lengths"] - 1, 0).sum()))
                 bar.update()
                 now = time.perf_counter()
                 if done == start + 1:  # the first batch includes compilation: not timed
@@ -692,16 +788,29 @@ def train(options: BiLMOptions | dict | str, data: BidirectionalLMDataset | LMDa
                     _scalar("gradient_norm", float(norm))
                     _scalar("tokens_per_second", rate)
                     window_start, window_loss, window_n, window_tokens = now, 0.0, 0, 0
-                if stop.received is not None:
+                if preemption is not None:
+                    preemption.save_checkpoint_if_preempted()  # raises after saving
+                elif stop.received is not None:
                     path = save(done)
                     raise TrainingInterrupted(stop.received, path)
-                if ((checkpoint_every and done % checkpoint_every == 0)
-                        or (checkpoint_minutes and now - last_save >= 60 * checkpoint_minutes)):
+                due = bool(checkpoint_minutes and now - last_save >= 60 * checkpoint_minutes)
+                if checkpoint_minutes and multi_worker:  # clocks differ: any worker's is due
+                    due = _any_worker(strategy, due)
+                if due or (checkpoint_every and done % checkpoint_every == 0):
                     last_good = stop.last_good = save(done)
                     last_save = time.perf_counter()
+        except tf.errors.OpError as e:
+            if multi_worker and isinstance(e, _CLUSTER_ERRORS):
+                raise TrainingError(
+                    f"the cluster lost a worker at batch {done + 1} ({_cause(e)}); "
+                    f"stopped. The last checkpoint is {last_good or '(none)'}; relaunch every "
+                    "worker (bilm resume) to continue from it.") from None
+            raise
         finally:
             bar.close()
             writer.flush()
+            for folder in private:
+                shutil.rmtree(folder, ignore_errors=True)
     if getattr(data, "n_skipped_lines", 0):
         logger.warning("%d lines of the training files were not valid UTF-8 and were skipped",
                        data.n_skipped_lines)
@@ -901,7 +1010,7 @@ def start_training(save_dir: str, options: BiLMOptions | dict | str, train_prefi
                    n_batches: int | None = None, overwrite: bool = False,
                    checkpoint_every: int | None = None,
                    checkpoint_minutes: float | None = DEFAULT_CHECKPOINT_MINUTES,
-                   progress: bool = True) -> str:
+                   progress: bool = True, collective_timeout: float | None = None) -> str:
     """Start a new training run in ``save_dir`` (``bilm train``, ``train_elmo.py``).
 
     ``options`` get ``n_tokens_vocab`` from the vocabulary. ``seed`` (None: picked, logged
@@ -929,7 +1038,7 @@ def start_training(save_dir: str, options: BiLMOptions | dict | str, train_prefi
     data = _dataset(options, train_prefix, vocab, seed)
     return train(options, data, n_gpus, save_dir, save_dir, seed=seed, n_batches=n_batches,
                  checkpoint_every=checkpoint_every, checkpoint_minutes=checkpoint_minutes,
-                 progress=progress)
+                 progress=progress, collective_timeout=collective_timeout)
 
 
 AS_RECORDED: Any = object()  # resume_training's default: the run's recorded setting
@@ -943,7 +1052,7 @@ def resume_training(save_dir: str, *, train_prefix: str | None = None,
                     vocab_file: str | None = None, n_gpus: int = 1,
                     n_batches: int | None = None, changes: dict[str, Any] | None = None,
                     checkpoint_every: Any = AS_RECORDED, checkpoint_minutes: Any = AS_RECORDED,
-                    progress: bool = True) -> str:
+                    progress: bool = True, collective_timeout: float | None = None) -> str:
     """Continue a run from its latest checkpoint (``bilm resume``, ``restart.py``).
 
     By default the run goes on to the length it was started with, on the same data and
@@ -996,4 +1105,5 @@ def resume_training(save_dir: str, *, train_prefix: str | None = None,
     data = _dataset(options, train_prefix, vocab, data_seed)
     return train(options, data, n_gpus, save_dir, save_dir, restart_ckpt_file=ckpt, seed=seed,
                  n_batches=n_batches, checkpoint_every=checkpoint_every,
-                 checkpoint_minutes=checkpoint_minutes, progress=progress)
+                 checkpoint_minutes=checkpoint_minutes, progress=progress,
+                 collective_timeout=collective_timeout)

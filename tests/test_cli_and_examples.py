@@ -329,7 +329,9 @@ def _other_flags() -> set[str]:
 
     sources = [ROOT / "bilm" / "scripts.py", *sorted((ROOT / "benchmarks").glob("*.py"))]
     found = {m for path in sources for m in re.findall(r'"(--[a-z][\w-]*)"', path.read_text())}
-    return found | {"--gpus", "--all", "--top", "--average"}  # docker run; allennlp elmo
+    # docker run; allennlp elmo; SLURM's srun
+    return found | {"--gpus", "--all", "--top", "--average", "--nodes", "--ntasks-per-node",
+                    "--gpus-per-node"}
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
@@ -350,6 +352,9 @@ def test_documented_commands_parse(doc):
             if argv[:1] == ["bilm"]:
                 try:
                     args = parser.parse_args(argv[1:])
+                    if args.command == "launch":  # and the command the workers run
+                        inner = args.worker_command[args.worker_command[:1] == ["--"]:]
+                        args = parser.parse_args(inner)
                 except SystemExit:
                     pytest.fail(f"{doc.name}: does not parse: {command.strip()}")
                 last = commands[args.command]
@@ -398,7 +403,8 @@ def test_cli_reference_covers_every_flag():
             assert f"`{flag}" in sections[name], f"docs/cli.md: bilm {name} {flag} missing"
         for action in parser._actions:
             if not action.option_strings and action.dest != "help":
-                assert action.dest.upper() in sections[name], (name, action.dest)
+                shown = action.metavar or action.dest.upper()
+                assert shown in sections[name], (name, shown)
 
 
 @pytest.mark.slow
