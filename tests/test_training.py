@@ -77,7 +77,7 @@ def test_end_to_end_train_test_export_load(kjv, tmp_path):
     chars = UnicodeCharsVocabulary(None, 20, tokens=["<S>"]).encode_chars(sentence, split=False)
     ids = tf.constant(np.stack([chars, chars[::-1]])[:, :, np.newaxis])  # (d, T, 1, chars)
     x = trained.lm.encoder.embed_tokens(ids, shifted=False)  # (d, T, 1, dim)
-    outputs, _ = trained.lm.encoder.run_lstms(x)
+    outputs, _ = trained.lm.contextualizer.run(x)
     for k, layer in enumerate(outputs, start=1):
         fwd, bwd = layer[0, :, 0].numpy(), layer[1, ::-1, 0].numpy()
         expected = np.concatenate([fwd, bwd], -1)[1:-1]
