@@ -72,6 +72,14 @@ def main() -> None:
                    default="float32", help="the options' precision (default float32)")
     p.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
                    help="XLA for the LSTMs + softmax (default: the toolkit's, on at this shape)")
+    p.add_argument("--vocab-size", type=int,
+                   help="pad KJV's vocabulary with synthetic words to this size (e.g. the 1B "
+                   "Word Benchmark's 793471): the softmax grows, the text does not")
+    p.add_argument("--shape", choices=["small", "original"], default="small",
+                   help="small (above) or original: the released ELMo's 4096/512 LSTMs, 2 "
+                   "highways, 128 x 20 rows, 8192 negatives (for the scaling plan's step time)")
+    p.add_argument("--dense", action="store_true",
+                   help="dense softmax gradients and updates (the toolkit before sparse ones)")
     args = p.parse_args()
     if not KJV.exists():
         sys.exit(f"needs {KJV} (../shared beside the checkout)")
@@ -86,8 +94,21 @@ def main() -> None:
     logging.getLogger("bilm").addHandler(skipped)
     logging.getLogger("bilm").setLevel(logging.INFO)
     logging.getLogger("bilm.training").setLevel(logging.DEBUG)  # overflow-skipped steps
-    vocab = load_vocab(str(KJV / "vocab.txt"), 50)
-    options = {**SMALL, "n_tokens_vocab": vocab.size, "precision": args.precision}
+    vocab_file = str(KJV / "vocab.txt")
+    if args.vocab_size:
+        words = (KJV / "vocab.txt").read_text(encoding="utf-8").split()
+        synthetic = [f"zzsyn{i}" for i in range(max(args.vocab_size - len(words), 0))]
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as padded:
+            padded.write("\n".join(words + synthetic) + "\n")
+        vocab_file = padded.name
+    vocab = load_vocab(vocab_file, 50)
+    shape = SMALL
+    if args.shape == "original":
+        from bilm.presets import preset
+
+        shape = {**preset("original"), "dropout": SMALL["dropout"]}
+    rows, steps = shape["batch_size"], shape["unroll_steps"]
+    options = {**shape, "n_tokens_vocab": vocab.size, "precision": args.precision}
     if args.jit is not None:
         options["jit_compile"] = args.jit
     with tempfile.TemporaryDirectory() as tmp:
@@ -96,17 +117,21 @@ def main() -> None:
         start = time.perf_counter()
         ckpt = train(options, data, 1, os.path.join(tmp, "save"), os.path.join(tmp, "log"),
                      n_batches=args.batches, log_every=args.log_every, seed=args.seed,
-                     checkpoint_every=None, checkpoint_minutes=None, progress=True)
+                     checkpoint_every=None, checkpoint_minutes=None, progress=True,
+                     sparse_updates=not args.dense)
         total = time.perf_counter() - start
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         timed = _window_rates(os.path.join(tmp, "save", "training_log.csv"))
         jit = "default" if args.jit is None else args.jit
-        print(f"# TF {tf.__version__}, {args.batches} batches of 64 x 20, 4096 negatives, "
-              f"precision {args.precision}, jit {jit}")
+        print(f"# TF {tf.__version__}, {args.shape} shape, {args.batches} batches of {rows} x "
+              f"{steps}, {shape['n_negative_samples_batch']} negatives, "
+              f"precision {args.precision}, jit {jit}, vocabulary {vocab.size:,}, "
+              f"{'dense' if args.dense else 'sparse'} softmax updates")
         rate = statistics.median(timed)
         print(f"training tokens/s (median of {len(timed)} windows, the first batch excluded): "
               f"{rate:,.0f}")
-        steady = (args.batches - 1) * 64 * 20 / rate
+        print(f"seconds per batch (median): {rows * steps / rate:.3f}")
+        steady = (args.batches - 1) * rows * steps / rate
         print(f"start-up (the train() call's time beyond {args.batches - 1} batches at that "
               f"rate: set-up, compilation, the final save): {total - steady:.1f} s")
         print(f"total {total:.1f} s, peak RSS {rss:,.0f} MB (training)")
