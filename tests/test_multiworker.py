@@ -206,10 +206,7 @@ def test_only_the_chief_writes(runs):
 @pytest.mark.slow
 def test_sigterm_to_one_worker_stops_all_at_one_checkpoint_then_resume_is_exact(runs):
     d = runs["dir"] / "preempted"
-    ports = _ports()
-    procs = [popen(*runs["train_worker"], "--save-dir", d, env=_worker_env(runs, ports, i))
-             for i in range(2)]
-    wait_for(d / "model-10.index", procs)
+    procs = _two_workers(runs, d)
     procs[1].send_signal(signal.SIGTERM)  # the scheduler preempts one machine
     outs = [p.communicate(timeout=120) for p in procs]
     codes = [p.returncode for p in procs]
@@ -232,10 +229,7 @@ def test_sigterm_to_one_worker_stops_all_at_one_checkpoint_then_resume_is_exact(
 @pytest.mark.slow
 def test_a_worker_killed_stops_the_others_in_bounded_time_then_relaunch_resumes(runs):
     d = runs["dir"] / "lost"
-    ports = _ports()
-    procs = [popen(*runs["train_worker"], "--save-dir", d, env=_worker_env(runs, ports, i))
-             for i in range(2)]
-    wait_for(d / "model-10.index", procs)
+    procs = _two_workers(runs, d)
     procs[1].kill()
     killed = time.monotonic()
     _, err = procs[0].communicate(timeout=180)
@@ -255,16 +249,16 @@ def test_a_worker_killed_stops_the_others_in_bounded_time_then_relaunch_resumes(
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
-def _ports() -> list[int]:
-    from bilm.launch import free_ports
+def _two_workers(runs: dict, save_dir: Path, *flags) -> list[subprocess.Popen]:
+    """Two training workers on localhost (TF_CONFIG as a cluster gives it), once the first
+    checkpoint (batch 10) is written."""
+    from bilm.launch import free_ports, tf_config
 
-    return free_ports(2)
-
-
-def _worker_env(runs: dict, ports: list[int], index: int) -> dict[str, str]:
-    from bilm.launch import tf_config
-
-    return {**runs["env"], "TF_CONFIG": tf_config(ports, index)}
+    ports = free_ports(2)
+    procs = [popen(*runs["train_worker"], "--save-dir", save_dir, *flags,
+                   env={**runs["env"], "TF_CONFIG": tf_config(ports, i)}) for i in range(2)]
+    wait_for(save_dir / "model-10.index", procs)
+    return procs
 
 
 @pytest.mark.slow
@@ -272,11 +266,8 @@ def test_a_frozen_worker_stops_the_others_within_the_collective_timeout(runs):
     """A machine that stops answering without closing its connections (SIGSTOP here: a hung
     host, a network partition): only the collective timeout can tell."""
     d = runs["dir"] / "frozen"
-    ports = _ports()
-    procs = [popen(*runs["train_worker"], "--save-dir", d, "--collective-timeout", 10,
-                   env=_worker_env(runs, ports, i)) for i in range(2)]
+    procs = _two_workers(runs, d, "--collective-timeout", 10)
     try:
-        wait_for(d / "model-10.index", procs)
         procs[1].send_signal(signal.SIGSTOP)
         frozen = time.monotonic()
         _, err = procs[0].communicate(timeout=120)
