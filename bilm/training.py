@@ -768,8 +768,9 @@ def train(options: BiLMOptions | dict | str, data: BidirectionalLMDataset | LMDa
                             f"last good checkpoint is {last_good or '(none)'}. Try a lower "
                             "learning_rate or all_clip_norm_val.")
                     window_loss, window_n = window_loss + loss, window_n + 1
-                # tokens/s counts one direction's targets (bilm-tf's batch_size * unroll_steps)
-                window_tokens += (tokens_per_batch if "lengths" not in batch else  # all rows'
+                # tokens/s counts one direction's targets (bilm-tf's batch_size * unroll_steps);
+                # sentences: this worker's rows' targets, scaled to the global batch (estimate)
+                window_tokens += (tokens_per_batch if "lengths" not in batch else
                                   rows / (own[1] - own[0])
                                   * int(np.maximum(batch["lengths"] - 1, 0).sum()))
                 bar.update()
