@@ -157,6 +157,29 @@ def _any_worker(strategy: tf.distribute.Strategy, flag: bool) -> bool:
     return float(strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)) > 0
 
 
+def _quiet_peer_watcher() -> None:
+    """Keep TensorFlow's preemption watcher thread from printing a traceback at the end of a
+    run. The thread blocks on the coordination service (hosted by the chief) until a peer is
+    preempted; TensorFlow stops it only in the handler's ``__del__``, so when the chief exits
+    first, another worker's thread gets UnavailableError and Python prints it. Once training
+    is over (or the cluster is lost, which training reports itself) that is noise: logged at
+    debug level instead. Other threads' errors are printed as before."""
+    previous = threading.excepthook
+    if getattr(previous, "_bilm_quiet", False):
+        return
+
+    def hook(args) -> None:
+        thread = getattr(args.thread, "name", "") or ""
+        if thread.startswith("PeerTerminationWatcher") and issubclass(
+                args.exc_type, tf.errors.OpError):
+            logger.debug("%s stopped: %s", thread, _cause(args.exc_value))
+            return
+        previous(args)
+
+    hook._bilm_quiet = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
+
+
 def _preemption_handler(strategy: tf.distribute.Strategy, stop: _StopSignals,
                         save: Callable[[], str], folder: str):
     """TensorFlow's ``PreemptionCheckpointHandler`` over a cluster: when any worker gets
@@ -165,6 +188,7 @@ def _preemption_handler(strategy: tf.distribute.Strategy, stop: _StopSignals,
     own bookkeeping checkpoint lives in ``folder``, private and removed by the caller: the
     run's checkpoints are ours."""
     helper = tf.train.Checkpoint()
+    _quiet_peer_watcher()
 
     def exit_after_save() -> None:
         raise TrainingInterrupted(stop.received or signal.SIGTERM, stop.last_saved)

@@ -106,6 +106,35 @@ def test_cluster_detection(monkeypatch):
     assert cluster_configured() == "slurm"
 
 
+def test_the_preemption_watcher_ending_with_the_cluster_prints_no_traceback():
+    """TensorFlow's PeerTerminationWatcher thread dies with UnavailableError when the chief
+    (the coordination service) exits first: at the end of a run that is noise (it made CI's
+    2-worker run print a traceback). Other threads' errors still reach the previous hook."""
+    import threading
+
+    import tensorflow as tf
+
+    from bilm.training import _quiet_peer_watcher
+
+    previous, printed = threading.excepthook, []
+    try:
+        threading.excepthook = lambda args: printed.append((args.thread.name, args.exc_type))
+        _quiet_peer_watcher()
+
+        def fail(error):
+            raise error
+
+        for name, error in (("PeerTerminationWatcher-1",
+                             tf.errors.UnavailableError(None, None, "Socket closed")),
+                            ("another-thread", RuntimeError("a real bug"))):
+            thread = threading.Thread(target=fail, args=(error,), name=name)
+            thread.start()
+            thread.join()
+    finally:
+        threading.excepthook = previous
+    assert printed == [("another-thread", RuntimeError)], printed
+
+
 # --- slow: real workers through the command line --------------------------------------------
 
 
