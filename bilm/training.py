@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import glob
 import logging
 import math
@@ -330,15 +331,11 @@ class _Trainer:
         for k, var in enumerate(tf.nest.flatten(self.state_vars)):
             var.assign(tf.concat([r[k] for r in flat], axis=1))
 
+    @functools.cached_property
     def local_rows(self) -> tuple[int, int]:
         """(start, stop): the rows of the global batch this process's replicas train on (all
         of them on one machine; a worker's slice in a cluster, replicas being numbered worker
         by worker)."""
-        if getattr(self, "_local_rows", None) is None:
-            self._local_rows = self._find_local_rows()
-        return self._local_rows
-
-    def _find_local_rows(self) -> tuple[int, int]:
         ids = self.strategy.experimental_local_results(
             self.strategy.experimental_distribute_values_from_function(
                 lambda ctx: tf.constant(ctx.replica_id_in_sync_group)))
@@ -349,7 +346,7 @@ class _Trainer:
     def distribute_batch(self, batch: dict[str, np.ndarray]):
         """This process's rows of a batch (:meth:`local_rows`) to its replicas."""
         bs = self.options.batch_size
-        first = self.local_rows()[0] // bs
+        first = self.local_rows[0] // bs
         batch = {k: tf.constant(v) for k, v in batch.items() if v is not None}
 
         def value_fn(ctx):
@@ -694,7 +691,7 @@ def train(options: BiLMOptions | dict | str, data: BidirectionalLMDataset | LMDa
     # Only our own checkpoints know the data position; bilm-tf's restart read afresh.
     ours = bool(restart_ckpt_file) and _is_object_checkpoint(restart_ckpt_file)
     history = state.history(start) if ours else []
-    own = trainer.local_rows()
+    own = trainer.local_rows
     batches = _prefetch(data.iter_batches(rows, options.unroll_steps, history,
                                           rows=None if own == (0, rows) else own))
     state.continue_at(start, rows, options.unroll_steps)

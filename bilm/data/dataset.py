@@ -189,12 +189,11 @@ class LMDataset:
         the sentences the previous one left (a geometry change drops the partly read
         sentences of the old rows). The same seed and history give the same batches.
         """
-        def batches(source: Iterator[_Sentence], size: int, steps: int) -> Iterator[Batch]:
-            # a replayed stretch of another geometry is read, not built: no rows
-            own = rows if (size, steps) == (batch_size, num_steps) else (0, 0)
+        def batches(source: Iterator[_Sentence], size: int, steps: int,
+                    own: tuple[int, int] | None) -> Iterator[Batch]:
             return _get_batch(source, size, steps, self.max_word_length, own)
 
-        yield from replay(history, (batch_size, num_steps), self._sentences(), batches)
+        yield from replay(history, (batch_size, num_steps), self._sentences(), batches, rows)
 
 
 def _consume(iterator: Iterator, n: int) -> None:
@@ -203,8 +202,11 @@ def _consume(iterator: Iterator, n: int) -> None:
 
 
 def replay(history: Sequence[Segment], geometry: tuple[int, int], source: Iterator,
-           batches: Callable[[Iterator, int, int], Iterator[Batch]]) -> Iterator[Batch]:
-    """Batches from ``source`` with ``geometry`` (rows, steps), after replaying ``history``.
+           batches: Callable[[Iterator, int, int, tuple[int, int] | None], Iterator[Batch]],
+           own: tuple[int, int] | None = None) -> Iterator[Batch]:
+    """Batches from ``source`` with ``geometry`` (rows, steps), after replaying ``history``;
+    ``batches(source, rows, steps, own)`` builds only the ``own`` = (start, stop) rows of each
+    batch (None: all), and replayed stretches of another geometry are read, not built.
 
     Each history segment reads on from where the previous one left ``source``; consecutive
     segments of one geometry are one stretch, and when the last one has ``geometry`` the
@@ -219,8 +221,8 @@ def replay(history: Sequence[Segment], geometry: tuple[int, int], source: Iterat
     if segments and segments[-1][1:] == tuple(geometry):
         skip = segments.pop()[0]
     for n, rows, steps in segments:
-        _consume(batches(source, rows, steps), n)
-    current = batches(source, *geometry)
+        _consume(batches(source, rows, steps, (0, 0)), n)
+    current = batches(source, *geometry, own)
     _consume(current, skip)
     yield from current
 

@@ -131,9 +131,4 @@ class SentenceDataset:
         the streams' signature); ``history`` replays the batches a resumed run read, as
         (n_batches, batch_size, num_steps) segments (a change of batch size starts a new
         window: the old window's unread sentences are dropped)."""
-
-        def batches(source, size, steps):
-            own = rows if (size, steps) == (batch_size, num_steps) else (0, 0)
-            return self._batches(source, size, steps, own)
-
-        yield from replay(history, (batch_size, num_steps), self.pieces(), batches)
+        yield from replay(history, (batch_size, num_steps), self.pieces(), self._batches, rows)
