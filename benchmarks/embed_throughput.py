@@ -1,18 +1,26 @@
-"""Embedding throughput at the published ELMo shapes, with random weights.
+"""Embedding throughput at the published ELMo shapes against the roofline, beside bilm-tf.
 
-Embeds the first ``--n-sentences`` sentences of ``../shared/corpus/kjv/heldout`` at batch 64 and
-prints tokens/s (median of ``--repeats`` passes after a warm-up pass) and peak RSS.
+Embeds the first ``--n-sentences`` sentences of ``../shared/corpus/kjv/heldout`` at batch 64
+with random-weight models and prints, per shape and path: tokens/s (median of ``--repeats``
+passes after a warm-up pass), peak RSS, useful GFLOP/s and the fraction of this machine's
+matmul ceiling, measured in the same run (see ``roofline.py`` for what counts as useful), and
+the ratio to bilm-tf when bilm-tf is set up (``benchmarks/setup_bilmtf_env.sh``).
 
-    python benchmarks/embed_throughput.py                 # small, medium, original
-    python benchmarks/embed_throughput.py --shapes small --mode stateful
+    python benchmarks/embed_throughput.py                     # small, medium, original
+    python benchmarks/embed_throughput.py --shapes small --paths stateful fast
+    python benchmarks/embed_throughput.py --precision bfloat16 --paths fast
 
-Modes:
+Paths (each runs in its own process, so its peak RSS is its own):
+    bilm-tf   bilm-tf 0.1.post5's BidirectionalLanguageModel on TF1-compat, stateful, batches
+              of 64 in file order (``bilmtf_side.py``); skipped when not set up.
+    stateful  ``model(batcher.batch_sentences(batch))`` on the same batches: what ported
+              bilm-tf code calls.
     fast      ``embed_sentences``: stateless, length-grouped batches, each distinct token's CNN
-              computed once (the token cache is cleared before every pass, so each pass pays
-              for its own CNN work).
-    stateful  ``model(batcher.batch_sentences(batch))`` on consecutive batches, as bilm-tf ran.
+              computed once (the token cache is cleared before every pass).
 
-Tokens are the sentences' own tokens (no <S>/</S>).
+Tokens are the sentences' own tokens (no <S>/</S>). ``--precision bfloat16`` runs our paths
+with bf16 matmuls (``BidirectionalLanguageModel(precision="bfloat16")``); the ceiling is then
+measured in bf16 too.
 """
 
 from __future__ import annotations
@@ -22,23 +30,29 @@ import json
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "corpus" / "kjv" / "heldout" / "kjv.heldout.txt"
+DEFAULT_VOCAB = ROOT.parent / "shared" / "corpus" / "kjv" / "vocab.txt"
+BILMTF_DIR = HERE / ".envs" / "bilmtf"
 
-FILTERS = [[1, 32], [2, 32], [3, 64], [4, 128], [5, 256], [6, 512], [7, 1024]]
 SHAPES = {  # name: (lstm dim, projection dim, n_highway)
     "small": (1024, 128, 1),
     "medium": (2048, 256, 1),
     "original": (4096, 512, 2),
 }
+PATHS = ["bilm-tf", "stateful", "fast"]
 
 
 def shape_options(name: str) -> dict:
+    from roofline import FILTERS
+
     dim, proj, n_highway = SHAPES[name]
     return {
         "lstm": {"dim": dim, "projection_dim": proj, "n_layers": 2, "cell_clip": 3,
@@ -49,13 +63,9 @@ def shape_options(name: str) -> dict:
     }
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def build_model(name: str, tmp: str, stateful: bool):
+def write_model(name: str, tmp: str) -> tuple[str, str]:
+    """Random-weight options and HDF5 weights of a shape (bilm-tf's file formats)."""
     from bilm.encoder import BiLMEncoder
-    from bilm.model import BidirectionalLanguageModel
     from bilm.options import BiLMOptions
     from bilm.weights import save_weights
 
@@ -65,64 +75,139 @@ def build_model(name: str, tmp: str, stateful: bool):
     with open(options_file, "w") as f:
         json.dump(raw, f)
     save_weights(BiLMEncoder(BiLMOptions.from_dict(raw)), weight_file)
-    return BidirectionalLanguageModel(options_file, weight_file, stateful=stateful,
-                                      max_batch_size=64)
+    return options_file, weight_file
 
 
-def run_pass(model, sentences, batch_size: int, mode: str, batcher) -> float:
-    start = time.perf_counter()
-    if mode == "fast":
-        model._token_cache.clear()
-        model._token_cache_array = model._token_cache_array[:0]
-        for _ in model.embed_sentences(sentences, batch_size=batch_size):
-            pass
-    else:
-        model.reset_states()
-        for i in range(0, len(sentences), batch_size):
-            out = model(batcher.batch_sentences(sentences[i : i + batch_size]))
-            out["lm_embeddings"].numpy()
-    return time.perf_counter() - start
+def read_sentences(path: str, n: int) -> list[list[str]]:
+    with open(path, encoding="utf-8") as f:
+        return [line.split() for _, line in zip(range(n), f)]
+
+
+def time_ours(args) -> dict:
+    """One path of ours, in this process: warm-up, then ``repeats`` timed passes."""
+    import tensorflow as tf
+
+    from bilm.data import Batcher
+    from bilm.model import BidirectionalLanguageModel
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    sentences = read_sentences(args.data, args.n_sentences)
+    stateful = args.one == "stateful"
+    model = BidirectionalLanguageModel(args.options, args.weights, stateful=stateful,
+                                       max_batch_size=args.batch_size, precision=args.precision)
+    batcher = Batcher(None, 50)
+
+    def one_pass() -> float:
+        start = time.perf_counter()
+        if stateful:
+            model.reset_states()
+            for i in range(0, len(sentences), args.batch_size):
+                out = model(batcher.batch_sentences(sentences[i : i + args.batch_size]))
+                out["lm_embeddings"].numpy()
+        else:
+            model.clear_token_cache()
+            for _ in model.embed_sentences(sentences, batch_size=args.batch_size):
+                pass
+        return time.perf_counter() - start
+
+    one_pass()
+    times = [one_pass() for _ in range(args.repeats)]
+    return {"times": times, "peak_rss_mb": resource.getrusage(
+        resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def run_child(cmd: list[str], env: dict | None = None) -> dict:
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode:
+        sys.stderr.write(proc.stderr[-3000:])
+        raise SystemExit(f"{' '.join(cmd[:3])}... failed (exit {proc.returncode})")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def bilmtf_env() -> dict:
+    env = dict(os.environ, PYTHONPATH=str(BILMTF_DIR), TF_USE_LEGACY_KERAS="1",
+               TF_CPP_MIN_LOG_LEVEL="2")
+    return env
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
-    p.add_argument("--mode", default="fast", choices=["fast", "stateful"])
+    p.add_argument("--paths", nargs="+", default=PATHS, choices=PATHS)
+    p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
+                   help="our paths' matmul precision (bilm-tf is float32)")
     p.add_argument("--data", default=str(DEFAULT_DATA))
+    p.add_argument("--vocab", default=str(DEFAULT_VOCAB), help="bilm-tf's Batcher needs one")
     p.add_argument("--n-sentences", type=int, default=512)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=0, help="TF intra/inter-op threads (0: TF)")
+    p.add_argument("--threads", type=int, default=2, help="TF intra/inter-op threads")
+    p.add_argument("--one", choices=["stateful", "fast"], help=argparse.SUPPRESS)
+    p.add_argument("--options", help=argparse.SUPPRESS)
+    p.add_argument("--weights", help=argparse.SUPPRESS)
     args = p.parse_args()
     if not os.path.exists(args.data):
         sys.exit(f"data not found: {args.data} (needs ../shared beside the checkout)")
+    sys.path.insert(0, str(HERE))
+    if args.one:  # a child: one path of ours
+        print(json.dumps(time_ours(args)))
+        return
 
     import tensorflow as tf
 
-    from bilm.data import Batcher
+    from roofline import matmul_ceiling, useful_flops
 
-    if args.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    with open(args.data, encoding="utf-8") as f:
-        sentences = [line.split() for _, line in zip(range(args.n_sentences), f)]
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    sentences = read_sentences(args.data, args.n_sentences)
     n_tokens = sum(len(s) for s in sentences)
-    batcher = Batcher(None, 50)
+    ceiling = matmul_ceiling(args.precision)
+    paths = list(args.paths)
+    if "bilm-tf" in paths and not (BILMTF_DIR / "bilm" / "training.py").exists():
+        print(f"# bilm-tf not set up in {BILMTF_DIR} (benchmarks/setup_bilmtf_env.sh): skipped")
+        paths.remove("bilm-tf")
     gpus = tf.config.list_physical_devices("GPU")
-    print(f"# {len(sentences)} sentences, {n_tokens} tokens, batch {args.batch_size}, "
-          f"mode {args.mode}, device {'GPU' if gpus else 'CPU'}, TF {tf.__version__}")
-    print(f"{'shape':<10}{'tokens/s':>12}{'runs (s)':>28}{'peak RSS MB':>14}")
+    print(f"# {time.strftime('%Y-%m-%d')}, {len(sentences)} sentences, {n_tokens} tokens, "
+          f"batch {args.batch_size}, {args.threads} threads, device {'GPU' if gpus else 'CPU'}, "
+          f"TF {tf.__version__}, our precision {args.precision}")
+    print(f"# matmul ceiling ({args.precision}, 4096^3, this run): {ceiling:,.0f} GFLOP/s")
+    print(f"{'shape':<10}{'path':<10}{'tokens/s':>10}{'runs (s)':>22}{'RSS MB':>8}"
+          f"{'GFLOP/s':>9}{'ceiling':>9}{'vs bilm-tf':>11}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
+        sentence_file = os.path.join(tmp, "sentences.txt")
+        with open(sentence_file, "w", encoding="utf-8") as f:
+            f.writelines(" ".join(s) + "\n" for s in sentences)
         for name in args.shapes:
-            model = build_model(name, tmp, stateful=args.mode == "stateful")
-            run_pass(model, sentences, args.batch_size, args.mode, batcher)  # warm-up
-            times = [run_pass(model, sentences, args.batch_size, args.mode, batcher)
-                     for _ in range(args.repeats)]
-            median = statistics.median(times)
-            runs = ", ".join(f"{t:.2f}" for t in times)
-            print(f"{name:<10}{n_tokens / median:>12,.0f}{runs:>28}{peak_rss_mb():>14,.0f}",
-                  flush=True)
-            del model
+            options_file, weight_file = write_model(name, tmp)
+            dim, proj, n_highway = SHAPES[name]
+            flops_per_token = useful_flops(sentences, dim, proj, n_highway) / n_tokens
+            reference = None
+            for path in paths:
+                if path == "bilm-tf":
+                    result = run_child(
+                        [sys.executable, str(HERE / "bilmtf_side.py"), "embed", options_file,
+                         weight_file, "--vocab", args.vocab, "--sentences", sentence_file,
+                         "--batch-size", str(args.batch_size), "--repeats", str(args.repeats),
+                         "--threads", str(args.threads)], env=bilmtf_env())
+                else:
+                    result = run_child(
+                        [sys.executable, __file__, "--one", path, "--options", options_file,
+                         "--weights", weight_file, "--data", sentence_file,
+                         "--n-sentences", str(len(sentences)), "--batch-size",
+                         str(args.batch_size), "--repeats", str(args.repeats),
+                         "--threads", str(args.threads), "--precision", args.precision],
+                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+                rate = n_tokens / statistics.median(result["times"])
+                if path == "bilm-tf":
+                    reference = rate
+                gflops = rate * flops_per_token / 1e9
+                runs = ", ".join(f"{t:.2f}" for t in result["times"])
+                ratio = f"{rate / reference:.2f}x" if reference else "-"
+                print(f"{name:<10}{path:<10}{rate:>10,.0f}{runs:>22}"
+                      f"{result['peak_rss_mb']:>8,.0f}{gflops:>9.1f}{gflops / ceiling:>9.1%}"
+                      f"{ratio:>11}", flush=True)
+            print(f"# {name}: {flops_per_token / 1e6:.1f} useful MFLOP per token")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,9 @@ logger = logging.getLogger(__name__)
 # original model's shape); the cache is cleared when a batch would pass it.
 TOKEN_CACHE_LIMIT = 500_000
 
+# inference precision -> the encoder's (float32 weights and state either way)
+INFERENCE_PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+
 
 def remove_sentence_boundaries(layer: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
     """Drop ``<S>``/``</S>`` from a (batch, T, dim) layer -> (batch, T - 2, dim).
@@ -41,7 +44,8 @@ def remove_sentence_boundaries(layer: tf.Tensor, lengths: tf.Tensor) -> tf.Tenso
 
 
 def contextual_layers(encoder: BiLMEncoder, emb: tf.Tensor, lengths: tf.Tensor,
-                      initial_states: State = None) -> tuple[dict[str, tf.Tensor], State]:
+                      initial_states: State = None, skip_finished_rows: bool = False,
+                      ) -> tuple[dict[str, tf.Tensor], State]:
     """ELMo's layers from token embeddings: the one inference computation, for every encoder.
 
     Args:
@@ -50,12 +54,15 @@ def contextual_layers(encoder: BiLMEncoder, emb: tf.Tensor, lengths: tf.Tensor,
         lengths: (batch,) tokens per row, boundaries included (0 for padding rows).
         initial_states: a stateful encoder's carried state (the LSTM's per layer (c, h), each
             (2, batch, size)); zeros if None.
+        skip_finished_rows: let the encoder skip rows past their length at each step (the
+            same results; not under XLA).
     Returns:
         ``lm_embeddings`` (batch, n_layers + 1, T - 2, 2 * dim): layer 0 is ``[tokens |
         tokens]``, layer k ``[forward_k | backward_k]``; ``lengths`` (batch,) and ``mask``
         (batch, T - 2) without the boundaries; and the final state (None when stateless).
     """
-    outputs, finals = encoder.contextualizer.sentence_layers(emb, lengths, initial_states)
+    outputs, finals = encoder.contextualizer.sentence_layers(
+        emb, lengths, initial_states, skip_finished_rows=skip_finished_rows)
     layers = [tf.concat([emb, emb], axis=-1)]
     for out in outputs:  # shape (2, batch, T, dim)
         layers.append(tf.concat([out[0], out[1]], axis=-1))
@@ -82,6 +89,10 @@ class BidirectionalLanguageModel:
             reproduction, history-dependent); False starts every sentence from zeros
             (deterministic, any batch size). Default: True for an LSTM model (bilm-tf's
             behaviour), False for a stateless encoder (the Transformer), which refuses True.
+        precision: ``float32`` (default: exact, bilm-tf's results) or ``bfloat16``: matmuls
+            and convolutions in bfloat16 with float32 weights, state and outputs -- faster
+            where the hardware has bf16 units, off from float32 by about 1e-2 relative (see
+            docs/performance.md#bfloat16).
 
     Calling it on ids (batch, T[, max_chars]) — NumPy or tensor, eagerly or in
     ``tf.function`` — returns a dict of tensors:
@@ -92,7 +103,11 @@ class BidirectionalLanguageModel:
     def __init__(self, options_file: str | os.PathLike[str], weight_file: str | os.PathLike[str],
                  use_character_inputs: bool = True,
                  embedding_weight_file: str | os.PathLike[str] | None = None,
-                 max_batch_size: int = 128, stateful: bool | None = None) -> None:
+                 max_batch_size: int = 128, stateful: bool | None = None,
+                 precision: str = "float32") -> None:
+        if precision not in INFERENCE_PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(INFERENCE_PRECISIONS)}; "
+                             f"got {precision!r}")
         options = load_options(options_file)
         n_word_vocab = None
         if use_character_inputs:
@@ -108,8 +123,10 @@ class BidirectionalLanguageModel:
         self.options: BiLMOptions = options
         self.use_character_inputs = use_character_inputs
         self.max_batch_size = max_batch_size
+        self.precision = precision
         self.encoder = BiLMEncoder(options, use_character_inputs=use_character_inputs,
-                                   n_word_vocab=n_word_vocab, n_directions=2)
+                                   n_word_vocab=n_word_vocab, n_directions=2,
+                                   precision=INFERENCE_PRECISIONS[precision])
         if stateful is None:
             stateful = self.encoder.stateful
         elif stateful and not self.encoder.stateful:
@@ -130,7 +147,8 @@ class BidirectionalLanguageModel:
             spec = tf.TensorSpec([None, None], tf.int32)
         self._forward = tf.function(self._forward_impl, input_signature=[spec])
         self._contextual_stateless = tf.function(
-            lambda emb, lengths: self._contextual(emb, lengths, stateful=False),
+            lambda emb, lengths: self._contextual(emb, lengths, stateful=False,
+                                                  skip_finished_rows=True),
             input_signature=[tf.TensorSpec([None, None, self.encoder.dim], tf.float32),
                              tf.TensorSpec([None], tf.int32)],
         )
@@ -157,6 +175,11 @@ class BidirectionalLanguageModel:
     def output_dim(self) -> int:
         """Size of each ``lm_embeddings`` vector: 2 * the model width."""
         return 2 * self.encoder.dim
+
+    def clear_token_cache(self) -> None:
+        """Forget the token embeddings :meth:`embed_sentences` cached (frees their memory)."""
+        self._token_cache.clear()
+        self._token_cache_array = self._token_cache_array[:0]
 
     def reset_states(self) -> None:
         """Zero the carried states (stateful mode)."""
@@ -186,12 +209,13 @@ class BidirectionalLanguageModel:
                 tf.shape(ids)[0], self.max_batch_size,
                 message="batch larger than max_batch_size in stateful mode")
         token_embeddings = self.encoder.embed_unique_tokens(ids, shifted=True)
-        out = self._contextual(token_embeddings, lengths, stateful=self.stateful)
+        out = self._contextual(token_embeddings, lengths, stateful=self.stateful,
+                               skip_finished_rows=True)
         out["token_embeddings"] = token_embeddings
         return out
 
-    def _contextual(self, emb: tf.Tensor, lengths: tf.Tensor,
-                    stateful: bool) -> dict[str, tf.Tensor]:
+    def _contextual(self, emb: tf.Tensor, lengths: tf.Tensor, stateful: bool,
+                    skip_finished_rows: bool = False) -> dict[str, tf.Tensor]:
         """The contextual layers of token embeddings (batch, T, dim) with ``<S>``/``</S>``
         included; stateful: row i starts from (and leaves) the state of carried row i (the
         state's tensors hold the batch on axis 1; rows beyond the batch keep theirs)."""
@@ -199,7 +223,8 @@ class BidirectionalLanguageModel:
         if stateful:
             batch = tf.shape(emb)[0]
             states = tf.nest.map_structure(lambda v: v[:, :batch], self._states)
-        out, finals = contextual_layers(self.encoder, emb, lengths, states)
+        out, finals = contextual_layers(self.encoder, emb, lengths, states,
+                                        skip_finished_rows=skip_finished_rows)
         if stateful:
             tf.nest.map_structure(lambda v, t: v[:, :batch].assign(t), self._states, finals)
         return out

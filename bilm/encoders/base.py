@@ -50,7 +50,7 @@ class Contextualizer(keras.layers.Layer):
 
     def sentence_layers(self, x: tf.Tensor, lengths: tf.Tensor, state: State = None,
                         training: bool = False, seed: tf.Tensor | None = None,
-                        ) -> tuple[list[tf.Tensor], State]:
+                        skip_finished_rows: bool = False) -> tuple[list[tf.Tensor], State]:
         """Contextual layers of whole sentences.
 
         Args:
@@ -58,6 +58,9 @@ class Contextualizer(keras.layers.Layer):
             lengths: (batch,) tokens per row, boundaries included (0: a padding row).
             state: the carried state (a stateful encoder); None starts from zeros.
             training, seed: dropout, stateless given a (2,) int seed.
+            skip_finished_rows: a hint that the encoder may skip the work of rows past their
+                length (the same results; dynamic shapes, so never under XLA). Recurrent
+                encoders gain from it; others may ignore it.
         Returns:
             per layer (n_directions, batch, T, width), each direction aligned to the sentence's
             positions (the backward direction at position t has read t..end); the new state.

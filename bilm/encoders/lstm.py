@@ -47,7 +47,7 @@ class LSTMContextualizer(Contextualizer):
 
     def run(self, x: tf.Tensor, lengths: tf.Tensor | None = None,
             initial_states: list[LSTMState] | None = None, training: bool = False,
-            dropout_seed: tf.Tensor | None = None,
+            dropout_seed: tf.Tensor | None = None, skip_finished_rows: bool = False,
             ) -> tuple[list[tf.Tensor], list[LSTMState]]:
         """Run the stacks over per-direction streams.
 
@@ -58,6 +58,8 @@ class LSTMContextualizer(Contextualizer):
             initial_states: per layer (c, h); zeros if None.
             training, dropout_seed: dropout on each layer's input (training); with a (2,)
                 seed it is stateless, each layer folding in its index.
+            skip_finished_rows: compute only the rows still inside their sentence at each
+                step (see :meth:`ProjectedLSTM.call`).
         Returns:
             per layer outputs (n_directions, T, batch, width), and final states.
         """
@@ -68,7 +70,7 @@ class LSTMContextualizer(Contextualizer):
                     else tf.random.experimental.stateless_fold_in(dropout_seed, k))
             x, final = layer(x, lengths=lengths, initial_state=state,
                              input_dropout=self.input_dropout, training=training,
-                             dropout_seed=seed)
+                             dropout_seed=seed, skip_finished_rows=skip_finished_rows)
             outputs.append(x)
             states.append(final)
         return outputs, states
@@ -78,12 +80,14 @@ class LSTMContextualizer(Contextualizer):
                                    dropout_seed=seed)
         return outputs[-1], finals
 
-    def sentence_layers(self, x, lengths, state=None, training=False, seed=None):
+    def sentence_layers(self, x, lengths, state=None, training=False, seed=None,
+                        skip_finished_rows=False):
         # the backward LSTM reads each sentence reversed within its length
         xt = tf.transpose(x, [1, 0, 2])  # shape (T, batch, width)
         x_bwd = tf.reverse_sequence(xt, lengths, seq_axis=0, batch_axis=1)
         streams = tf.stack([xt, x_bwd][: self.n_directions])
-        outputs, finals = self.run(streams, lengths, state, training, seed)
+        outputs, finals = self.run(streams, lengths, state, training, seed,
+                                   skip_finished_rows=skip_finished_rows)
         layers = []
         for out in outputs:  # shape (d, T, batch, width)
             directions = [out[0]]

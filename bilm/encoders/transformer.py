@@ -168,7 +168,8 @@ class TransformerContextualizer(Contextualizer):
 
     # -- the interface ------------------------------------------------------------------------
 
-    def sentence_layers(self, x, lengths, state=None, training=False, seed=None):
+    def sentence_layers(self, x, lengths, state=None, training=False, seed=None,
+                        skip_finished_rows=False):
         opts = self.options
         n_steps = tf.shape(x)[1]
         x = tf.cast(x, tf.float32) + positional_encoding(n_steps, self.width)

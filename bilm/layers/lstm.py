@@ -83,7 +83,7 @@ class ProjectedLSTM(keras.layers.Layer):
     def call(self, x: tf.Tensor, lengths: tf.Tensor | None = None,
              initial_state: tuple[tf.Tensor, tf.Tensor] | None = None,
              input_dropout: float = 0.0, training: bool = False,
-             dropout_seed: tf.Tensor | None = None,
+             dropout_seed: tf.Tensor | None = None, skip_finished_rows: bool = False,
              ) -> tuple[tf.Tensor, tuple[tf.Tensor, tf.Tensor]]:
         """Run the layer over time.
 
@@ -94,6 +94,9 @@ class ProjectedLSTM(keras.layers.Layer):
             initial_state: (c, h) as from :meth:`zero_state`; zeros if None.
             input_dropout: drop rate on the layer input (training only).
             dropout_seed: (2,) int seed for stateless (reproducible, resumable) dropout.
+            skip_finished_rows: with ``lengths``, compute each step for the rows still inside
+                their sentence only (:meth:`_run_active_rows`): the same results, less work
+                for batches of mixed lengths; dynamic shapes, so not under XLA.
         Returns:
             outputs (n_directions, T, batch, out_dim) and the final (c, h).
         """
@@ -114,6 +117,12 @@ class ProjectedLSTM(keras.layers.Layer):
         w_x, w_h = kernel[:, : self.input_dim], kernel[:, self.input_dim :]
         bias = tf.convert_to_tensor(self.bias)
         proj = tf.cast(tf.convert_to_tensor(self.projection), mm) if self.use_projection else None
+        if skip_finished_rows and lengths is not None:
+            out, final = self._run_active_rows(x, tf.cast(lengths, tf.int32), initial_state,
+                                               w_x, w_h, bias, proj)
+            if self.residual:
+                out = out + x * self._valid(lengths, n_steps)
+            return out, final
         # The input half of every gate for all steps in one matmul.
         gx = tf.matmul(tf.cast(tf.reshape(x, [d, -1, self.input_dim]), mm), w_x)
         gx = tf.cast(gx, x.dtype) + bias[:, tf.newaxis]
@@ -158,3 +167,68 @@ class ProjectedLSTM(keras.layers.Layer):
             if valid_all is not None:
                 out = out * tf.cast(tf.transpose(valid_all, [1, 0, 2, 3]), out.dtype)
         return out, (c, h)
+
+    @staticmethod
+    def _valid(lengths: tf.Tensor, n_steps: tf.Tensor) -> tf.Tensor:
+        """(1, T, batch, 1) float: 1 where step t is inside row b's length."""
+        valid = tf.range(n_steps)[:, tf.newaxis] < tf.cast(lengths, tf.int32)
+        return tf.cast(valid, tf.float32)[tf.newaxis, :, :, tf.newaxis]
+
+    def _cell(self, gates: tf.Tensor, c_prev: tf.Tensor, proj: tf.Tensor | None,
+              ) -> tuple[tf.Tensor, tf.Tensor]:
+        """TF1 LSTMCell's arithmetic from the summed gates (d, rows, 4 dim) -> (c, h)."""
+        i, j, f, o = tf.split(gates, 4, axis=-1)
+        c = tf.sigmoid(f + FORGET_BIAS) * c_prev + tf.sigmoid(i) * tf.tanh(j)
+        if self.cell_clip is not None:
+            c = tf.clip_by_value(c, -self.cell_clip, self.cell_clip)
+        h = tf.sigmoid(o) * tf.tanh(c)
+        if proj is not None:
+            h = tf.cast(per_direction_matmul(tf.cast(h, self.matmul_dtype), proj), c.dtype)
+            if self.proj_clip is not None:
+                h = tf.clip_by_value(h, -self.proj_clip, self.proj_clip)
+        return c, h
+
+    def _run_active_rows(self, x, lengths, initial_state, w_x, w_h, bias, proj):
+        """The loop over the rows still running only: rows are sorted longest first, so at
+        step t the running rows are a prefix of n_t rows; the others keep their state (frozen
+        at their length, as with ``lengths`` in :meth:`call`) and output zeros. The input
+        half of the gates is computed for the valid (step, row) pairs only, packed time-major.
+        Every row's arithmetic is the masked loop's; only the matmuls' row counts differ."""
+        d, mm = self.n_directions, self.matmul_dtype
+        shape = tf.shape(x)
+        n_steps, batch = shape[1], shape[2]
+        order = tf.argsort(lengths, direction="DESCENDING", stable=True)
+        inverse = tf.math.invert_permutation(order)
+        sorted_lengths = tf.gather(lengths, order)
+        c, h = (tf.gather(s, order, axis=1) for s in initial_state)
+        valid = tf.range(n_steps)[:, tf.newaxis] < sorted_lengths  # shape (T, batch)
+        n_active = tf.reduce_sum(tf.cast(valid, tf.int32), axis=1)  # shape (T,)
+        offsets = tf.cumsum(n_active, exclusive=True)
+        # (step, original row) of every valid pair, in time-major packed order
+        pairs = tf.where(valid)
+        flat = pairs[:, 0] * tf.cast(batch, tf.int64) + tf.gather(tf.cast(order, tf.int64),
+                                                                  pairs[:, 1])
+        x_packed = tf.gather(tf.reshape(x, [d, -1, self.input_dim]), flat, axis=1)
+        gx = tf.cast(tf.matmul(tf.cast(x_packed, mm), w_x), x.dtype) + bias[:, tf.newaxis]
+        outputs = tf.TensorArray(x.dtype, size=n_steps, infer_shape=False,
+                                 element_shape=[None, d, self.out_dim])
+
+        def step(t, c_prev, h_prev, outputs):
+            n, start = n_active[t], offsets[t]
+            gates = gx[:, start : start + n] + tf.cast(
+                per_direction_matmul(tf.cast(h_prev[:, :n], mm), w_h), gx.dtype)
+            c_new, h_new = self._cell(gates, c_prev[:, :n], proj)
+            c = tf.concat([c_new, c_prev[:, n:]], axis=1)
+            h = tf.concat([h_new, h_prev[:, n:]], axis=1)
+            c.set_shape(c_prev.shape)
+            h.set_shape(h_prev.shape)
+            return t + 1, c, h, outputs.write(t, tf.transpose(h_new, [1, 0, 2]))
+
+        _, c, h, outputs = tf.while_loop(
+            lambda t, *_: t < n_steps, step, (tf.constant(0), c, h, outputs),
+            maximum_iterations=n_steps)
+        packed = outputs.concat()  # shape (n_valid, d, out_dim)
+        out = tf.scatter_nd(flat[:, tf.newaxis], packed,
+                            tf.cast(tf.stack([n_steps * batch, d, self.out_dim]), tf.int64))
+        out = tf.transpose(tf.reshape(out, [n_steps, batch, d, self.out_dim]), [2, 0, 1, 3])
+        return out, (tf.gather(c, inverse, axis=1), tf.gather(h, inverse, axis=1))
