@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import resource
@@ -111,7 +112,7 @@ def train(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):
         bilm_train(options, data, 1, tmp, tmp)
     total = time.perf_counter() - start
-    per_batch = [b - a for a, b in zip(ends, ends[1:])][4:]
+    per_batch = [b - a for a, b in itertools.pairwise(ends)][4:]
     median = statistics.median(per_batch)
     tokens = options["batch_size"] * options["unroll_steps"]
     return {"seconds_per_batch": per_batch, "tokens_per_s": tokens / median,

@@ -155,7 +155,6 @@ def main() -> None:
         return
 
     import tensorflow as tf
-
     from roofline import matmul_ceiling, useful_flops
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)

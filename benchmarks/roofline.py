@@ -8,12 +8,12 @@ Useful FLOPs count only the multiply-adds a biLM cannot avoid (2 per multiply-ad
   Gate arithmetic, padding rows and padding steps are not counted.
 - token embedder, per DISTINCT token of the work (a cache makes repeats free): each filter of
   width w slides over the token's own characters (its UTF-8 bytes + begin/end-of-word marks):
-  2 · w · 16 · filters · (length − w + 1) positions (at least 1); each highway 2 · D · 2D; the
+  2 · w · 16 · filters · (length - w + 1) positions (at least 1); each highway 2 · D · 2D; the
   projection 2 · D · P (D = total filters).
-- training adds the backward pass (2× the forward's matmuls) and the sampled softmax: per token
-  and direction 2 · P · (negatives + 1) forward, 3× with the backward.
+- training adds the backward pass (2x the forward's matmuls) and the sampled softmax: per token
+  and direction 2 · P · (negatives + 1) forward, 3x with the backward.
 
-So ``fraction of ceiling = tokens/s × useful FLOPs per token / ceiling``: the share of the
+So ``fraction of ceiling = tokens/s x useful FLOPs per token / ceiling``: the share of the
 machine's best dense matmul rate spent on work that had to be done.
 """
 
