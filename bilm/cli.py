@@ -221,7 +221,7 @@ def _cmd_embed(args: argparse.Namespace) -> None:
         dump_bilm_embeddings(args.vocab, args.input, args.options, args.weights, args.output,
                              stateful=args.stateful, batch_size=args.batch_size,
                              progress=not args.quiet, layers=args.layers, pool=args.pool,
-                             layout=args.layout)
+                             layout=args.layout, precision=args.precision)
     except UnicodeDecodeError as e:
         raise UserError(f"{args.input} is not UTF-8 text ({e.reason}); convert it, e.g. with "
                         "iconv") from None
@@ -532,6 +532,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", dest="layout", choices=["bilm", "allennlp"], default="bilm",
                    help="bilm: bilm-tf's dump_bilm_embeddings file; allennlp: also the "
                    "'sentence_to_index' dataset of AllenNLP's elmo command")
+    p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
+                   help="float32: exact (bilm-tf's numbers); bfloat16: bf16 matmuls, faster "
+                   "on CPUs and GPUs with bf16 units, ~1e-2 relative error (the output stays "
+                   "float32; see docs/performance.md)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=_cmd_embed)
 

@@ -321,10 +321,11 @@ class BidirectionalLanguageModel:
         compilation each, ~1-3 s on CPU): a batch is padded to a multiple of 8 steps and to
         the most rows that bucket allows (``batch_size``, or ``max_tokens // steps`` for long
         sentences) when it has at least half of them; smaller batches and lone sentences run
-        unpadded without XLA (see :func:`xla_rows`). XLA fuses the per-step gate arithmetic
-        but its CPU matmuls are slower than TensorFlow's at large sizes, so the default
-        (None) uses it for LSTMs up to 2048 units only (measured: 1.4x faster at 1024/2048
-        units, 1.7x slower at 4096; see docs/performance.md).
+        unpadded without XLA (see :func:`xla_rows`). XLA fuses the per-step gate arithmetic,
+        but it needs static shapes, and TensorFlow's graph instead runs each step on the rows
+        still inside their sentence only; the default (None) uses XLA for LSTMs up to 1024
+        units, where the fusion wins (measured on CPU: XLA 1.1x faster at 1024 units, 1.1x
+        slower at 2048; see docs/performance.md).
 
         Yields:
             one float32 array per sentence, (n_layers + 1, n_tokens, 2 * dim).
@@ -338,7 +339,7 @@ class BidirectionalLanguageModel:
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1; got {max_tokens}")
         if jit_compile is None:
-            jit_compile = self.encoder.contextualizer.default_jit()
+            jit_compile = self.encoder.contextualizer.default_jit(inference=True)
         buffer: list[Sequence[str]] = []
         for sentence in sentences:
             if isinstance(sentence, (str, bytes)):
@@ -516,7 +517,7 @@ def dump_bilm_embeddings(vocab_file: str | os.PathLike[str] | None,
                          outfile: str | os.PathLike[str], stateful: bool = True,
                          batch_size: int = 64, progress: bool = True, *, layers: str = "all",
                          pool: str = "none", layout: str = "bilm",
-                         max_tokens: int | None = None) -> None:
+                         max_tokens: int | None = None, precision: str = "float32") -> None:
     """Embed every line of a tokenized text file (one sentence per line) into HDF5.
 
     ``outfile`` gets one dataset per line, key ``str(line_index)``, float32; with the defaults
@@ -535,7 +536,8 @@ def dump_bilm_embeddings(vocab_file: str | os.PathLike[str] | None,
     as :func:`reduce_embeddings` does: e.g. top + mean gives one (2 * dim,) vector
     per line, zeros for a blank line. ``layout="allennlp"`` adds AllenNLP's ``elmo`` command's
     ``sentence_to_index`` dataset: shape (1,), a JSON string mapping each stripped line to its
-    key (it holds every distinct line in memory while writing).
+    key (it holds every distinct line in memory while writing). ``precision="bfloat16"``
+    computes in bfloat16 (see :class:`BidirectionalLanguageModel`); the file stays float32.
     """
     _check_choice("layers", layers, LAYERS)
     _check_choice("pool", pool, POOLS)
@@ -549,7 +551,8 @@ def dump_bilm_embeddings(vocab_file: str | os.PathLike[str] | None,
         raise FileNotFoundError(f"dataset file not found: {dataset_file}")
     max_chars = _read_max_chars(options_file)
     model = BidirectionalLanguageModel(options_file, weight_file, stateful=stateful,
-                                       max_batch_size=1 if stateful else batch_size)
+                                       max_batch_size=1 if stateful else batch_size,
+                                       precision=precision)
     total = _count_lines(dataset_file)
     bar = Progress("dump_bilm_embeddings", total=total, unit="sentences", enabled=progress)
     if stateful:

@@ -82,6 +82,7 @@ class Contextualizer(keras.layers.Layer):
         """Names of the contextual layers in the Keras layer's and SavedModel's outputs."""
         return [f"layer_outputs{k}" for k in range(1, self.n_layers + 1)]
 
-    def default_jit(self) -> bool:
-        """Whether XLA compiles the training head by default (measured per encoder)."""
+    def default_jit(self, inference: bool = False) -> bool:
+        """Whether XLA compiles the training head by default, or with ``inference`` the
+        contextual layers of ``embed_sentences`` (measured per encoder)."""
         return False

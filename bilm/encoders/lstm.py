@@ -118,7 +118,8 @@ class LSTMContextualizer(Contextualizer):
         # TF Hub ELMo's names, kept for its users
         return [f"lstm_outputs{k}" for k in range(1, self.n_layers + 1)]
 
-    def default_jit(self) -> bool:
+    def default_jit(self, inference: bool = False) -> bool:
         # XLA fuses each step's gate arithmetic: faster up to 2048 units on CPU, slower
-        # beyond (its matmuls lose to oneDNN's), see docs/performance.md
-        return self.options.dim <= 2048
+        # beyond (its matmuls lose to oneDNN's). Inference without XLA skips finished rows
+        # (dynamic shapes), which wins from 2048 units on. See docs/performance.md.
+        return self.options.dim <= (1024 if inference else 2048)
