@@ -10,6 +10,13 @@ bidirectional, batch 64 x unroll 20, 4096 negatives, one CPU replica, on
 ../shared/corpus/kjv/train with its vocabulary. Tokens/s counts batch_size * unroll_steps per
 batch (one direction, as bilm-tf reported), read from the run's training_log.csv, whose windows
 exclude the first batch (tracing and compilation); start-up is the rest of the train() call.
+
+In the same run: this machine's float32 matmul ceiling (``roofline.py``), the useful FLOPs of a
+training token (forward + backward of the LSTMs and the sampled softmax for every token, the
+token embedder once per distinct token of a batch, averaged over the run's first batches) and
+the fraction of the ceiling reached; and, when bilm-tf is set up
+(``benchmarks/setup_bilmtf_env.sh``), bilm-tf's own ``train`` on the same shape, data and
+vocabulary in a separate process (``bilmtf_side.py train``; ``--no-bilm-tf`` skips it).
 """
 
 from __future__ import annotations
@@ -25,8 +32,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 KJV = ROOT.parent / "shared" / "corpus" / "kjv"
+BILMTF_DIR = HERE / ".envs" / "bilmtf"
 
 SMALL = {
     "lstm": {"dim": 1024, "projection_dim": 128, "n_layers": 2, "cell_clip": 3, "proj_clip": 3,
@@ -60,6 +69,51 @@ def _window_rates(log_file: str) -> list[float]:
         return [float(row["tokens_per_second"]) for row in csv.DictReader(f)]
 
 
+def train_flops_per_token(shape: dict, vocab, n_batches: int = 20) -> float:
+    """Useful FLOPs per counted token (``roofline.py``): 3x the forward matmuls of the LSTMs
+    and the sampled softmax (both directions) for every token, and of the token embedder for
+    each distinct token of a batch (measured over ``n_batches`` batches of KJV)."""
+    import itertools
+
+    from roofline import lstm_flops_per_token, token_embedder_flops
+
+    from bilm.data import BidirectionalLMDataset
+
+    lstm, cnn = shape["lstm"], shape["char_cnn"]
+    rows, steps = shape["batch_size"], shape["unroll_steps"]
+    proj = lstm["projection_dim"]
+    per_token = (lstm_flops_per_token(lstm["dim"], proj, lstm["n_layers"])
+                 + 2 * 2 * proj * (shape["n_negative_samples_batch"] + 1))
+    data = BidirectionalLMDataset(str(KJV / "train" / "*"), vocab)
+    embedder = []
+    for batch in itertools.islice(data.iter_batches(rows, steps), n_batches):
+        words = {vocab.id_to_word(int(i)) for i in batch["token_ids"].ravel()}
+        embedder.append(sum(token_embedder_flops(w, cnn["n_highway"], proj, cnn["filters"])
+                            for w in words))
+    return 3 * (per_token + statistics.mean(embedder) / (rows * steps))
+
+
+def bilmtf_train(options: dict, vocab_file: str, n_batches: int, tmp: str) -> dict:
+    """bilm-tf's own train() on these options, in its own process (``bilmtf_side.py``)."""
+    import json
+    import subprocess
+
+    options_file = os.path.join(tmp, "bilmtf_options.json")
+    theirs = {k: v for k, v in options.items() if k not in ("precision", "jit_compile")}
+    with open(options_file, "w") as f:
+        json.dump(theirs, f)
+    env = dict(os.environ, PYTHONPATH=str(BILMTF_DIR), TF_USE_LEGACY_KERAS="1",
+               TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "bilmtf_side.py"), "train", options_file, "--vocab",
+         vocab_file, "--train", str(KJV / "train" / "*"), "--batches", str(n_batches)],
+        capture_output=True, text=True, env=env)
+    if proc.returncode:
+        sys.stderr.write(proc.stderr[-3000:])
+        raise SystemExit(f"bilm-tf's side failed (exit {proc.returncode})")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batches", type=int, default=None,
@@ -80,6 +134,9 @@ def main() -> None:
                    "highways, 128 x 20 rows, 8192 negatives (for the scaling plan's step time)")
     p.add_argument("--dense", action="store_true",
                    help="dense softmax gradients and updates (the toolkit before sparse ones)")
+    p.add_argument("--bilm-tf", action=argparse.BooleanOptionalAction, default=None,
+                   help="bilm-tf's train() side by side (default: when set up; small shape)")
+    p.add_argument("--threads", type=int, default=2, help="TF intra/inter-op threads")
     args = p.parse_args()
     if not KJV.exists():
         sys.exit(f"needs {KJV} (../shared beside the checkout)")
@@ -89,6 +146,13 @@ def main() -> None:
 
     from bilm.data import BidirectionalLMDataset
     from bilm.training import load_vocab, test, train
+
+    sys.path.insert(0, str(HERE))
+    from roofline import matmul_ceiling
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    ceiling = matmul_ceiling("float32")
 
     skipped = _Skipped()
     logging.getLogger("bilm").addHandler(skipped)
@@ -122,6 +186,7 @@ def main() -> None:
         total = time.perf_counter() - start
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         timed = _window_rates(os.path.join(tmp, "save", "training_log.csv"))
+        flops = train_flops_per_token(shape, vocab)
         jit = "default" if args.jit is None else args.jit
         print(f"# TF {tf.__version__}, {args.shape} shape, {args.batches} batches of {rows} x "
               f"{steps}, {shape['n_negative_samples_batch']} negatives, "
@@ -135,6 +200,18 @@ def main() -> None:
         print(f"start-up (the train() call's time beyond {args.batches - 1} batches at that "
               f"rate: set-up, compilation, the final save): {total - steady:.1f} s")
         print(f"total {total:.1f} s, peak RSS {rss:,.0f} MB (training)")
+        print(f"useful training FLOPs per token {flops / 1e6:.1f} M: {rate * flops / 1e9:.1f} "
+              f"GFLOP/s, {rate * flops / 1e9 / ceiling:.1%} of this run's float32 matmul "
+              f"ceiling ({ceiling:,.0f} GFLOP/s, 4096^3)")
+        use_bilmtf = args.bilm_tf
+        if use_bilmtf is None:
+            use_bilmtf = (BILMTF_DIR / "bilm" / "training.py").exists() and args.shape == "small"
+        if use_bilmtf:
+            theirs = bilmtf_train(options, vocab_file, args.batches, tmp)
+            print(f"bilm-tf: {theirs['tokens_per_s']:,.0f} tokens/s (median of "
+                  f"{len(theirs['seconds_per_batch'])} batches after its first 5), start-up "
+                  f"{theirs['startup_s']:.1f} s, peak RSS {theirs['peak_rss_mb']:,.0f} MB; "
+                  f"ratio {rate / theirs['tokens_per_s']:.2f}x")
         if args.precision == "mixed_float16":
             print(f"steps skipped on float16 overflow: {skipped.skipped}")
         if args.quality:

@@ -534,8 +534,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "'sentence_to_index' dataset of AllenNLP's elmo command")
     p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
                    help="float32: exact (bilm-tf's numbers); bfloat16: bf16 matmuls, faster "
-                   "on CPUs and GPUs with bf16 units, ~1e-2 relative error (the output stays "
-                   "float32; see docs/performance.md)")
+                   "on hardware with strong bf16 units, ~0.4%% relative error (the output "
+                   "stays float32; see docs/performance.md)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=_cmd_embed)
 

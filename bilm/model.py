@@ -91,7 +91,7 @@ class BidirectionalLanguageModel:
             behaviour), False for a stateless encoder (the Transformer), which refuses True.
         precision: ``float32`` (default: exact, bilm-tf's results) or ``bfloat16``: matmuls
             and convolutions in bfloat16 with float32 weights, state and outputs -- faster
-            where the hardware has bf16 units, off from float32 by about 1e-2 relative (see
+            where the hardware has strong bf16 units, off from float32 by ~0.4% (rms) (see
             docs/performance.md#bfloat16).
 
     Calling it on ids (batch, T[, max_chars]) — NumPy or tensor, eagerly or in
