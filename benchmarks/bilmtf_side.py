@@ -26,9 +26,33 @@ import json
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
+
+# where benchmarks/setup_bilmtf_env.sh puts bilm-tf
+BILMTF_DIR = Path(__file__).resolve().parent / ".envs" / "bilmtf"
+
+
+def available() -> bool:
+    """Whether bilm-tf is set up beside us."""
+    return (BILMTF_DIR / "bilm" / "training.py").exists()
+
+
+def run_side(cmd: list[str], bilm_tf: bool = False) -> dict:
+    """Run ``cmd`` (a benchmark side: bilm-tf's or ours) in its own process and return the
+    JSON of its last stdout line; with ``bilm_tf``, bilm-tf's folder goes first on the path.
+    Called by the benchmarks, in our environment."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    if bilm_tf:
+        env.update(PYTHONPATH=str(BILMTF_DIR), TF_USE_LEGACY_KERAS="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode:
+        sys.stderr.write(proc.stderr[-3000:])
+        raise SystemExit(f"{' '.join(cmd[:3])}... failed (exit {proc.returncode})")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def import_bilm_tf():

@@ -30,7 +30,6 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,7 +39,6 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "corpus" / "kjv" / "heldout" / "kjv.heldout.txt"
 DEFAULT_VOCAB = ROOT.parent / "shared" / "corpus" / "kjv" / "vocab.txt"
-BILMTF_DIR = HERE / ".envs" / "bilmtf"
 
 SHAPES = {  # name: (lstm dim, projection dim, n_highway)
     "small": (1024, 128, 1),
@@ -117,20 +115,6 @@ def time_ours(args) -> dict:
         resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def run_child(cmd: list[str], env: dict | None = None) -> dict:
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode:
-        sys.stderr.write(proc.stderr[-3000:])
-        raise SystemExit(f"{' '.join(cmd[:3])}... failed (exit {proc.returncode})")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def bilmtf_env() -> dict:
-    env = dict(os.environ, PYTHONPATH=str(BILMTF_DIR), TF_USE_LEGACY_KERAS="1",
-               TF_CPP_MIN_LOG_LEVEL="2")
-    return env
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
@@ -154,6 +138,7 @@ def main() -> None:
         print(json.dumps(time_ours(args)))
         return
 
+    import bilmtf_side
     import tensorflow as tf
     from roofline import matmul_ceiling, useful_flops
 
@@ -163,8 +148,9 @@ def main() -> None:
     n_tokens = sum(len(s) for s in sentences)
     ceiling = matmul_ceiling(args.precision)
     paths = list(args.paths)
-    if "bilm-tf" in paths and not (BILMTF_DIR / "bilm" / "training.py").exists():
-        print(f"# bilm-tf not set up in {BILMTF_DIR} (benchmarks/setup_bilmtf_env.sh): skipped")
+    if "bilm-tf" in paths and not bilmtf_side.available():
+        print(f"# bilm-tf not set up in {bilmtf_side.BILMTF_DIR} "
+              "(benchmarks/setup_bilmtf_env.sh): skipped")
         paths.remove("bilm-tf")
     gpus = tf.config.list_physical_devices("GPU")
     print(f"# {time.strftime('%Y-%m-%d')}, {len(sentences)} sentences, {n_tokens} tokens, "
@@ -185,19 +171,18 @@ def main() -> None:
             rows = []
             for path in paths:
                 if path == "bilm-tf":
-                    result = run_child(
+                    result = bilmtf_side.run_side(
                         [sys.executable, str(HERE / "bilmtf_side.py"), "embed", options_file,
                          weight_file, "--vocab", args.vocab, "--sentences", sentence_file,
                          "--batch-size", str(args.batch_size), "--repeats", str(args.repeats),
-                         "--threads", str(args.threads)], env=bilmtf_env())
+                         "--threads", str(args.threads)], bilm_tf=True)
                 else:
-                    result = run_child(
+                    result = bilmtf_side.run_side(
                         [sys.executable, __file__, "--one", path, "--options", options_file,
                          "--weights", weight_file, "--data", sentence_file,
                          "--n-sentences", str(len(sentences)), "--batch-size",
                          str(args.batch_size), "--repeats", str(args.repeats),
-                         "--threads", str(args.threads), "--precision", args.precision],
-                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+                         "--threads", str(args.threads), "--precision", args.precision])
                 rate = n_tokens / statistics.median(result["times"])
                 if path == "bilm-tf":
                     reference = rate

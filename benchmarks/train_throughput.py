@@ -35,7 +35,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 KJV = ROOT.parent / "shared" / "corpus" / "kjv"
-BILMTF_DIR = HERE / ".envs" / "bilmtf"
 
 SMALL = {
     "lstm": {"dim": 1024, "projection_dim": 128, "n_layers": 2, "cell_clip": 3, "proj_clip": 3,
@@ -96,22 +95,17 @@ def train_flops_per_token(shape: dict, vocab, n_batches: int = 20) -> float:
 def bilmtf_train(options: dict, vocab_file: str, n_batches: int, tmp: str) -> dict:
     """bilm-tf's own train() on these options, in its own process (``bilmtf_side.py``)."""
     import json
-    import subprocess
+
+    import bilmtf_side
 
     options_file = os.path.join(tmp, "bilmtf_options.json")
     theirs = {k: v for k, v in options.items() if k not in ("precision", "jit_compile")}
     with open(options_file, "w") as f:
         json.dump(theirs, f)
-    env = dict(os.environ, PYTHONPATH=str(BILMTF_DIR), TF_USE_LEGACY_KERAS="1",
-               TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run(
+    return bilmtf_side.run_side(
         [sys.executable, str(HERE / "bilmtf_side.py"), "train", options_file, "--vocab",
          vocab_file, "--train", str(KJV / "train" / "*"), "--batches", str(n_batches)],
-        capture_output=True, text=True, env=env)
-    if proc.returncode:
-        sys.stderr.write(proc.stderr[-3000:])
-        raise SystemExit(f"bilm-tf's side failed (exit {proc.returncode})")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        bilm_tf=True)
 
 
 def main() -> None:
@@ -205,7 +199,9 @@ def main() -> None:
               f"ceiling ({ceiling:,.0f} GFLOP/s, 4096^3)")
         use_bilmtf = args.bilm_tf
         if use_bilmtf is None:
-            use_bilmtf = (BILMTF_DIR / "bilm" / "training.py").exists() and args.shape == "small"
+            import bilmtf_side
+
+            use_bilmtf = bilmtf_side.available() and args.shape == "small"
         if use_bilmtf:
             theirs = bilmtf_train(options, vocab_file, args.batches, tmp)
             print(f"bilm-tf: {theirs['tokens_per_s']:,.0f} tokens/s (median of "
