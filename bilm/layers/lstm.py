@@ -133,21 +133,12 @@ class ProjectedLSTM(keras.layers.Layer):
             valid_all = (tf.range(n_steps)[:, tf.newaxis] < tf.cast(lengths, tf.int32))
             valid_all = valid_all[:, tf.newaxis, :, tf.newaxis]
 
-        cell_clip, proj_clip = self.cell_clip, self.proj_clip
         outputs = tf.TensorArray(x.dtype, size=n_steps, element_shape=[d, None, self.out_dim])
 
         def step(t, c_prev, h_prev, outputs):
             gates = gx[:, t] + tf.cast(per_direction_matmul(tf.cast(h_prev, mm), w_h),
                                        gx.dtype)  # shape (d, batch, 4 dim)
-            i, j, f, o = tf.split(gates, 4, axis=-1)
-            c = tf.sigmoid(f + FORGET_BIAS) * c_prev + tf.sigmoid(i) * tf.tanh(j)
-            if cell_clip is not None:
-                c = tf.clip_by_value(c, -cell_clip, cell_clip)
-            h = tf.sigmoid(o) * tf.tanh(c)
-            if proj is not None:
-                h = tf.cast(per_direction_matmul(tf.cast(h, mm), proj), c.dtype)
-                if proj_clip is not None:
-                    h = tf.clip_by_value(h, -proj_clip, proj_clip)
+            c, h = self._cell(gates, c_prev, proj)
             out = h
             if valid_all is not None:
                 valid = valid_all[t]
