@@ -72,3 +72,66 @@ def test_dump_bilm_embeddings_in_bfloat16(tiny_model, tmp_path):
             assert f16[key].dtype == np.float32 and f16[key].shape == f32[key].shape
             np.testing.assert_allclose(f16[key][()], f32[key][()], rtol=0,
                                        atol=0.05 * max(np.abs(f32[key][()]).max(initial=0), 1))
+
+
+def _full_width_cnn(cnn, char_ids, shifted):
+    """The char CNN over all max_chars columns (no trimming, no grouping): the reference."""
+    table = tf.convert_to_tensor(cnn.char_embed)
+    if cnn.options.padding_row == "learned":
+        char_ids = char_ids if shifted else char_ids + 1
+    elif shifted:
+        table = tf.concat([tf.zeros_like(table[:1]), table], axis=0)
+    x = tf.gather(table, char_ids)[:, tf.newaxis]
+    pooled = [tf.reduce_max(tf.nn.conv2d(x, k, 1, "VALID"), axis=[1, 2]) + b
+              for k, b in zip(cnn.kernels, cnn.biases)]
+    return tf.nn.relu(tf.concat(pooled, -1))
+
+
+@pytest.mark.parametrize("padding_row", ["zero", "learned"])
+@pytest.mark.parametrize("shifted", [True, False])
+def test_char_cnn_length_groups_change_nothing(padding_row, shifted):
+    """Tokens convolved in length groups over only the columns they need give the full-width
+    CNN's outputs and gradients: mixed lengths (1 to 50 characters, no padding at all),
+    fewer tokens than groups (empty groups), no tokens."""
+    from bilm.data.vocabulary import BOW_CHAR, EOW_CHAR, PAD_CHAR
+    from bilm.layers.char_cnn import CharCNN
+    from bilm.options import BiLMOptions
+
+    opts = BiLMOptions.from_dict({
+        "lstm": {"dim": 8, "projection_dim": 4},
+        "char_cnn": {"filters": [[1, 3], [2, 4], [5, 6]], "n_highway": 0,
+                     "embedding": {"dim": 3}, "n_characters": 262,
+                     "max_characters_per_token": 50, "padding_row": padding_row}}).char_cnn
+    tf.random.set_seed(3)
+    cnn = CharCNN(opts)
+    for b in cnn.biases:
+        b.assign(tf.random.normal(b.shape))
+    rng = np.random.default_rng(0)
+
+    def token(n_chars):  # training ids; 50 columns with no padding when n_chars >= 48
+        ids = np.full(50, PAD_CHAR)
+        body = rng.integers(0, 256, min(n_chars, 48))
+        ids[: len(body) + 2] = [BOW_CHAR, *body, EOW_CHAR]
+        return ids
+
+    for lengths in ([5, 1, 48, 2, 9, 3, 3, 17, 0], [4, 30], [7], []):
+        ids = np.array([token(n) for n in lengths], np.int32).reshape(-1, 50)
+        if shifted and lengths:  # inference ids, and a padding token (all 0)
+            ids = np.concatenate([ids + 1, np.zeros((1, 50), np.int32)])
+        ids = tf.constant(ids)
+        if not lengths:  # (the full-width reference hits oneDNN's empty-batch conv2d bug)
+            assert cnn(ids, shifted=shifted).shape == (0, 13)
+            continue
+        with tf.GradientTape(persistent=True) as tape:
+            out = cnn(ids, shifted=shifted)
+            ref = _full_width_cnn(cnn, ids, shifted)
+            weights = tf.random.normal(tf.shape(ref))
+            loss_out, loss_ref = (tf.reduce_sum(weights * o) for o in (out, ref))
+        np.testing.assert_array_equal(out.numpy(), ref.numpy())
+        assert out.shape == (len(ids), 13)
+        variables = [cnn.char_embed, *cnn.kernels, *cnn.biases]
+        for g, g_ref in zip(tape.gradient(loss_out, variables),
+                            tape.gradient(loss_ref, variables)):
+            g, g_ref = tf.convert_to_tensor(g).numpy(), tf.convert_to_tensor(g_ref).numpy()
+            np.testing.assert_allclose(g, g_ref, rtol=0, atol=1e-5 * np.abs(g_ref).max())
+            assert np.abs(g_ref).max() > 0

@@ -41,24 +41,42 @@ class CharCNN(keras.layers.Layer):
                                                initializer="zeros"))
         self.built = True
 
-    def _trim(self, char_ids: tf.Tensor, shifted: bool) -> tf.Tensor:
-        """Drop trailing character columns that only hold padding, keeping ``max_width``.
+    # Tokens are convolved in this many groups of similar length (see :meth:`call`): at the
+    # small shape's training batches 4 groups cut the CNN's forward + backward time by ~15%;
+    # more groups add ops for little further gain (measured, TF 2.21, 2 CPU threads).
+    N_LENGTH_GROUPS = 4
 
-        Exact: past a token's end every window of width w reads padding characters only and has
-        the same value, so keeping ``w`` padding columns beyond the longest token keeps one such
-        window per filter and every other window; the max over positions is unchanged. Short
-        words then cost a fraction of the 50-character convolution.
-        """
+    def _lengths(self, char_ids: tf.Tensor, shifted: bool) -> tf.Tensor:
+        """(n_tokens,) characters before the padding (<begin word> ... <end word>)."""
         pad = PAD_CHAR + 1 if shifted else PAD_CHAR
-        max_width = max(w for w, _ in self.options.filters)
         is_char = tf.logical_and(char_ids != pad, char_ids != 0) if shifted else char_ids != pad
-        # shape (n_tokens,): characters before the padding (<begin word> ... <end word>)
-        lengths = tf.reduce_sum(tf.cast(is_char, tf.int32), axis=-1)
-        keep = tf.minimum(tf.shape(char_ids)[-1], tf.reduce_max(lengths) + max_width)
-        return char_ids[:, :keep]
+        return tf.reduce_sum(tf.cast(is_char, tf.int32), axis=-1)
+
+    def _pool(self, x: tf.Tensor, longest: tf.Tensor) -> tf.Tensor:
+        """Max over positions of every filter, (n, n_filters), for embedded characters x
+        (n, n_chars, char_dim) whose tokens have at most ``longest`` characters.
+
+        Filter w reads the first ``longest + w`` columns only. Exact: past a token's end every
+        window of width w reads padding only and has one value, and those columns keep one
+        such window (and every window that touches a character), so the max is unchanged;
+        identical windows also give identical weight gradients.
+        """
+        x = x[:, tf.newaxis]  # shape (n, 1, n_chars, char_dim)
+        n_chars = tf.shape(x)[2]
+        pooled = []
+        for (width, _), kernel in zip(self.options.filters, self.kernels):
+            columns = tf.minimum(n_chars, longest + width)
+            conv = tf.nn.conv2d(x[:, :, :columns], kernel, strides=1, padding="VALID")
+            # shape (n, 1, columns - width + 1, count)
+            pooled.append(tf.reduce_max(conv, axis=[1, 2]))
+        return tf.concat(pooled, axis=-1)
 
     def call(self, char_ids: tf.Tensor, shifted: bool = True) -> tf.Tensor:
         """Embed tokens given as character ids.
+
+        Tokens are sorted by length and convolved in :attr:`N_LENGTH_GROUPS` groups, each over
+        the columns its longest token needs (:meth:`_pool`): short words cost a fraction of
+        the 50-character convolution, forward and backward, with the same results.
 
         Args:
             char_ids: int (n_tokens, max_chars). ``shifted``: inference ids, 0 = padding token
@@ -67,20 +85,29 @@ class CharCNN(keras.layers.Layer):
             (n_tokens, n_filters) float.
         """
         table = tf.convert_to_tensor(self.char_embed)
+        lengths = self._lengths(char_ids, shifted)
         if self.options.padding_row == "learned":  # AllenNLP: row 0 is stored, and learned
-            char_ids = self._trim(char_ids, shifted)
             if not shifted:
                 char_ids = char_ids + 1
-        else:  # bilm-tf: the padding token's row is zeros, never stored
-            if shifted:
-                table = tf.concat([tf.zeros_like(table[:1]), table], axis=0)
-            char_ids = self._trim(char_ids, shifted)
-        x = tf.gather(table, char_ids)  # shape (n_tokens, n_chars, char_dim)
-        x = x[:, tf.newaxis]  # shape (n_tokens, 1, n_chars, char_dim)
+        elif shifted:  # bilm-tf: the padding token's row is zeros, never stored
+            table = tf.concat([tf.zeros_like(table[:1]), table], axis=0)
+        order = tf.argsort(lengths, stable=True)
+        sorted_lengths = tf.gather(lengths, order)
+        sorted_ids = tf.gather(char_ids, order)
+        n = tf.shape(char_ids)[0]
+        groups = self.N_LENGTH_GROUPS
         pooled = []
-        for kernel, bias in zip(self.kernels, self.biases):
-            conv = tf.nn.conv2d(x, kernel, strides=1, padding="VALID")
-            # shape (n_tokens, 1, n_chars - width + 1, count)
-            pooled.append(tf.reduce_max(conv, axis=[1, 2]) + bias)
+        empty = tf.zeros([0, self.options.n_filters], self.compute_dtype)
+        for g in range(groups):
+            start, stop = n * g // groups, n * (g + 1) // groups
+            # a group is empty when there are fewer tokens than groups: oneDNN's conv2d gives
+            # an empty batch the wrong shape, forward and backward, so it is never called
+            pooled.append(tf.cond(
+                stop > start,
+                lambda start=start, stop=stop: self._pool(
+                    tf.gather(table, sorted_ids[start:stop]), sorted_lengths[stop - 1]),
+                lambda: empty))
+        pooled = tf.gather(tf.concat(pooled, axis=0), tf.math.invert_permutation(order))
+        bias = tf.concat(self.biases, axis=0)
         act = tf.nn.relu if self.options.activation == "relu" else tf.tanh
-        return act(tf.concat(pooled, axis=-1))
+        return act(pooled + tf.cast(bias, pooled.dtype))
