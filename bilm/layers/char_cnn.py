@@ -41,9 +41,9 @@ class CharCNN(keras.layers.Layer):
                                                initializer="zeros"))
         self.built = True
 
-    # Tokens are convolved in this many groups of similar length (see :meth:`call`): at the
-    # small shape's training batches 4 groups cut the CNN's forward + backward time by ~15%;
-    # more groups add ops for little further gain (measured, TF 2.21, 2 CPU threads).
+    # Tokens are convolved in this many groups of similar length (see :meth:`call`): 4 groups
+    # cut the CNN's forward + backward time by ~15% and the small shape's training step by
+    # ~10%; 3 or 6 were no better (measured, TF 2.21, 2 CPU threads; docs/performance.md).
     N_LENGTH_GROUPS = 4
 
     def _lengths(self, char_ids: tf.Tensor, shifted: bool) -> tf.Tensor:
