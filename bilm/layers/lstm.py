@@ -100,7 +100,6 @@ class ProjectedLSTM(keras.layers.Layer):
         Returns:
             outputs (n_directions, T, batch, out_dim) and the final (c, h).
         """
-        d = self.n_directions
         shape = tf.shape(x)
         n_steps, batch = shape[1], shape[2]
         if initial_state is None:
@@ -120,9 +119,18 @@ class ProjectedLSTM(keras.layers.Layer):
         if skip_finished_rows and lengths is not None:
             out, final = self._run_active_rows(x, tf.cast(lengths, tf.int32), initial_state,
                                                w_x, w_h, bias, proj)
-            if self.residual:
-                out = out + x * self._valid(lengths, n_steps)
-            return out, final
+        else:
+            out, final = self._run_masked(x, lengths, initial_state, w_x, w_h, bias, proj)
+        if self.residual:  # outputs past a row's length stay zeros
+            out = out + (x if lengths is None else x * self._valid(lengths, n_steps))
+        return out, final
+
+    def _run_masked(self, x, lengths, initial_state, w_x, w_h, bias, proj):
+        """The loop over every row: past its length a row's state is kept and its output is
+        zeros (``tf.where``); static shapes, so XLA can compile it and its gradient."""
+        d, mm = self.n_directions, self.matmul_dtype
+        shape = tf.shape(x)
+        n_steps, batch = shape[1], shape[2]
         # The input half of every gate for all steps in one matmul.
         gx = tf.matmul(tf.cast(tf.reshape(x, [d, -1, self.input_dim]), mm), w_x)
         gx = tf.cast(gx, x.dtype) + bias[:, tf.newaxis]
@@ -152,12 +160,7 @@ class ProjectedLSTM(keras.layers.Layer):
             (tf.constant(0), initial_state[0], initial_state[1], outputs),
             maximum_iterations=n_steps,  # lets XLA compile the loop's gradient
         )
-        out = tf.transpose(outputs.stack(), [1, 0, 2, 3])  # shape (d, T, batch, out_dim)
-        if self.residual:
-            out = out + x
-            if valid_all is not None:
-                out = out * tf.cast(tf.transpose(valid_all, [1, 0, 2, 3]), out.dtype)
-        return out, (c, h)
+        return tf.transpose(outputs.stack(), [1, 0, 2, 3]), (c, h)  # (d, T, batch, out_dim)
 
     @staticmethod
     def _valid(lengths: tf.Tensor, n_steps: tf.Tensor) -> tf.Tensor:
