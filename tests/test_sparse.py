@@ -47,3 +47,37 @@ def test_sparse_gradients_stay_sparse():
     assert set(bias.indices.numpy()) == set(softmax.indices.numpy())
     assert len(set(embedding.indices.numpy())) <= 12
     assert not isinstance(kernel, tf.IndexedSlices)
+
+
+def test_adagrad_is_tf1s_update():
+    """Three steps, a dense and a sparse gradient: TF1's ``accum += g^2; var -= lr * g /
+    sqrt(accum)`` in float32 (accumulators from 1.0); rows a sparse gradient leaves out keep
+    their values and accumulators exactly."""
+    from bilm.optimizers import Adagrad
+
+    rng = np.random.default_rng(0)
+    w0 = rng.normal(size=(30, 8)).astype(np.float32)
+    dense = [rng.normal(size=(30, 8)).astype(np.float32) for _ in range(3)]
+    rows = np.array([3, 7, 29])
+    sparse = [rng.normal(size=(3, 8)).astype(np.float32) for _ in range(3)]
+    a, b = tf.Variable(w0), tf.Variable(w0)
+    opt = Adagrad({"a": a, "b": b}, learning_rate=0.2)
+    for g, s in zip(dense, sparse):
+        opt.apply(tf.distribute.get_strategy(),
+                  [tf.constant(g), tf.IndexedSlices(tf.constant(s), tf.constant(rows),
+                                                    tf.constant([30, 8]))],
+                  [a, b], ["a", "b"], tf.constant(0, tf.int64))
+    acc_a, want_a = np.ones_like(w0), w0.copy()
+    acc_b, want_b = np.ones_like(w0), w0.copy()
+    for g, s in zip(dense, sparse):
+        acc_a += g * g
+        want_a -= np.float32(0.2) * g / np.sqrt(acc_a)
+        acc_b[rows] += s * s
+        want_b[rows] -= np.float32(0.2) * s / np.sqrt(acc_b[rows])
+    np.testing.assert_allclose(opt.accumulators["a"].numpy(), acc_a, rtol=1e-6)
+    np.testing.assert_allclose(a.numpy(), want_a, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(opt.accumulators["b"].numpy(), acc_b, rtol=1e-6)
+    np.testing.assert_allclose(b.numpy(), want_b, rtol=1e-6, atol=1e-6)
+    untouched = np.setdiff1d(np.arange(30), rows)
+    np.testing.assert_array_equal(b.numpy()[untouched], w0[untouched])
+    np.testing.assert_array_equal(opt.accumulators["b"].numpy()[untouched], 1.0)
