@@ -37,6 +37,58 @@ def test_skipping_finished_rows_changes_nothing(residual):
     np.testing.assert_allclose(fn(x, lengths).numpy(), masked.numpy(), rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("jit", [False, True])
+def test_gradients_through_pre_transposed_weights_change_nothing(jit):
+    """Training's LSTM steps and the highway take the input gradient from weights transposed
+    once (``bilm.layers.matmul``): the gradients equal TensorFlow's own, to float32 rounding
+    (the products run in other kernels)."""
+    from bilm.layers.highway import Highway
+    from bilm.layers.matmul import matmul
+
+    tf.random.set_seed(2)
+    layer = ProjectedLSTM(input_dim=6, dim=10, projection_dim=6, n_directions=2,
+                          cell_clip=0.5, proj_clip=0.4, residual=True)
+    layer.bias.assign(tf.random.normal(layer.bias.shape))
+    x = tf.random.normal([2, 7, 5, 6])
+    lengths = tf.constant([3, 7, 0, 3, 5])
+    state = tuple(tf.random.normal([2, 5, n]) for n in (10, 6))
+    dy = tf.random.normal([2, 7, 5, 6])
+
+    @tf.function(jit_compile=jit)
+    def grads(x, state, training):
+        with tf.GradientTape() as tape:
+            tape.watch([x, state])
+            out, (c, h) = layer(x, lengths=lengths, initial_state=state, training=training)
+            loss = tf.reduce_sum(out * dy) + tf.reduce_sum(c) + 2.0 * tf.reduce_sum(h)
+        return tape.gradient(loss, [x, state, layer.kernel, layer.projection, layer.bias])
+
+    plain, transposed = grads(x, state, False), grads(x, state, True)
+    for a, b in zip(tf.nest.flatten(plain), tf.nest.flatten(transposed), strict=True):
+        assert np.abs(a.numpy()).max() > 0
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-5, atol=1e-6)
+
+    highway = Highway(dim=8, n_layers=2)
+    h_in, h_dy = tf.random.normal([5, 8]), tf.random.normal([5, 8])
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(h_in)
+        y = highway(h_in)
+        y_plain = h_in
+        for k in range(2):  # the same layer with TensorFlow's matmul
+            g = tf.sigmoid(tf.matmul(y_plain, highway.w_carry[k]) + highway.b_carry[k])
+            t = tf.nn.relu(tf.matmul(y_plain, highway.w_transform[k]) + highway.b_transform[k])
+            y_plain = g * t + (1.0 - g) * y_plain
+    wanted = tape.gradient(y_plain, [h_in, *highway.trainable_variables], output_gradients=h_dy)
+    got = tape.gradient(y, [h_in, *highway.trainable_variables], output_gradients=h_dy)
+    for a, b in zip(wanted, got, strict=True):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-5, atol=1e-6)
+    w = tf.random.normal([8, 3])
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([h_in, w])
+        given, plain_ = matmul(h_in, w, tf.transpose(w)), tf.matmul(h_in, w)
+    for a, b in zip(tape.gradient(plain_, [h_in, w]), tape.gradient(given, [h_in, w])):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_bfloat16_precision_is_close_but_not_float32(tiny_model):
     options_file, weight_file = tiny_model
     sentences = [["a", "bird", "sings", "loudly"], ["ünïcode"], ["x" * 30, "y", "z"]]

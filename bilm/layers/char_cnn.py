@@ -94,7 +94,8 @@ class CharCNN(keras.layers.Layer):
         order = tf.argsort(lengths, stable=True)
         sorted_lengths = tf.gather(lengths, order)
         sorted_ids = tf.gather(char_ids, order)
-        n = tf.shape(char_ids)[0]
+        n, n_chars = tf.shape(char_ids)[0], tf.shape(char_ids)[1]
+        widest = max(width for width, _ in self.options.filters)
         groups = self.N_LENGTH_GROUPS
         pooled = []
         empty = tf.zeros([0, self.options.n_filters], self.compute_dtype)
@@ -102,11 +103,13 @@ class CharCNN(keras.layers.Layer):
             start, stop = n * g // groups, n * (g + 1) // groups
             # a group is empty when there are fewer tokens than groups: oneDNN's conv2d gives
             # an empty batch the wrong shape, forward and backward, so it is never called
-            pooled.append(tf.cond(
-                stop > start,
-                lambda start=start, stop=stop: self._pool(
-                    tf.gather(table, sorted_ids[start:stop]), sorted_lengths[stop - 1]),
-                lambda: empty))
+            def group(start=start, stop=stop):
+                longest = sorted_lengths[stop - 1]
+                # only the columns the widest filter reads: smaller gathers and gradients
+                columns = tf.minimum(n_chars, longest + widest)
+                return self._pool(tf.gather(table, sorted_ids[start:stop, :columns]), longest)
+
+            pooled.append(tf.cond(stop > start, group, lambda: empty))
         pooled = tf.gather(tf.concat(pooled, axis=0), tf.math.invert_permutation(order))
         bias = tf.concat(self.biases, axis=0)
         act = tf.nn.relu if self.options.activation == "relu" else tf.tanh

@@ -12,16 +12,22 @@ import math
 import keras
 import tensorflow as tf
 
+from bilm.layers.matmul import matmul
+
 FORGET_BIAS = 1.0  # added at run time, never stored (TF1 LSTMCell)
 
 
-def per_direction_matmul(x: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
+def per_direction_matmul(x: tf.Tensor, w: tf.Tensor, w_t: tf.Tensor | None = None,
+                         ) -> tf.Tensor:
     """``x[k] @ w[k]`` for each direction k: (d, batch, n) x (d, n, m) -> (d, batch, m).
 
     Separate matmuls, stacked: on CPU they run 10-25% faster than one BatchMatMul at the
-    per-step sizes of an LSTM (measured, TF 2.21).
+    per-step sizes of an LSTM (measured, TF 2.21). With ``w_t`` (d, m, n), w transposed, the
+    gradient for x reads it instead of w (:func:`bilm.layers.matmul.matmul`).
     """
-    return tf.stack([tf.matmul(x[k], w[k]) for k in range(w.shape[0])])
+    if w_t is None:
+        return tf.stack([tf.matmul(x[k], w[k]) for k in range(w.shape[0])])
+    return tf.stack([matmul(x[k], w[k], w_t[k]) for k in range(w.shape[0])])
 
 
 def _glorot_per_direction(fan_in: int, fan_out: int) -> keras.initializers.Initializer:
@@ -120,15 +126,24 @@ class ProjectedLSTM(keras.layers.Layer):
             out, final = self._run_active_rows(x, tf.cast(lengths, tf.int32), initial_state,
                                                w_x, w_h, bias, proj)
         else:
-            out, final = self._run_masked(x, lengths, initial_state, w_x, w_h, bias, proj)
+            out, final = self._run_masked(x, lengths, initial_state, w_x, w_h, bias, proj,
+                                          transposed_grads=training)
         if self.residual:  # outputs past a row's length stay zeros
             out = out + (x if lengths is None else x * self._valid(lengths, n_steps))
         return out, final
 
-    def _run_masked(self, x, lengths, initial_state, w_x, w_h, bias, proj):
+    def _run_masked(self, x, lengths, initial_state, w_x, w_h, bias, proj,
+                    transposed_grads=False):
         """The loop over every row: past its length a row's state is kept and its output is
-        zeros (``tf.where``); static shapes, so XLA can compile it and its gradient."""
+        zeros (``tf.where``); static shapes, so XLA can compile it and its gradient.
+
+        ``transposed_grads`` (training): the weights are transposed once, before the loop, for
+        the backward steps' products (``per_direction_matmul``'s ``w_t``)."""
         d, mm = self.n_directions, self.matmul_dtype
+        w_h_t = proj_t = None
+        if transposed_grads:
+            w_h_t = tf.transpose(w_h, [0, 2, 1])
+            proj_t = None if proj is None else tf.transpose(proj, [0, 2, 1])
         shape = tf.shape(x)
         n_steps, batch = shape[1], shape[2]
         # The input half of every gate for all steps in one matmul.
@@ -144,9 +159,9 @@ class ProjectedLSTM(keras.layers.Layer):
         outputs = tf.TensorArray(x.dtype, size=n_steps, element_shape=[d, None, self.out_dim])
 
         def step(t, c_prev, h_prev, outputs):
-            gates = gx[:, t] + tf.cast(per_direction_matmul(tf.cast(h_prev, mm), w_h),
+            gates = gx[:, t] + tf.cast(per_direction_matmul(tf.cast(h_prev, mm), w_h, w_h_t),
                                        gx.dtype)  # shape (d, batch, 4 dim)
-            c, h = self._cell(gates, c_prev, proj)
+            c, h = self._cell(gates, c_prev, proj, proj_t)
             out = h
             if valid_all is not None:
                 valid = valid_all[t]
@@ -169,15 +184,17 @@ class ProjectedLSTM(keras.layers.Layer):
         return tf.cast(valid, tf.float32)[tf.newaxis, :, :, tf.newaxis]
 
     def _cell(self, gates: tf.Tensor, c_prev: tf.Tensor, proj: tf.Tensor | None,
-              ) -> tuple[tf.Tensor, tf.Tensor]:
-        """TF1 LSTMCell's arithmetic from the summed gates (d, rows, 4 dim) -> (c, h)."""
+              proj_t: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+        """TF1 LSTMCell's arithmetic from the summed gates (d, rows, 4 dim) -> (c, h);
+        ``proj_t``: the projection transposed, for the gradient (``per_direction_matmul``)."""
         i, j, f, o = tf.split(gates, 4, axis=-1)
         c = tf.sigmoid(f + FORGET_BIAS) * c_prev + tf.sigmoid(i) * tf.tanh(j)
         if self.cell_clip is not None:
             c = tf.clip_by_value(c, -self.cell_clip, self.cell_clip)
         h = tf.sigmoid(o) * tf.tanh(c)
         if proj is not None:
-            h = tf.cast(per_direction_matmul(tf.cast(h, self.matmul_dtype), proj), c.dtype)
+            h = tf.cast(per_direction_matmul(tf.cast(h, self.matmul_dtype), proj, proj_t),
+                        c.dtype)
             if self.proj_clip is not None:
                 h = tf.clip_by_value(h, -self.proj_clip, self.proj_clip)
         return c, h
