@@ -83,9 +83,10 @@ class Adagrad(tf.Module):
         lr = self.learning_rate
         lr = lr(step) if callable(lr) else lr
 
-        # TensorFlow's fused Adagrad kernels (TF1's own: ``accum += g * g; var -= lr * g *
-        # rsqrt(accum)``, the sparse one row by row): one pass over each variable instead of
-        # five element-wise ops, the same float32 values.
+        # TensorFlow's fused Adagrad kernels, TF1's own (``accum += g * g; var -= lr * g /
+        # sqrt(accum)``): one pass over each variable instead of five element-wise ops. The
+        # sparse kernel updates rows in parallel, so its rows must be unique (combine_rows);
+        # its 1-D path divides by sqrt where the others multiply by rsqrt (float32 rounding).
         def update(var, grad, acc):
             lr_t = tf.cast(lr, var.dtype)
             if isinstance(grad, tf.IndexedSlices):

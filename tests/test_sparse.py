@@ -50,9 +50,9 @@ def test_sparse_gradients_stay_sparse():
 
 
 def test_adagrad_is_tf1s_update():
-    """Three steps, a dense and a sparse gradient: TF1's ``accum += g^2; var -= lr * g /
-    sqrt(accum)`` in float32 (accumulators from 1.0); rows a sparse gradient leaves out keep
-    their values and accumulators exactly."""
+    """Three steps, a dense and two sparse gradients (2-D and 1-D tables): TF1's
+    ``accum += g^2; var -= lr * g / sqrt(accum)`` in float32 (accumulators from 1.0); rows a
+    sparse gradient leaves out keep their values and accumulators exactly."""
     from bilm.optimizers import Adagrad
 
     rng = np.random.default_rng(0)
@@ -60,24 +60,33 @@ def test_adagrad_is_tf1s_update():
     dense = [rng.normal(size=(30, 8)).astype(np.float32) for _ in range(3)]
     rows = np.array([3, 7, 29])
     sparse = [rng.normal(size=(3, 8)).astype(np.float32) for _ in range(3)]
-    a, b = tf.Variable(w0), tf.Variable(w0)
-    opt = Adagrad({"a": a, "b": b}, learning_rate=0.2)
-    for g, s in zip(dense, sparse):
+    bias0 = rng.normal(size=30).astype(np.float32)  # a 1-D table (softmax/b): its own path
+    bias_grads = [rng.normal(size=3).astype(np.float32) for _ in range(3)]
+    a, b, c = tf.Variable(w0), tf.Variable(w0), tf.Variable(bias0)
+    opt = Adagrad({"a": a, "b": b, "c": c}, learning_rate=0.2)
+    for g, s, e in zip(dense, sparse, bias_grads):
         opt.apply(tf.distribute.get_strategy(),
                   [tf.constant(g), tf.IndexedSlices(tf.constant(s), tf.constant(rows),
-                                                    tf.constant([30, 8]))],
-                  [a, b], ["a", "b"], tf.constant(0, tf.int64))
+                                                    tf.constant([30, 8])),
+                   tf.IndexedSlices(tf.constant(e), tf.constant(rows), tf.constant([30]))],
+                  [a, b, c], ["a", "b", "c"], tf.constant(0, tf.int64))
     acc_a, want_a = np.ones_like(w0), w0.copy()
     acc_b, want_b = np.ones_like(w0), w0.copy()
-    for g, s in zip(dense, sparse):
+    acc_c, want_c = np.ones_like(bias0), bias0.copy()
+    for g, s, e in zip(dense, sparse, bias_grads):
         acc_a += g * g
         want_a -= np.float32(0.2) * g / np.sqrt(acc_a)
         acc_b[rows] += s * s
         want_b[rows] -= np.float32(0.2) * s / np.sqrt(acc_b[rows])
+        acc_c[rows] += e * e
+        want_c[rows] -= np.float32(0.2) * e / np.sqrt(acc_c[rows])
     np.testing.assert_allclose(opt.accumulators["a"].numpy(), acc_a, rtol=1e-6)
     np.testing.assert_allclose(a.numpy(), want_a, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(opt.accumulators["b"].numpy(), acc_b, rtol=1e-6)
     np.testing.assert_allclose(b.numpy(), want_b, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(opt.accumulators["c"].numpy(), acc_c, rtol=1e-6)
+    np.testing.assert_allclose(c.numpy(), want_c, rtol=1e-6, atol=1e-6)
     untouched = np.setdiff1d(np.arange(30), rows)
+    np.testing.assert_array_equal(c.numpy()[untouched], bias0[untouched])
     np.testing.assert_array_equal(b.numpy()[untouched], w0[untouched])
     np.testing.assert_array_equal(opt.accumulators["b"].numpy()[untouched], 1.0)

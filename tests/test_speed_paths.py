@@ -38,13 +38,21 @@ def test_skipping_finished_rows_changes_nothing(residual):
 
 
 @pytest.mark.parametrize("jit", [False, True])
-def test_gradients_through_pre_transposed_weights_change_nothing(jit):
+def test_gradients_through_pre_transposed_weights_change_nothing(jit, monkeypatch):
     """Training's LSTM steps and the highway take the input gradient from weights transposed
     once (``bilm.layers.matmul``): the gradients equal TensorFlow's own, to float32 rounding
     (the products run in other kernels)."""
+    import bilm.layers.lstm
     from bilm.layers.highway import Highway
     from bilm.layers.matmul import matmul
 
+    calls = []  # the pre-transposed product is what training's LSTM traces, and only it
+
+    def counted(x, w, w_t=None):
+        calls.append(w_t is not None)
+        return matmul(x, w, w_t)
+
+    monkeypatch.setattr(bilm.layers.lstm, "matmul", counted)
     tf.random.set_seed(2)
     layer = ProjectedLSTM(input_dim=6, dim=10, projection_dim=6, n_directions=2,
                           cell_clip=0.5, proj_clip=0.4, residual=True)
@@ -62,7 +70,10 @@ def test_gradients_through_pre_transposed_weights_change_nothing(jit):
             loss = tf.reduce_sum(out * dy) + tf.reduce_sum(c) + 2.0 * tf.reduce_sum(h)
         return tape.gradient(loss, [x, state, layer.kernel, layer.projection, layer.bias])
 
-    plain, transposed = grads(x, state, False), grads(x, state, True)
+    plain = grads(x, state, False)
+    assert calls == []
+    transposed = grads(x, state, True)
+    assert calls and all(calls)
     for a, b in zip(tf.nest.flatten(plain), tf.nest.flatten(transposed), strict=True):
         assert np.abs(a.numpy()).max() > 0
         np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-5, atol=1e-6)

@@ -8,6 +8,7 @@ per-step overhead is paid once for both.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import keras
 import tensorflow as tf
@@ -17,17 +18,22 @@ from bilm.layers.matmul import matmul
 FORGET_BIAS = 1.0  # added at run time, never stored (TF1 LSTMCell)
 
 
-def per_direction_matmul(x: tf.Tensor, w: tf.Tensor, w_t: tf.Tensor | None = None,
-                         ) -> tf.Tensor:
+# per-direction weights: a (d, n, m) tensor or a list of d (n, m) matrices
+Weights = tf.Tensor | Sequence[tf.Tensor]
+
+
+def per_direction_matmul(x: tf.Tensor, w: Weights, w_t: Weights | None = None) -> tf.Tensor:
     """``x[k] @ w[k]`` for each direction k: (d, batch, n) x (d, n, m) -> (d, batch, m).
 
     Separate matmuls, stacked: on CPU they run 10-25% faster than one BatchMatMul at the
-    per-step sizes of an LSTM (measured, TF 2.21). With ``w_t`` (d, m, n), w transposed, the
-    gradient for x reads it instead of w (:func:`bilm.layers.matmul.matmul`).
+    per-step sizes of an LSTM (measured, TF 2.21). ``w`` is a (d, n, m) tensor or a list of d
+    (n, m) matrices (sliced once, outside a loop). With ``w_t``, w transposed ((d, m, n) or a
+    list), the gradient for x reads it instead of w (:func:`bilm.layers.matmul.matmul`).
     """
+    d = len(w) if isinstance(w, (list, tuple)) else w.shape[0]
     if w_t is None:
-        return tf.stack([tf.matmul(x[k], w[k]) for k in range(w.shape[0])])
-    return tf.stack([matmul(x[k], w[k], w_t[k]) for k in range(w.shape[0])])
+        return tf.stack([tf.matmul(x[k], w[k]) for k in range(d)])
+    return tf.stack([matmul(x[k], w[k], w_t[k]) for k in range(d)])
 
 
 def _glorot_per_direction(fan_in: int, fan_out: int) -> keras.initializers.Initializer:
@@ -140,10 +146,15 @@ class ProjectedLSTM(keras.layers.Layer):
         ``transposed_grads`` (training): the weights are transposed once, before the loop, for
         the backward steps' products (``per_direction_matmul``'s ``w_t``)."""
         d, mm = self.n_directions, self.matmul_dtype
+        # Each direction's matrices sliced here, once: sliced inside the loop, they are
+        # intermediates that the loop's gradient stores at every step (a copy of each weight
+        # per step; the XLA head 7-9% slower, measured).
         w_h_t = proj_t = None
         if transposed_grads:
-            w_h_t = tf.transpose(w_h, [0, 2, 1])
-            proj_t = None if proj is None else tf.transpose(proj, [0, 2, 1])
+            w_h_t = tf.unstack(tf.transpose(w_h, [0, 2, 1]))
+            proj_t = None if proj is None else tf.unstack(tf.transpose(proj, [0, 2, 1]))
+        w_h = tf.unstack(w_h)
+        proj = None if proj is None else tf.unstack(proj)
         shape = tf.shape(x)
         n_steps, batch = shape[1], shape[2]
         # The input half of every gate for all steps in one matmul.
@@ -183,8 +194,8 @@ class ProjectedLSTM(keras.layers.Layer):
         valid = tf.range(n_steps)[:, tf.newaxis] < tf.cast(lengths, tf.int32)
         return tf.cast(valid, tf.float32)[tf.newaxis, :, :, tf.newaxis]
 
-    def _cell(self, gates: tf.Tensor, c_prev: tf.Tensor, proj: tf.Tensor | None,
-              proj_t: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+    def _cell(self, gates: tf.Tensor, c_prev: tf.Tensor, proj: Weights | None,
+              proj_t: Weights | None = None) -> tuple[tf.Tensor, tf.Tensor]:
         """TF1 LSTMCell's arithmetic from the summed gates (d, rows, 4 dim) -> (c, h);
         ``proj_t``: the projection transposed, for the gradient (``per_direction_matmul``)."""
         i, j, f, o = tf.split(gates, 4, axis=-1)

@@ -6,9 +6,10 @@ import tensorflow as tf
 
 
 def matmul(x: tf.Tensor, w: tf.Tensor, w_t: tf.Tensor | None = None) -> tf.Tensor:
-    """``x @ w`` for x (n, k) and w (k, m) -> (n, m), whose gradient for x is ``dy @ w_t``
-    with ``w_t = transpose(w)`` stored as such: given by the caller (computed once outside a
-    loop), else transposed in the backward pass.
+    """``x @ w`` for 2-D x (n, k) and w (k, m) -> (n, m), whose gradient for x is
+    ``dy @ w_t``, a plain product with w's transpose held in memory: ``w_t`` (m, k) from the
+    caller (transposed once outside a loop; it must equal ``transpose(w)``, or the gradient
+    is silently wrong, and it gets no gradient itself), else transposed in the backward pass.
 
     TensorFlow's gradient of ``x @ w`` is ``matmul(dy, w, transpose_b=True)``, which oneDNN
     runs 1.5-2.7x slower than a plain product at the highway's and the LSTM's shapes and XLA
