@@ -10,16 +10,23 @@ from bilm.layers.lstm import ProjectedLSTM
 from bilm.model import dump_bilm_embeddings
 
 
-@pytest.mark.parametrize("residual", [False, True])
-def test_skipping_finished_rows_changes_nothing(residual):
-    tf.random.set_seed(1)
+def _lstm_case(seed: int, residual: bool):
+    """A small clipped, projected biLSTM layer with a random bias, its input (2, 7, 5, 6),
+    lengths (unsorted, with ties, a zero-length (padding) row and a full-length one) and a
+    random initial state."""
+    tf.random.set_seed(seed)
     layer = ProjectedLSTM(input_dim=6, dim=10, projection_dim=6, n_directions=2,
                           cell_clip=0.5, proj_clip=0.4, residual=residual)
     layer.bias.assign(tf.random.normal(layer.bias.shape))
     x = tf.random.normal([2, 7, 5, 6])
-    # unsorted, with ties, a zero-length (padding) row and a full-length one
     lengths = tf.constant([3, 7, 0, 3, 5])
     state = tuple(tf.random.normal([2, 5, n]) for n in (10, 6))
+    return layer, x, lengths, state
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_skipping_finished_rows_changes_nothing(residual):
+    layer, x, lengths, state = _lstm_case(1, residual)
     masked, (c0, h0) = layer(x, lengths=lengths, initial_state=state)
     skipped, (c1, h1) = layer(x, lengths=lengths, initial_state=state, skip_finished_rows=True)
     np.testing.assert_allclose(skipped.numpy(), masked.numpy(), rtol=0, atol=1e-6)
@@ -53,13 +60,7 @@ def test_gradients_through_pre_transposed_weights_change_nothing(jit, monkeypatc
         return matmul(x, w, w_t)
 
     monkeypatch.setattr(bilm.layers.lstm, "matmul", counted)
-    tf.random.set_seed(2)
-    layer = ProjectedLSTM(input_dim=6, dim=10, projection_dim=6, n_directions=2,
-                          cell_clip=0.5, proj_clip=0.4, residual=True)
-    layer.bias.assign(tf.random.normal(layer.bias.shape))
-    x = tf.random.normal([2, 7, 5, 6])
-    lengths = tf.constant([3, 7, 0, 3, 5])
-    state = tuple(tf.random.normal([2, 5, n]) for n in (10, 6))
+    layer, x, lengths, state = _lstm_case(2, residual=True)
     dy = tf.random.normal([2, 7, 5, 6])
 
     @tf.function(jit_compile=jit)
