@@ -7,8 +7,6 @@ import math
 import keras
 import tensorflow as tf
 
-from bilm.layers.matmul import matmul
-
 
 class Highway(keras.layers.Layer):
     """``n_layers`` highway layers of width ``dim``, with ``g = sigmoid(x W_carry + b_carry)``:
@@ -47,11 +45,8 @@ class Highway(keras.layers.Layer):
     def call(self, x: tf.Tensor) -> tf.Tensor:
         """x: (n_tokens, dim) -> (n_tokens, dim)."""
         for k in range(self.n_layers):
-            # matmul: the gradient reads the weights transposed once (faster on CPU)
-            w_carry = tf.convert_to_tensor(self.w_carry[k])
-            w_transform = tf.convert_to_tensor(self.w_transform[k])
-            gate = tf.sigmoid(matmul(x, w_carry) + self.b_carry[k])
-            transform = tf.nn.relu(matmul(x, w_transform) + self.b_transform[k])
+            gate = tf.sigmoid(tf.matmul(x, self.w_carry[k]) + self.b_carry[k])
+            transform = tf.nn.relu(tf.matmul(x, self.w_transform[k]) + self.b_transform[k])
             if self.gate == "transform":
                 x = gate * transform + (1.0 - gate) * x
             else:
