@@ -78,7 +78,7 @@ def write_model(name: str, tmp: str) -> tuple[str, str]:
 
 def read_sentences(path: str, n: int) -> list[list[str]]:
     with open(path, encoding="utf-8") as f:
-        return [line.split() for _, line in zip(range(n), f)]
+        return [line.split() for _, line in zip(range(n), f, strict=False)]
 
 
 def time_ours(args) -> dict:

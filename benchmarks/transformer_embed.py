@@ -173,7 +173,7 @@ def configure_tf(threads: int, inter_threads: int) -> None:
 
 def read_sentences(path: str | os.PathLike[str], n: int | None = None) -> list[list[str]]:
     with open(path, encoding="utf-8") as f:
-        lines = f if n is None else (line for _, line in zip(range(n), f))
+        lines = f if n is None else (line for _, line in zip(range(n), f, strict=False))
         return [line.split() for line in lines]
 
 

@@ -17,21 +17,51 @@ MODEL_DIR = FIXTURES / "model"
 KJV = SHARED / "corpus" / "kjv"
 
 
-def _need(path: Path) -> Path:
+# CI sets BILM_REQUIRE_SHARED=1: there a missing ../shared fails the tests that need it,
+# instead of skipping them (a run without the golden fixtures must not pass).
+REQUIRE_SHARED = "BILM_REQUIRE_SHARED"
+
+
+def _shared_required() -> bool:
+    return os.environ.get(REQUIRE_SHARED) == "1"
+
+
+def _required_message(reason: str) -> str:
+    return f"{reason}; {REQUIRE_SHARED}=1 makes this a failure"
+
+
+def need_shared(path: Path) -> Path:
+    """``path`` if it exists; else skip the test, or fail it with the same message when
+    BILM_REQUIRE_SHARED=1."""
     if not path.exists():
-        pytest.skip(f"needs {path} (the ../shared folder beside the checkout); not present")
+        reason = f"needs {path} (the ../shared folder beside the checkout); not present"
+        if _shared_required():
+            pytest.fail(_required_message(reason), pytrace=False)
+        pytest.skip(reason)
     return path
+
+
+@pytest.hookimpl(hookwrapper=True)  # the old-style wrapper: every pytest >= 7.4
+def pytest_runtest_makereport(item, call):
+    """With BILM_REQUIRE_SHARED=1, a skip raised elsewhere (a test module's own fixture)
+    whose reason names a path under ../shared fails too, as :func:`need_shared` does."""
+    report = (yield).get_result()
+    if (report.skipped and _shared_required() and call.excinfo is not None
+            and call.excinfo.errisinstance(pytest.skip.Exception)
+            and str(SHARED) in str(call.excinfo.value)):
+        report.outcome = "failed"
+        report.longrepr = _required_message(str(call.excinfo.value))
 
 
 @pytest.fixture(scope="session")
 def fixture_model() -> Path:
     """bilm-tf's test model directory (options.json, lm_weights.hdf5, vocab, embeddings)."""
-    return _need(MODEL_DIR)
+    return need_shared(MODEL_DIR)
 
 
 @pytest.fixture(scope="session")
 def kjv() -> Path:
-    return _need(KJV)
+    return need_shared(KJV)
 
 
 TINY_OPTIONS = {
@@ -87,3 +117,17 @@ def tiny_transformer(tmp_path_factory) -> tuple[Path, Path]:
     """(options_file, weight_file) of a tiny Transformer biLM with random weights."""
     return make_model_files(tmp_path_factory.mktemp("tiny_transformer"),
                             TINY_TRANSFORMER_OPTIONS)
+
+
+def assert_f32_close(actual, expected, ulps: float = 8, err_msg: str = "") -> None:
+    """Equal to float32 rounding: every element within ``ulps`` float32 epsilons of the
+    array's scale (its largest magnitude, at least 1). For results of the same arithmetic
+    done in another order (another batching, XLA or not), whose rounding error grows with the
+    values summed, not with each element's own size."""
+    import numpy as np
+
+    expected = np.asarray(expected)
+    scale = max(1.0, float(np.max(np.abs(expected), initial=0.0)))
+    np.testing.assert_allclose(actual, expected, rtol=0,
+                               atol=ulps * float(np.finfo(np.float32).eps) * scale,
+                               err_msg=err_msg)

@@ -9,6 +9,7 @@ import pytest
 
 from bilm import Batcher, BidirectionalLanguageModel, dump_bilm_embeddings
 from bilm.model import dump_token_embeddings
+from tests.conftest import assert_f32_close
 
 LINES = ["the first line .", "", "Ünïcödé tökens wörk", "   ", "y" * 200 + " short",
          " ".join(["long"] * 150), "last"]
@@ -56,7 +57,7 @@ def test_stateless_batched_dump(tiny_model, dataset, tmp_path):
             assert got[str(i)].shape == (3, 0, 16)
             continue
         expected = model(batcher.batch_sentences([tokens]))["lm_embeddings"].numpy()[0]
-        np.testing.assert_allclose(got[str(i)], expected, rtol=0, atol=1e-6)
+        assert_f32_close(got[str(i)], expected)
 
 
 def test_stateless_dump_token_budget(tiny_model, dataset, tmp_path, monkeypatch):
@@ -77,7 +78,7 @@ def test_stateless_dump_token_budget(tiny_model, dataset, tmp_path, monkeypatch)
     alone, batched = read_all(tmp_path / "a.hdf5"), read_all(tmp_path / "b.hdf5")
     assert sorted(alone) == sorted(batched)
     for key in alone:
-        np.testing.assert_allclose(alone[key], batched[key], rtol=0, atol=1e-6)
+        assert_f32_close(alone[key], batched[key])
     with pytest.raises(ValueError, match="max_tokens must be >= 1"):
         dump_bilm_embeddings(None, dataset, options_file, weight_file, tmp_path / "c.hdf5",
                              stateful=False, max_tokens=0)

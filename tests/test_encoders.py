@@ -80,7 +80,7 @@ def test_the_variable_table_is_the_models_trainable_variables(name):
     names = list(table)
     _, _, grads = lm.train_gradients(batch_for(lm), None, tf.constant([1, 2], tf.int64),
                                      [table[n] for n in names], scale=1.0)
-    for n, g in zip(names, grads):
+    for n, g in zip(names, grads, strict=True):
         assert float(tf.reduce_sum(tf.abs(g))) > 0, f"{name}: {n} gets no gradient"
 
 
@@ -145,10 +145,10 @@ def test_transformer_step_with_xla_and_in_bfloat16():
         results[name] = (float(loss), [g.numpy() for g in grads])
     loss, grads = results["plain"]
     assert results["xla"][0] == pytest.approx(loss, rel=1e-5)
-    for g, gx in zip(grads, results["xla"][1]):
+    for g, gx in zip(grads, results["xla"][1], strict=True):
         np.testing.assert_allclose(gx, g, rtol=1e-4, atol=1e-5)
     assert results["bf16"][0] == pytest.approx(loss, rel=2e-2)
     assert results["bf16"][0] != loss  # the matmuls did run in bfloat16
-    num = sum(float(np.sum((gb - g) ** 2)) for g, gb in zip(grads, results["bf16"][1]))
+    num = sum(float(np.sum((gb - g) ** 2)) for g, gb in zip(grads, results["bf16"][1], strict=True))
     den = sum(float(np.sum(g**2)) for g in grads)
     assert math.sqrt(num / den) < 0.05

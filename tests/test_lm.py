@@ -44,7 +44,7 @@ def assert_two_stage_equals_one_tape(lm, batch, seed, scale=3.0):
         scaled = ref_loss * scale
     ref = tape.gradient(scaled, variables)
     np.testing.assert_allclose(float(loss), float(ref_loss), rtol=1e-6)
-    for v, g, r in zip(variables, grads, ref):
+    for v, g, r in zip(variables, grads, ref, strict=True):
         np.testing.assert_allclose(g.numpy(), tf.convert_to_tensor(r).numpy(), rtol=1e-4,
                                    atol=1e-6, err_msg=v.path)
     return grads

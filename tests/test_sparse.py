@@ -64,7 +64,7 @@ def test_adagrad_is_tf1s_update():
     bias_grads = [rng.normal(size=3).astype(np.float32) for _ in range(3)]
     a, b, c = tf.Variable(w0), tf.Variable(w0), tf.Variable(bias0)
     opt = Adagrad({"a": a, "b": b, "c": c}, learning_rate=0.2)
-    for g, s, e in zip(dense, sparse, bias_grads):
+    for g, s, e in zip(dense, sparse, bias_grads, strict=True):
         opt.apply(tf.distribute.get_strategy(),
                   [tf.constant(g), tf.IndexedSlices(tf.constant(s), tf.constant(rows),
                                                     tf.constant([30, 8])),
@@ -73,7 +73,7 @@ def test_adagrad_is_tf1s_update():
     acc_a, want_a = np.ones_like(w0), w0.copy()
     acc_b, want_b = np.ones_like(w0), w0.copy()
     acc_c, want_c = np.ones_like(bias0), bias0.copy()
-    for g, s, e in zip(dense, sparse, bias_grads):
+    for g, s, e in zip(dense, sparse, bias_grads, strict=True):
         acc_a += g * g
         want_a -= np.float32(0.2) * g / np.sqrt(acc_a)
         acc_b[rows] += s * s

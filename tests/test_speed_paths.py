@@ -8,6 +8,7 @@ import tensorflow as tf
 from bilm import Batcher, BidirectionalLanguageModel
 from bilm.layers.lstm import ProjectedLSTM
 from bilm.model import dump_bilm_embeddings
+from tests.conftest import assert_f32_close
 
 
 def _lstm_case(seed: int, residual: bool):
@@ -104,7 +105,8 @@ def test_bfloat16_precision_is_close_but_not_float32(tiny_model):
     assert b.dtype == np.float32
     rel = np.linalg.norm(b - a) / np.linalg.norm(a)
     assert 1e-5 < rel < 2e-2, rel  # rounded as bf16 (8-bit mantissa), nothing worse
-    for e32, e16 in zip(fp32.embed_sentences(sentences), bf16.embed_sentences(sentences)):
+    for e32, e16 in zip(fp32.embed_sentences(sentences), bf16.embed_sentences(sentences),
+                        strict=True):
         np.testing.assert_allclose(e16, e32, rtol=0, atol=0.05 * np.abs(e32).max())
     with pytest.raises(ValueError, match="precision must be one of float32, bfloat16"):
         BidirectionalLanguageModel(options_file, weight_file, precision="float16")
@@ -138,7 +140,7 @@ def _full_width_cnn(cnn, char_ids, shifted):
         table = tf.concat([tf.zeros_like(table[:1]), table], axis=0)
     x = tf.gather(table, char_ids)[:, tf.newaxis]
     pooled = [tf.reduce_max(tf.nn.conv2d(x, k, 1, "VALID"), axis=[1, 2]) + b
-              for k, b in zip(cnn.kernels, cnn.biases)]
+              for k, b in zip(cnn.kernels, cnn.biases, strict=True)]
     return tf.nn.relu(tf.concat(pooled, -1))
 
 
@@ -182,11 +184,13 @@ def test_char_cnn_length_groups_change_nothing(padding_row, shifted):
             ref = _full_width_cnn(cnn, ids, shifted)
             weights = tf.random.normal(tf.shape(ref))
             loss_out, loss_ref = (tf.reduce_sum(weights * o) for o in (out, ref))
-        np.testing.assert_array_equal(out.numpy(), ref.numpy())
+        # the same products, convolved over fewer columns: equal up to oneDNN's rounding
+        # (bit-equal in most runs; TensorFlow 2.21's kernels differ by an ulp now and then)
+        assert_f32_close(out.numpy(), ref.numpy(), ulps=2)
         assert out.shape == (len(ids), 13)
         variables = [cnn.char_embed, *cnn.kernels, *cnn.biases]
         for g, g_ref in zip(tape.gradient(loss_out, variables),
-                            tape.gradient(loss_ref, variables)):
+                            tape.gradient(loss_ref, variables), strict=True):
             g, g_ref = tf.convert_to_tensor(g).numpy(), tf.convert_to_tensor(g_ref).numpy()
             np.testing.assert_allclose(g, g_ref, rtol=0, atol=1e-5 * np.abs(g_ref).max())
             assert np.abs(g_ref).max() > 0

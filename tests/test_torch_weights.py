@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from bilm.torch_weights import TorchWeightsError, load_torch_state_dict
-from tests.conftest import SHARED
+from tests.conftest import SHARED, need_shared
 
 DATA = Path(__file__).resolve().parent / "data" / "torch"
 ZIP_FILE = DATA / "state_dict_zip.th"
@@ -158,8 +158,7 @@ def test_file_objects_seekable_or_not(path):
 
 @pytest.fixture(scope="module")
 def allennlp_weights(tmp_path_factory) -> Path:
-    if not ALLENNLP_ARCHIVE.exists():
-        pytest.skip(f"needs {ALLENNLP_ARCHIVE} (the ../shared folder beside the checkout)")
+    need_shared(ALLENNLP_ARCHIVE)
     directory = tmp_path_factory.mktemp("allennlp")
     with tarfile.open(ALLENNLP_ARCHIVE) as archive:
         member = archive.getmember("weights.th")

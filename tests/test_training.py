@@ -97,7 +97,8 @@ def test_resume_is_exact(kjv, tmp_path):
     one = run(tmp_path / "one", 6)
     half = run(tmp_path / "two", 3)
     two = run(tmp_path / "two", 6, restart=half)
-    for (name, _), (name2, _) in zip(tf.train.list_variables(one), tf.train.list_variables(two)):
+    for (name, _), (name2, _) in zip(tf.train.list_variables(one), tf.train.list_variables(two),
+                                     strict=True):
         assert name == name2
         if name.startswith(("_", "save_counter")):
             continue
@@ -148,7 +149,7 @@ def test_bilm_tf_tf1_checkpoint_restores(tmp_path):
 
     trainer.restore(prefix)
     assert int(trainer.step.numpy()) == 1234
-    written = dict(zip(names, tensors))
+    written = dict(zip(names, tensors, strict=True))
     for entry in tf1_table(trainer.lm):
         np.testing.assert_array_equal(entry.get(), written[entry.tf1_key])
     kernel = trainer.variables["encoder/lstm_1/W_0"]

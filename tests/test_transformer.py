@@ -21,16 +21,14 @@ from bilm.encoders.transformer import TransformerContextualizer, positional_enco
 from bilm.layers.layer_norm import layer_norm
 from bilm.options import BiLMOptions
 from bilm.training import dump_weights, evaluate_run, resume_training, start_training
-from tests.conftest import SHARED
+from tests.conftest import SHARED, need_shared
 
 FIXTURE = SHARED / "fixtures" / "allennlp-transformer"
 
 
 @pytest.fixture(scope="module")
 def allennlp_fixture() -> Path:
-    if not FIXTURE.exists():
-        pytest.skip(f"needs {FIXTURE} (the ../shared folder beside the checkout); not present")
-    return FIXTURE
+    return need_shared(FIXTURE)
 
 
 @pytest.fixture(scope="module")
