@@ -19,14 +19,25 @@ Pickles can run arbitrary code, so every pickle here goes through :class:`_Restr
 whose ``find_class`` knows only the handful of globals a state dict uses (see ``_ALLOWED``) and
 maps them to this module's own NumPy-side stand-ins; any other global is refused with a
 :class:`TorchWeightsError`, before anything is imported. Nothing of torch is imported.
+
+Nor is a small file allowed to cost gigabytes. The first bytes must be a zip signature or a
+pickle of the legacy magic number before anything else is read. Every tensor's view is checked
+against its storage before any data is read or any array allocated: it may address only
+elements its storage holds, and each at most once (no zero or overlapping strides, which
+``torch.save`` never writes for a parameter; a dimension of size 1 may have any stride, a tensor
+of 0 elements any view). Every storage, and all the tensors together, must fit in
+:data:`MAX_TOTAL_BYTES`; the storages' bytes are read as the file delivers them (a count the file
+declares is never allocated up front), and of a zip member only the bytes its storage needs.
 """
 
 from __future__ import annotations
 
 import collections
 import io
+import math
 import os
 import pickle
+import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -39,6 +50,21 @@ __all__ = ["TorchWeightsError", "load_torch_state_dict"]
 
 class TorchWeightsError(ValueError):
     """A ``weights.th`` file that cannot (or must not) be read; the message names the file."""
+
+
+#: The most bytes the arrays of one file may take, all together (and so the most any one
+#: storage may hold): more than any biLM's weights, softmax included (AllenNLP's largest
+#: Transformer ELMo archives hold under 2 GiB). A file declaring more is refused before
+#: anything is allocated. Read at each call, so it can be changed here.
+MAX_TOTAL_BYTES = 4 << 30
+#: The most bytes the pickled state dict of a zip-layout file (``data.pkl``) may take: a few
+#: hundred bytes per tensor.
+MAX_PICKLE_BYTES = 256 << 20
+# Storages are read in pieces of this size, so that what is allocated is what the file holds.
+_CHUNK = 4 << 20
+# A zip-layout file given as a stream is copied to a temporary file (zipfile needs to seek);
+# one this small stays in memory.
+_SPOOL_IN_MEMORY = 32 << 20
 
 
 # torch.serialization's constants for the legacy layout.
@@ -270,6 +296,13 @@ class _StorageTable:
             raise _FormatError(f"malformed pickle: storage type {storage_type!r}")
         key = _text(key, "a storage key")
         numel = _int(numel, "a storage's numel")
+        nbytes, cap = numel * storage_type.raw.itemsize, MAX_TOTAL_BYTES
+        if nbytes > cap:
+            raise _FormatError(
+                f"storage {key!r} declares {numel:,} {storage_type.torch_name} elements "
+                f"({nbytes:,} bytes), more than a biLM's weights take "
+                f"(bilm.torch_weights.MAX_TOTAL_BYTES = {cap:,} bytes); refusing to read it"
+            )
         if self.roots.setdefault(key, (storage_type, numel)) != (storage_type, numel):
             raise _FormatError(f"storage {key!r} is described in two different ways")
         offset, view_numel = 0, numel
@@ -291,13 +324,7 @@ def _materialize(name: str, tensor: _Tensor, data: np.ndarray) -> np.ndarray:
     kind = storage.type
     if 0 in shape:
         array = np.empty(shape, kind.raw)
-    else:
-        last = tensor.offset + sum((n - 1) * s for n, s in zip(shape, tensor.stride))
-        if last >= storage.numel:
-            raise _FormatError(
-                f"tensor {name!r} (size {shape}, stride {tensor.stride}, offset {tensor.offset}) "
-                f"reaches past the {storage.numel} elements of its storage {storage.key!r}"
-            )
+    else:  # the view was checked against its storage (_check_views)
         start = storage.offset + tensor.offset
         view = np.lib.stride_tricks.as_strided(
             data[start:],
@@ -333,11 +360,62 @@ def _check_state_dict(obj: Any) -> dict[str, _Tensor]:
     return dict(obj)
 
 
+def _check_views(tensors: dict[str, _Tensor]) -> None:
+    """Refuse, before any data is read, a view its storage cannot back: one reaching past the
+    storage's elements or addressing an element twice (a zero or overlapping stride, as a
+    broadcast makes: torch.save never writes one for a parameter), and tensors that take more
+    than :data:`MAX_TOTAL_BYTES` together. A dimension of size 1 may have any stride (it is
+    never stepped), a tensor of 0 elements any view (it addresses nothing)."""
+    cap, total = MAX_TOTAL_BYTES, 0
+    for name, tensor in tensors.items():
+        size, stride, storage = tensor.size, tensor.stride, tensor.storage
+        numel = math.prod(size)
+        if numel:
+            where = f"tensor {name!r} (size {size}, stride {stride}, offset {tensor.offset})"
+            last = tensor.offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
+            if last >= storage.numel:
+                raise _FormatError(
+                    f"{where} reaches past the {storage.numel} elements of its storage "
+                    f"{storage.key!r}"
+                )
+            # Each element once: taken by increasing stride, every stride must step past all
+            # the elements the smaller ones reach (then each index has its own element, and
+            # with the bound above the tensor is no larger than its storage).
+            reach = 1
+            for s, n in sorted((s, n) for n, s in zip(size, stride, strict=True) if n > 1):
+                if s < reach:
+                    raise _FormatError(
+                        f"{where} addresses elements of its storage {storage.key!r} more than "
+                        "once (a zero or overlapping stride, which torch.save never writes for "
+                        "a weight); refusing to read it"
+                    )
+                reach += (n - 1) * s
+        total += numel * storage.type.result.itemsize
+        if total > cap:
+            raise _FormatError(
+                f"tensor {name!r} (size {size}) brings the tensors to {total:,} bytes, more "
+                f"than a biLM's weights take (bilm.torch_weights.MAX_TOTAL_BYTES = {cap:,} "
+                "bytes); refusing to read it"
+            )
+
+
 def _by_storage(tensors: dict[str, _Tensor]) -> dict[str, list[str]]:
     names: dict[str, list[str]] = {}
     for name, tensor in tensors.items():
         names.setdefault(tensor.storage.key, []).append(name)
     return names
+
+
+def _read_up_to(file: BinaryIO, nbytes: int) -> bytearray:
+    """Up to ``nbytes`` of ``file`` (fewer at its end), read in pieces: what is allocated is
+    what the file holds, whatever count it declares."""
+    data = bytearray()
+    while len(data) < nbytes:
+        piece = file.read(min(_CHUNK, nbytes - len(data)))
+        if not piece:
+            break
+        data += piece
+    return data
 
 
 def _elements(raw: bytes | bytearray, kind: _StorageType, numel: int, where: str) -> np.ndarray:
@@ -358,6 +436,8 @@ def _unpickle(file: BinaryIO, storage_id: Callable[[tuple[Any, ...]], _Storage] 
         raise
     except EOFError as e:
         raise _FormatError("is truncated: a pickle ends early") from e
+    except MemoryError:  # an opcode declaring a string or bytes of gigabytes
+        raise _FormatError("malformed pickle: it declares an object too large to hold") from None
     except pickle.UnpicklingError as e:
         if "truncated" in str(e):
             raise _FormatError("is truncated: a pickle ends early") from e
@@ -385,15 +465,22 @@ def _load_zip(file: BinaryIO) -> dict[str, np.ndarray]:
         # torch writes 'byteorder' since 1.13; older files come from (little-endian) x86/ARM
         # machines, and torch reads them as native-endian.
         if prefix + "byteorder" in names:
-            byteorder = _read_member(archive, prefix + "byteorder")
+            byteorder = _read_member(archive, prefix + "byteorder", 64)
             if byteorder != b"little":
                 raise _FormatError(
                     f"was written on a {byteorder.decode('ascii', 'replace')!r}-endian machine; "
                     "only little-endian files are supported"
                 )
         table = _StorageTable(legacy=False)
-        pickled = _read_member(archive, prefix + "data.pkl")
+        size = archive.getinfo(prefix + "data.pkl").file_size
+        if size > MAX_PICKLE_BYTES:
+            raise _FormatError(
+                f"has a '{prefix}data.pkl' of {size:,} bytes, more than a state dict's pickle "
+                f"takes (bilm.torch_weights.MAX_PICKLE_BYTES = {MAX_PICKLE_BYTES:,})"
+            )
+        pickled = _read_member(archive, prefix + "data.pkl", size)
         tensors = _check_state_dict(_unpickle(io.BytesIO(pickled), table))
+        _check_views(tensors)
         arrays: dict[str, np.ndarray] = {}
         for key, entries in _by_storage(tensors).items():
             member = f"{prefix}data/{key}"
@@ -402,22 +489,33 @@ def _load_zip(file: BinaryIO) -> dict[str, np.ndarray]:
                     f"is truncated: zip member '{member}' (storage {key!r}) is missing"
                 )
             kind, numel = table.roots[key]
-            data = _elements(_read_member(archive, member), kind, numel, f"zip member '{member}'")
+            needed, size = numel * kind.raw.itemsize, archive.getinfo(member).file_size
+            if size < needed:  # from the zip's directory, before reading
+                raise _FormatError(
+                    f"is truncated: zip member '{member}' holds {size} bytes, but its {numel} "
+                    f"{kind.torch_name} elements need {needed}"
+                )
+            # only the bytes the storage needs, however long the member (as torch reads it)
+            raw = _read_member(archive, member, needed)
+            data = _elements(raw, kind, numel, f"zip member '{member}'")
             for name in entries:
                 arrays[name] = _materialize(name, tensors[name], data)
     return {name: arrays[name] for name in tensors}
 
 
-def _read_member(archive: zipfile.ZipFile, member: str) -> bytes:
+def _read_member(archive: zipfile.ZipFile, member: str, nbytes: int) -> bytearray:
+    """The first ``nbytes`` of a zip member (fewer if it is shorter)."""
     try:
-        return archive.read(member)
+        with archive.open(member) as file:
+            return _read_up_to(file, nbytes)
     except (zipfile.BadZipFile, EOFError, zlib.error, OSError) as e:
         raise _FormatError(
             f"is truncated or corrupt: cannot read zip member '{member}': {e}"
         ) from e
 
 
-def _load_legacy(file: BinaryIO) -> dict[str, np.ndarray]:
+def _check_magic(file: BinaryIO) -> None:
+    """The legacy layout's first pickle: its magic number."""
     try:
         magic = _unpickle(file, None)
     except _ForbiddenGlobal:
@@ -428,6 +526,10 @@ def _load_legacy(file: BinaryIO) -> dict[str, np.ndarray]:
         raise _FormatError(
             "is not a PyTorch weights file (neither a zip archive nor a legacy torch.save file)"
         )
+
+
+def _load_legacy(file: BinaryIO) -> dict[str, np.ndarray]:
+    _check_magic(file)
     protocol = _unpickle(file, None)
     if protocol != _LEGACY_PROTOCOL:
         raise _FormatError(f"has legacy protocol version {protocol!r}, not {_LEGACY_PROTOCOL}")
@@ -440,6 +542,7 @@ def _load_legacy(file: BinaryIO) -> dict[str, np.ndarray]:
         raise _FormatError("was written on a big-endian machine; only little-endian is supported")
     table = _StorageTable(legacy=True)
     tensors = _check_state_dict(_unpickle(file, table))
+    _check_views(tensors)
     keys = _unpickle(file, None)
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise _FormatError(f"malformed legacy file: the storage key list is {keys!r}")
@@ -457,7 +560,7 @@ def _load_legacy(file: BinaryIO) -> dict[str, np.ndarray]:
             raise _FormatError(
                 f"is corrupt: storage {key!r} records {stored} elements, its pickle {numel}"
             )
-        raw = file.read(numel * kind.raw.itemsize)
+        raw = _read_up_to(file, numel * kind.raw.itemsize)
         data = _elements(raw, kind, numel, f"storage {key!r}")
         for name in names.get(key, ()):
             arrays[name] = _materialize(name, tensors[name], data)
@@ -480,13 +583,17 @@ def _describe_non_torch(head: bytes) -> str | None:
     return None
 
 
-def load_torch_state_dict(source: str | os.PathLike[str] | BinaryIO) -> dict[str, np.ndarray]:
+def load_torch_state_dict(
+    source: str | os.PathLike[str] | BinaryIO, *, name: str | None = None
+) -> dict[str, np.ndarray]:
     """Read a PyTorch state dict (``torch.save(model.state_dict(), ...)``) without torch.
 
     Args:
         source: a path, or a binary file object, holding a file in PyTorch's zip layout or its
             legacy layout. A file object is read from its current position; one that is not
-            seekable, or not at position 0, is first read into memory.
+            seekable, or not at position 0, is read as a stream: the legacy layout as it
+            comes, the zip layout (which needs seeking) through a temporary file.
+        name: how error messages name the file (default: the path, or the file object's name).
 
     Returns:
         ``{name: array}`` in the file's order; each array a C-contiguous copy with the tensor's
@@ -496,31 +603,74 @@ def load_torch_state_dict(source: str | os.PathLike[str] | BinaryIO) -> dict[str
         offset, tensors sharing a storage) are resolved with their strides.
 
     Raises:
-        TorchWeightsError: a one-line message naming the file: not a PyTorch file, truncated,
-            a global a weights file never needs (e.g. ``os.system``: nothing is imported or
-            run), an unsupported dtype, a big-endian file, or not a flat state dict.
+        TorchWeightsError: a one-line message naming the file (and the tensor or storage):
+            not a PyTorch file, truncated, a global a weights file never needs (e.g.
+            ``os.system``: nothing is imported or run), an unsupported dtype, a big-endian
+            file, not a flat state dict, a view its storage cannot back, or more than
+            :data:`MAX_TOTAL_BYTES` (all refused before the data is read).
         OSError: the path cannot be opened.
     """
     if isinstance(source, (str, os.PathLike)):
-        label = os.fspath(source)
+        label = name or os.fspath(source)
         with open(source, "rb") as file:
-            return _load(file, label)
-    label = str(getattr(source, "name", "") or "<stream>")
-    file = source
-    if not (file.seekable() and file.tell() == 0):
-        file = io.BytesIO(source.read())
-    return _load(file, label)
+            return _load(file, label, seekable=True)
+    label = name or str(getattr(source, "name", "") or "<stream>")
+    return _load(source, label, seekable=source.seekable() and source.tell() == 0)
 
 
-def _load(file: BinaryIO, label: str) -> dict[str, np.ndarray]:
+class _Prefixed(io.RawIOBase):
+    """A stream's first bytes (already read to look at them), then the rest of the stream."""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        super().__init__()
+        self._head, self._rest = memoryview(head), rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._head:
+            n = min(len(buffer), len(self._head))
+            buffer[:n], self._head = self._head[:n], self._head[n:]
+            return n
+        piece = self._rest.read(len(buffer)) or b""
+        buffer[: len(piece)] = piece
+        return len(piece)
+
+
+def _check_head(head: bytes) -> None:
+    """From a file's first bytes, before the rest is read: a zip archive, or a legacy file
+    whose first pickle is torch's magic number."""
+    if head.startswith(_ZIP_SIGNATURE):
+        return
+    message = _describe_non_torch(head)
+    if message:
+        raise _FormatError(message)
+    _check_magic(io.BytesIO(head))  # (the magic number's pickle takes a few dozen bytes)
+
+
+def _load(file: BinaryIO, label: str, seekable: bool) -> dict[str, np.ndarray]:
     try:
-        head = file.read(512)
-        file.seek(0)
+        head = bytes(_read_up_to(file, 512))
+        _check_head(head)
+        if seekable:
+            file.seek(0)
+        else:
+            file = io.BufferedReader(_Prefixed(head, file))
+            if head.startswith(_ZIP_SIGNATURE):  # zipfile seeks: through a temporary file
+                with tempfile.SpooledTemporaryFile(_SPOOL_IN_MEMORY) as copy:
+                    limit = MAX_TOTAL_BYTES + MAX_PICKLE_BYTES
+                    while piece := file.read(_CHUNK):
+                        if copy.tell() + len(piece) > limit:
+                            raise _FormatError(
+                                f"holds more than {limit:,} bytes, more than a biLM's weights "
+                                "take (bilm.torch_weights.MAX_TOTAL_BYTES)"
+                            )
+                        copy.write(piece)
+                    copy.seek(0)
+                    return _load_zip(copy)
         if head.startswith(_ZIP_SIGNATURE):
             return _load_zip(file)
-        message = _describe_non_torch(head)
-        if message:
-            raise _FormatError(message)
         return _load_legacy(file)
     except _FormatError as e:
         raise TorchWeightsError(f"{label}: {e}") from None
