@@ -21,8 +21,9 @@ import os
 
 import tensorflow as tf
 
-__all__ = ["DEFAULT_COLLECTIVE_TIMEOUT", "cluster_configured", "device_summary", "is_chief",
-           "is_multi_worker", "make_strategy", "n_workers", "replica_device", "worker_index"]
+__all__ = ["DEFAULT_COLLECTIVE_TIMEOUT", "chief_value", "cluster_configured", "device_summary",
+           "is_chief", "is_multi_worker", "make_strategy", "n_workers", "replica_device",
+           "worker_index"]
 
 logger = logging.getLogger(__name__)
 
@@ -130,3 +131,21 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
         return True
     has_chief = "chief" in resolver.cluster_spec().jobs
     return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def chief_value(strategy: tf.distribute.Strategy, value: int) -> int:
+    """The chief's ``value`` (an integer of at most 63 bits), on every worker of a cluster:
+    what each worker picked for itself (a seed drawn at random) replaced by the chief's. A
+    collective: every worker must call it, at the same point. One process: ``value``."""
+    if not is_multi_worker(strategy):
+        return value
+    mine = int(value) if is_chief(strategy) else 0
+
+    def contribution() -> tf.Tensor:
+        # the chief's first replica (replica 0: replicas are numbered from the chief on)
+        first = tf.distribute.get_replica_context().replica_id_in_sync_group
+        return tf.where(tf.equal(first, 0), tf.constant(mine, tf.int64),
+                        tf.constant(0, tf.int64))
+
+    total = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(contribution), axis=None)
+    return int(total)

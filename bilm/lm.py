@@ -19,6 +19,7 @@ import keras
 import tensorflow as tf
 
 from bilm.encoder import BiLMEncoder, State
+from bilm.layers.dropout import Rows, stateless_dropout
 from bilm.layers.sampled_softmax import log_uniform_unique_sample, sampled_softmax_loss_static
 from bilm.options import BiLMOptions
 
@@ -153,31 +154,32 @@ class LanguageModel(keras.layers.Layer):
         return tf.nn.sparse_softmax_cross_entropy_with_logits(
             labels=labels, logits=tf.cast(logits, tf.float32) + self.softmax_b)
 
-    def _top(self, x, lengths, state, seed, training) -> tuple[tf.Tensor, State]:
+    def _top(self, x, lengths, state, seed, training, rows=None) -> tuple[tf.Tensor, State]:
         """The top layer per direction, flattened to (n_directions, N, dim), after dropout in
-        training; and the new state."""
+        training; and the new state. ``rows``: see :meth:`train_gradients`."""
         layer_seed = None if seed is None else _fold(seed, 1)
         if lengths is None:  # streams
             top, finals = self.contextualizer.stream_top(x, state, training=training,
-                                                         seed=layer_seed)
+                                                         seed=layer_seed, rows=rows)
+            row_axis = 2  # shape (d, T, batch, dim)
         else:
             layers, finals = self.contextualizer.sentence_layers(
-                x, lengths, state, training=training, seed=layer_seed)
+                x, lengths, state, training=training, seed=layer_seed, rows=rows)
             top = layers[-1]  # shape (d, batch, T, dim)
+            row_axis = 1
         if training and self.options.dropout > 0:
-            top = tf.nn.experimental.stateless_dropout(top, rate=self.options.dropout,
-                                                       seed=_fold(seed, 2))
+            top = stateless_dropout(top, self.options.dropout, _fold(seed, 2), rows, row_axis)
         return tf.reshape(top, [self.n_directions, -1, self.encoder.dim]), finals
 
     def _head_loss(self, x, state, lengths, labels, weights, sampled, num_tries, seed,
-                   training):
+                   training, rows=None):
         """(reported loss, objective, new state, per-direction NLL sums (d,)).
 
         Streams: the mean of the directions' mean losses (both). Sentences: the objective is
         half the summed NLL of both directions (the caller divides by the global number of
         forward targets); the reported loss divides by this batch's.
         """
-        top, finals = self._top(x, lengths, state, seed, training)
+        top, finals = self._top(x, lengths, state, seed, training, rows)
         sums, means = [], []
         for k in range(self.n_directions):
             nll = self._nll(top[k], labels[k], None if sampled is None else sampled[k],
@@ -194,16 +196,18 @@ class LanguageModel(keras.layers.Layer):
         objective = tf.add_n(sums) / len(sums)
         return objective / n_targets, objective, finals, tf.stack(sums)
 
-    def _head_grads(self, x, state, lengths, labels, weights, sampled, num_tries, seed, scale):
+    def _head_grads(self, x, state, lengths, labels, weights, sampled, num_tries, seed, scale,
+                    rows=None):
         head_vars = self.head_variables()
         with tf.GradientTape() as tape:
             tape.watch(x)
             loss, objective, finals, _ = self._head_loss(
-                x, state, lengths, labels, weights, sampled, num_tries, seed, True)
+                x, state, lengths, labels, weights, sampled, num_tries, seed, True, rows)
             scaled = objective * scale
         grads = tape.gradient(scaled, [x, *head_vars])
         return (loss, finals, tf.convert_to_tensor(grads[0]),
-                [self._dense_unless_sparse(g, v) for g, v in zip(grads[1:], head_vars)])
+                [self._dense_unless_sparse(g, v)
+                 for g, v in zip(grads[1:], head_vars, strict=True)])
 
     def _dense_unless_sparse(self, g, variable):
         """A gradient as a dense tensor; with ``sparse_gradients``, a vocabulary table's (the
@@ -259,7 +263,8 @@ class LanguageModel(keras.layers.Layer):
                                                         shape[1]]), axis=-1)
 
     def train_gradients(self, batch: dict[str, tf.Tensor], states: State, seed: tf.Tensor,
-                        variables: list, scale: float | tf.Tensor = 1.0):
+                        variables: list, scale: float | tf.Tensor = 1.0,
+                        rows: Rows | None = None):
         """Training loss, final states and the gradients of the objective times ``scale``
         for ``variables`` (dense tensors, in that order; IndexedSlices for gathered tables
         with ``sparse_gradients``, their rows possibly repeated). Streams: the objective is the mean
@@ -268,6 +273,11 @@ class LanguageModel(keras.layers.Layer):
         Back-propagation runs in two stages: the contextualizer and softmax (XLA when
         ``jit_compile``) give the gradient of the token embeddings, which the token embedder
         (run on the batch's distinct tokens, a data-dependent size) then takes on.
+
+        ``rows`` (a replica of a replicated step): (first row of this batch in the global
+        batch, rows of the global batch); every dropout mask is then the global batch's, at
+        this batch's rows, so that the replica layout does not change the step. None: the
+        batch is the whole global batch.
         """
         lengths = batch.get("lengths")
         if states is None and lengths is None and self.contextualizer.stateful:
@@ -282,14 +292,14 @@ class LanguageModel(keras.layers.Layer):
         if sampled is None:  # full softmax: no negatives to pass to the compiled function
             head = self._head_grads
         loss, finals, dx, head_grads = head(x, states, lengths, labels, weights, sampled,
-                                            num_tries, seed, tf.cast(scale, tf.float32))
-        grads = {id(v): g for v, g in zip(self.head_variables(), head_grads)}
+                                            num_tries, seed, tf.cast(scale, tf.float32), rows)
+        grads = {id(v): g for v, g in zip(self.head_variables(), head_grads, strict=True)}
         # the token embedder's variables; a shared softmax is also the word embedding
         embed_vars = [v for v in variables if id(v) not in grads]
         if self.softmax_w is None:
             embed_vars.append(self.encoder.embedding)
         embed_grads = tape.gradient(x, embed_vars, output_gradients=dx)
-        for v, g in zip(embed_vars, embed_grads):
+        for v, g in zip(embed_vars, embed_grads, strict=True):
             if g is None:
                 continue
             g = self._dense_unless_sparse(g, v)

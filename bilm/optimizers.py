@@ -96,7 +96,7 @@ class Adagrad(tf.Module):
             return tf.raw_ops.ResourceApplyAdagrad(var=var.handle, accum=acc.handle, lr=lr_t,
                                                    grad=grad)
 
-        for g, v, name in zip(grads, variables, names):
+        for g, v, name in zip(grads, variables, names, strict=True):
             strategy.extended.update(v, update, args=(g, self.accumulators[name]))
 
 
@@ -139,7 +139,7 @@ class Adam(tf.Module):
             delta = step_size * new_m / (tf.sqrt(new_v) / correction + eps)
             return var.assign_sub(tf.where(keep, delta, tf.zeros_like(delta)))
 
-        for g, v, name in zip(grads, variables, names):
+        for g, v, name in zip(grads, variables, names, strict=True):
             strategy.extended.update(v, update, args=(g, self.m[name], self.v[name]))
 
 

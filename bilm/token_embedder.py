@@ -144,7 +144,7 @@ class TokenEmbedder(keras.layers.Layer):
             return table
         cnn = self.char_cnn
         add(cnn.char_embed, "char_embed")
-        for i, (kernel, bias) in enumerate(zip(cnn.kernels, cnn.biases)):
+        for i, (kernel, bias) in enumerate(zip(cnn.kernels, cnn.biases, strict=True)):
             add(kernel, f"CNN/W_cnn_{i}")
             add(bias, f"CNN/b_cnn_{i}")
         if self.highway is not None:

@@ -1,6 +1,9 @@
 """Run by the tests: two steps on 2 logical CPU replicas vs one replica, same global batch.
 
-    python tests/replica_check.py KJV_DIR TMP_DIR [lstm|transformer]
+    python tests/replica_check.py KJV_DIR TMP_DIR [lstm|transformer] [preset]
+
+``preset``: the presets' options (``tiny``, ``transformer-tiny``) with their dropout, 4 rows
+per replica, three steps: every dropout mask must follow the global row, not the replica.
 """
 
 import sys
@@ -16,11 +19,17 @@ from tests.test_training import tiny_options  # noqa: E402
 
 kjv, tmp = sys.argv[1], sys.argv[2]
 encoder = sys.argv[3] if len(sys.argv) > 3 else "lstm"
-vocab = load_vocab(f"{kjv}/vocab.txt", 20)
+with_preset = len(sys.argv) > 4 and sys.argv[4] == "preset"
+vocab = load_vocab(f"{kjv}/vocab.txt", 50 if with_preset else 20)
 results = []
-for n_replicas, batch_size in ((2, 8), (1, 16)):
+for n_replicas, batch_size in ((2, 4), (1, 8)) if with_preset else ((2, 8), (1, 16)):
     options = tiny_options(vocab, batch_size=batch_size, dropout=0.0)
-    if encoder == "transformer":  # no dropout anywhere: each replica would draw its own mask
+    if with_preset:  # the presets' dropout everywhere
+        from bilm.presets import preset
+
+        options = {**preset("tiny" if encoder == "lstm" else "transformer-tiny"),
+                   "n_tokens_vocab": vocab.size, "batch_size": batch_size}
+    elif encoder == "transformer":  # no dropout anywhere: each replica would draw its own mask
         options.pop("lstm")
         options.update(encoder={"type": "transformer", "dim": 32, "hidden_dim": 48,
                                 "n_layers": 2, "n_heads": 4, "dropout": 0.0,
@@ -32,7 +41,8 @@ for n_replicas, batch_size in ((2, 8), (1, 16)):
     opts = BiLMOptions.from_dict(options)
     data = _dataset(opts, f"{kjv}/train/*", vocab, seed=1)
     ckpt = train(opts, data, n_replicas, f"{tmp}/{encoder}{n_replicas}", f"{tmp}/log",
-                 n_batches=2, seed=2, progress=False, checkpoint_minutes=None)
+                 n_batches=3 if with_preset else 2, seed=2, progress=False,
+                 checkpoint_minutes=None)
     results.append({n: tf.train.load_variable(ckpt, n)
                     for n, _ in tf.train.list_variables(ckpt) if n.startswith("variables/")})
 # A key bias's gradient is identically zero in exact arithmetic (a softmax is invariant to a

@@ -7,6 +7,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from bilm.layers.dropout import Rows
 from bilm.options import EncoderOptions
 from bilm.weights import WeightEntry
 
@@ -50,7 +51,8 @@ class Contextualizer(keras.layers.Layer):
 
     def sentence_layers(self, x: tf.Tensor, lengths: tf.Tensor, state: State = None,
                         training: bool = False, seed: tf.Tensor | None = None,
-                        skip_finished_rows: bool = False) -> tuple[list[tf.Tensor], State]:
+                        skip_finished_rows: bool = False, rows: Rows | None = None,
+                        ) -> tuple[list[tf.Tensor], State]:
         """Contextual layers of whole sentences.
 
         Args:
@@ -61,6 +63,10 @@ class Contextualizer(keras.layers.Layer):
             skip_finished_rows: a hint that the encoder may skip the work of rows past their
                 length (the same results; dynamic shapes, so never under XLA). Recurrent
                 encoders gain from it; others may ignore it.
+            rows: in a replicated training step, where the batch's rows lie in the global
+                batch (:data:`bilm.layers.dropout.Rows`): every dropout mask must follow the
+                global row (:func:`bilm.layers.dropout.stateless_dropout`), so that N
+                replicas x b rows train as one replica x N*b rows. None: the whole batch.
         Returns:
             per layer (n_directions, batch, T, width), each direction aligned to the sentence's
             positions (the backward direction at position t has read t..end); the new state.
@@ -68,10 +74,12 @@ class Contextualizer(keras.layers.Layer):
         raise NotImplementedError
 
     def stream_top(self, x: tf.Tensor, state: State, training: bool = False,
-                   seed: tf.Tensor | None = None) -> tuple[tf.Tensor, State]:
+                   seed: tf.Tensor | None = None, rows: Rows | None = None,
+                   ) -> tuple[tf.Tensor, State]:
         """The top layer over per-direction streams (the ``"streams"`` protocol):
         x (n_directions, T, batch, width), time-major, each direction in its reading order ->
-        (n_directions, T, batch, width) and the final state."""
+        (n_directions, T, batch, width) and the final state. ``training``, ``seed``, ``rows``:
+        as for :meth:`sentence_layers`."""
         raise NotImplementedError(f"{type(self).__name__} trains on sentences, not streams")
 
     def weight_entries(self) -> list[WeightEntry]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from bilm.encoders.base import Contextualizer
+from bilm.layers.dropout import Rows
 from bilm.layers.lstm import ProjectedLSTM
 from bilm.options import LSTMOptions
 from bilm.weights import WeightEntry
@@ -48,7 +49,7 @@ class LSTMContextualizer(Contextualizer):
     def run(self, x: tf.Tensor, lengths: tf.Tensor | None = None,
             initial_states: list[LSTMState] | None = None, training: bool = False,
             dropout_seed: tf.Tensor | None = None, skip_finished_rows: bool = False,
-            ) -> tuple[list[tf.Tensor], list[LSTMState]]:
+            rows: Rows | None = None) -> tuple[list[tf.Tensor], list[LSTMState]]:
         """Run the stacks over per-direction streams.
 
         Args:
@@ -60,9 +61,13 @@ class LSTMContextualizer(Contextualizer):
                 seed it is stateless, each layer folding in its index.
             skip_finished_rows: compute only the rows still inside their sentence at each
                 step (see :meth:`ProjectedLSTM.call`).
+            rows: where the batch's rows lie in a replicated step's global batch (the
+                dropout masks follow the global row; :data:`bilm.layers.dropout.Rows`).
         Returns:
             per layer outputs (n_directions, T, batch, width), and final states.
         """
+        if rows is not None:  # a Keras layer's argument: tensors only (constants, for XLA)
+            rows = tuple(tf.convert_to_tensor(r, tf.int32) for r in rows)
         outputs, states = [], []
         for k, layer in enumerate(self.lstms):
             state = None if initial_states is None else initial_states[k]
@@ -70,24 +75,25 @@ class LSTMContextualizer(Contextualizer):
                     else tf.random.experimental.stateless_fold_in(dropout_seed, k))
             x, final = layer(x, lengths=lengths, initial_state=state,
                              input_dropout=self.input_dropout, training=training,
-                             dropout_seed=seed, skip_finished_rows=skip_finished_rows)
+                             dropout_seed=seed, skip_finished_rows=skip_finished_rows,
+                             dropout_rows=rows)
             outputs.append(x)
             states.append(final)
         return outputs, states
 
-    def stream_top(self, x, state, training=False, seed=None):
+    def stream_top(self, x, state, training=False, seed=None, rows=None):
         outputs, finals = self.run(x, initial_states=state, training=training,
-                                   dropout_seed=seed)
+                                   dropout_seed=seed, rows=rows)
         return outputs[-1], finals
 
     def sentence_layers(self, x, lengths, state=None, training=False, seed=None,
-                        skip_finished_rows=False):
+                        skip_finished_rows=False, rows=None):
         # the backward LSTM reads each sentence reversed within its length
         xt = tf.transpose(x, [1, 0, 2])  # shape (T, batch, width)
         x_bwd = tf.reverse_sequence(xt, lengths, seq_axis=0, batch_axis=1)
         streams = tf.stack([xt, x_bwd][: self.n_directions])
         outputs, finals = self.run(streams, lengths, state, training, seed,
-                                   skip_finished_rows=skip_finished_rows)
+                                   skip_finished_rows=skip_finished_rows, rows=rows)
         layers = []
         for out in outputs:  # shape (d, T, batch, width)
             directions = [out[0]]

@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from bilm.encoders.base import Contextualizer
+from bilm.layers.dropout import Rows, stateless_dropout
 from bilm.layers.layer_norm import layer_norm
 from bilm.options import TransformerOptions
 from bilm.weights import WeightEntry
@@ -116,16 +117,18 @@ class TransformerContextualizer(Contextualizer):
         return tf.reshape(y, tf.concat([shape[:-1], [tf.shape(w)[-1]]], axis=0))
 
     def _dropout(self, x: tf.Tensor, rate: float, training: bool, seed: tf.Tensor | None,
-                 k: int) -> tf.Tensor:
+                 k: int, rows: Rows | None = None, axis: int = 1) -> tf.Tensor:
+        """Dropout ``k`` of a step; ``x``'s rows on ``axis``, placed in the global batch by
+        ``rows`` (the mask follows the global row)."""
         if not training or rate <= 0.0:
             return x
         if seed is None:
             return tf.nn.dropout(x, rate=rate)
-        return tf.nn.experimental.stateless_dropout(
-            x, rate=rate, seed=tf.random.experimental.stateless_fold_in(seed, k))
+        return stateless_dropout(x, rate, tf.random.experimental.stateless_fold_in(seed, k),
+                                 rows, axis)
 
     def _attention(self, block: _Block, x: tf.Tensor, mask: tf.Tensor, training: bool,
-                   seed: tf.Tensor | None, k: int) -> tf.Tensor:
+                   seed: tf.Tensor | None, k: int, rows: Rows | None = None) -> tf.Tensor:
         """x (d, batch, T, width), mask (d, batch, 1, T, T) bool -> (d, batch, T, width)."""
         d, batch, n_steps = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]
         heads, dk = self.n_heads, self.width // self.n_heads
@@ -143,7 +146,7 @@ class TransformerContextualizer(Contextualizer):
         # query, becomes uniform, as there)
         scores = tf.where(mask, scores, tf.float32.min)
         probs = tf.nn.softmax(scores, axis=-1)
-        probs = self._dropout(probs, self.options.dropout, training, seed, 10 * k + 1)
+        probs = self._dropout(probs, self.options.dropout, training, seed, 10 * k + 1, rows)
         context = tf.cast(tf.matmul(tf.cast(probs, mm), tf.cast(v, mm)), tf.float32)
         context = tf.reshape(tf.transpose(context, [0, 1, 3, 2, 4]),
                              [d, batch, n_steps, self.width])
@@ -169,24 +172,25 @@ class TransformerContextualizer(Contextualizer):
     # -- the interface ------------------------------------------------------------------------
 
     def sentence_layers(self, x, lengths, state=None, training=False, seed=None,
-                        skip_finished_rows=False):
+                        skip_finished_rows=False, rows=None):
         opts = self.options
         n_steps = tf.shape(x)[1]
         x = tf.cast(x, tf.float32) + positional_encoding(n_steps, self.width)
-        x = self._dropout(x, opts.input_dropout, training, seed, 0)
+        x = self._dropout(x, opts.input_dropout, training, seed, 0, rows, axis=0)
         mask = self.attention_masks(lengths, n_steps)
         h = tf.stack([x] * self.n_directions)  # shape (d, batch, T, width)
         layers = []
         for k, block in enumerate(self.blocks):
             a = self._attention(block, self._norm(h, block.attention_gamma,
                                                   block.attention_beta), mask, training, seed,
-                                k + 1)
-            h = h + self._dropout(a, opts.dropout, training, seed, 10 * (k + 1) + 2)
+                                k + 1, rows)
+            h = h + self._dropout(a, opts.dropout, training, seed, 10 * (k + 1) + 2, rows)
             f = self._linear(self._norm(h, block.feed_forward_gamma, block.feed_forward_beta),
                              block.w_1, block.b_1)
-            f = self._dropout(tf.nn.relu(f), opts.dropout, training, seed, 10 * (k + 1) + 3)
+            f = self._dropout(tf.nn.relu(f), opts.dropout, training, seed, 10 * (k + 1) + 3,
+                              rows)
             f = self._linear(f, block.w_2, block.b_2)
-            h = h + self._dropout(f, opts.dropout, training, seed, 10 * (k + 1) + 4)
+            h = h + self._dropout(f, opts.dropout, training, seed, 10 * (k + 1) + 4, rows)
             layers.append(h)
         if self.final_norm:
             layers[-1] = self._norm(layers[-1], self.norm_gamma, self.norm_beta)

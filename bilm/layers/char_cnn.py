@@ -64,7 +64,7 @@ class CharCNN(keras.layers.Layer):
         x = x[:, tf.newaxis]  # shape (n, 1, n_chars, char_dim)
         n_chars = tf.shape(x)[2]
         pooled = []
-        for (width, _), kernel in zip(self.options.filters, self.kernels):
+        for (width, _), kernel in zip(self.options.filters, self.kernels, strict=True):
             columns = tf.minimum(n_chars, longest + width)
             conv = tf.nn.conv2d(x[:, :, :columns], kernel, strides=1, padding="VALID")
             # shape (n, 1, columns - width + 1, count)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
+from bilm.layers.dropout import Rows, stateless_dropout
 from bilm.layers.matmul import matmul
 
 FORGET_BIAS = 1.0  # added at run time, never stored (TF1 LSTMCell)
@@ -96,6 +97,7 @@ class ProjectedLSTM(keras.layers.Layer):
              initial_state: tuple[tf.Tensor, tf.Tensor] | None = None,
              input_dropout: float = 0.0, training: bool = False,
              dropout_seed: tf.Tensor | None = None, skip_finished_rows: bool = False,
+             dropout_rows: Rows | None = None,
              ) -> tuple[tf.Tensor, tuple[tf.Tensor, tf.Tensor]]:
         """Run the layer over time.
 
@@ -106,6 +108,8 @@ class ProjectedLSTM(keras.layers.Layer):
             initial_state: (c, h) as from :meth:`zero_state`; zeros if None.
             input_dropout: drop rate on the layer input (training only).
             dropout_seed: (2,) int seed for stateless (reproducible, resumable) dropout.
+            dropout_rows: where this batch's rows lie in the global batch of a replicated
+                step (:data:`bilm.layers.dropout.Rows`): the mask follows the global row.
             skip_finished_rows: with ``lengths``, compute each step for the rows still inside
                 their sentence only (:meth:`_run_active_rows`): the same results, less work
                 for batches of mixed lengths; dynamic shapes, so not under XLA.
@@ -122,7 +126,7 @@ class ProjectedLSTM(keras.layers.Layer):
             if dropout_seed is None:
                 x = tf.nn.dropout(x, rate=input_dropout)
             else:
-                x = tf.nn.experimental.stateless_dropout(x, rate=input_dropout, seed=dropout_seed)
+                x = stateless_dropout(x, input_dropout, dropout_seed, dropout_rows, axis=2)
         mm = self.matmul_dtype  # tf.cast to the same dtype adds no op: float32 is unchanged
         kernel = tf.cast(tf.convert_to_tensor(self.kernel), mm)
         w_x, w_h = kernel[:, : self.input_dim], kernel[:, self.input_dim :]
