@@ -4,14 +4,18 @@ unwritable-path errors that name the user's path, and progress reporting."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
+import functools
 import logging
 import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 
@@ -20,6 +24,8 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "DiskFullError",
     "OutputError",
+    "OutputExistsError",
+    "OutputInterrupted",
     "Progress",
     "atomic_dir",
     "atomic_path",
@@ -45,6 +51,91 @@ class DiskFullError(OutputError):
                          f"{f' ({detail})' if detail else ''}; free some space or write "
                          "elsewhere (earlier outputs are untouched)")
         self.path = path
+
+
+class OutputExistsError(OutputError):
+    """The output exists (or appeared while it was being written, from another process) and
+    the command was not asked to replace it: nothing was replaced."""
+
+    def __init__(self, path: str | os.PathLike[str], appeared: bool = False) -> None:
+        path = os.fspath(path)
+        what = ("appeared while this command was writing it (another process?)" if appeared
+                else "exists")
+        super().__init__(errno.EEXIST, f"{path} {what}; nothing was replaced; pass "
+                         "--overwrite to replace it")
+        self.path = path
+
+
+class OutputInterrupted(KeyboardInterrupt):
+    """A stop signal (SIGINT, SIGTERM, SIGHUP) arrived while an output was being written;
+    its temporary file is removed and the message says so. ``signum`` is the signal (the
+    command line exits with 128 + ``signum``, as a shell reports a process it killed)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.outputs: list[tuple[str, str, bool]] = []  # (temporary file, output, published)
+
+    def __str__(self) -> str:
+        text = f"stopped by {signal.Signals(self.signum).name}"
+        notes = [f"{path} was written" if published else
+                 f"removed the unfinished {tmp}; {path} was not written"
+                 for tmp, path, published in self.outputs]
+        return f"{text}: {'; '.join(notes)}" if notes else text
+
+
+# The signals that stop a command: each raises OutputInterrupted while an output is written.
+_STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP")
+                      if hasattr(signal, n))
+
+
+class _SignalsInterrupt:
+    """While an output is written, a stop signal raises :class:`OutputInterrupted` (whose
+    cleanup removes the temporary file) instead of killing the process on the spot.
+
+    Only in the main thread, and only for signals left at their default (a program's own
+    handler, e.g. training's save-then-stop, is kept). A second signal during the cleanup is
+    ignored; ``hold()`` defers a signal until the output is published (or not)."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._holding = False
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> _SignalsInterrupt:
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for sig in _STOP_SIGNALS:
+            try:
+                current = signal.getsignal(sig)
+                default = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
+                if current is default:
+                    self._previous[sig] = signal.signal(sig, self._handle)
+            except (OSError, ValueError):  # not settable here
+                continue
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.received is not None:
+            return  # already stopping: let the cleanup finish
+        self.received = signum
+        if not self._holding:
+            raise OutputInterrupted(signum)
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """Defer a signal until the block ends (the publishing rename or link)."""
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+        if self.received is not None:
+            raise OutputInterrupted(self.received)
 
 
 def is_disk_full(error: BaseException) -> bool:
@@ -142,66 +233,167 @@ def remove_stale_parts(path: str | os.PathLike[str]) -> list[str]:
     return removed
 
 
+_RENAME_NOREPLACE = 1  # linux/fs.h
+_AT_FDCWD = -100
+
+
+@functools.cache
+def _renameat2():  # -> the C library's renameat2, or None
+    """Linux's renameat2 (glibc 2.28+), which renames without replacing (RENAME_NOREPLACE)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                         ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+def _rename_noreplace(src: str, dst: str) -> None:
+    """Rename ``src`` (a file or folder) to ``dst`` unless ``dst`` exists, atomically:
+    FileExistsError if it does, whatever appeared there meanwhile (rename(2) alone would
+    replace a file or an empty folder).
+
+    renameat2(RENAME_NOREPLACE) where the kernel and file system have it; else a file is
+    hard-linked then its temporary name removed (link(2) never replaces), and a folder
+    claims its name with mkdir(2) first (which fails if it exists), then is renamed onto
+    that empty folder of its own."""
+    function = _renameat2()
+    if function is not None:
+        if function(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst),
+                    _RENAME_NOREPLACE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise OSError(err, os.strerror(err), dst)
+    if os.path.isdir(src) and not os.path.islink(src):
+        os.mkdir(dst)  # FileExistsError if anything is there
+        try:
+            os.rename(src, dst)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.rmdir(dst)
+            raise
+        return
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        raise
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV,
+                           errno.EMLINK, errno.ENOSYS):
+            raise
+        # no hard links here (e.g. some network or FAT file systems): check, then rename
+        if os.path.lexists(dst):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst) from None
+        os.rename(src, dst)
+        return
+    os.remove(src)
+
+
+def _publish(tmp: str, path: str, overwrite: bool, existed: bool, is_dir: bool) -> None:
+    """Move the finished ``tmp`` onto ``path``: replacing it only when ``overwrite``."""
+    if overwrite and not is_dir:
+        os.replace(tmp, path)
+        return
+    if overwrite and os.path.lexists(path):  # a folder: moved aside, then removed
+        old = os.path.join(os.path.dirname(path), _part_name(path))
+        os.rename(path, old)
+        try:
+            _rename_noreplace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):  # the old folder back, if its name is free
+                _rename_noreplace(old, path)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    try:
+        _rename_noreplace(tmp, path)
+    except FileExistsError:
+        raise OutputExistsError(path, appeared=not existed) from None
+    except OSError as e:
+        if e.errno == errno.ENOTEMPTY:  # a folder's rename onto a non-empty folder
+            raise OutputExistsError(path, appeared=not existed) from None
+        raise
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[str]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
+def atomic_path(path: str | os.PathLike[str], overwrite: bool = False) -> Iterator[str]:
+    """Yield a temporary path beside ``path``; move it onto ``path`` only on success.
 
     A crash or exception never leaves a half-written file under the final name; the
     temporary file is removed on an exception, and one left by a killed process is removed
-    by the next write of the same path. The file gets the permissions the umask allows, as
-    any new file. Errors name ``path`` (:class:`OutputError`, :class:`DiskFullError`).
+    by the next write of the same path. A stop signal (SIGINT, SIGTERM, SIGHUP) while
+    writing raises :class:`OutputInterrupted`, after removing the temporary file. The file
+    gets the permissions the umask allows, as any new file. Errors name ``path``
+    (:class:`OutputError`, :class:`DiskFullError`).
+
+    Without ``overwrite`` an existing ``path`` is never replaced, even one that another
+    process wrote while this one was writing (:class:`OutputExistsError`: the check and the
+    move are one atomic step); with it, ``path`` is replaced.
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     _ensure_dir(path, directory)
     remove_stale_parts(path)
+    existed = os.path.lexists(path)
     tmp = os.path.join(directory, _part_name(path))
-    try:
-        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    except OSError as e:
-        raise output_error(path, e) from None
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        if isinstance(e, OSError) and not isinstance(e, OutputError):
-            raise output_error(path, e) from None
-        if is_disk_full(e) and not isinstance(e, DiskFullError):
-            raise DiskFullError(path) from None
-        raise
+    with _SignalsInterrupt() as signals:
+        published = False
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            yield tmp
+            with signals.hold():
+                _publish(tmp, path, overwrite, existed, is_dir=False)
+                published = True
+        except BaseException as e:
+            if not published:
+                with contextlib.suppress(OSError):
+                    os.remove(tmp)
+            if isinstance(e, OutputInterrupted):
+                e.outputs.append((tmp, path, published))
+                raise
+            if isinstance(e, OSError) and not isinstance(e, OutputError):
+                raise output_error(path, e) from None
+            if is_disk_full(e) and not isinstance(e, DiskFullError):
+                raise DiskFullError(path) from None
+            raise
 
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike[str], overwrite: bool = False) -> Iterator[str]:
     """As :func:`atomic_path` for a folder: yield a new temporary folder beside ``path``,
-    renamed onto ``path`` (replacing it when ``overwrite``) only on success."""
+    moved onto ``path`` only on success; an existing ``path`` (or one that appeared
+    meanwhile, even empty) is replaced only when ``overwrite``."""
     path = os.path.abspath(os.fspath(path))
     parent = os.path.dirname(path)
     _ensure_dir(path, parent)
     remove_stale_parts(path)
+    existed = os.path.lexists(path)
     tmp = os.path.join(parent, _part_name(path))
-    try:
-        os.mkdir(tmp, 0o777)  # the umask applies, as for any new folder
-    except OSError as e:
-        raise output_error(path, e) from None
-    try:
-        yield tmp
-        if os.path.exists(path):
-            if not overwrite:
-                raise FileExistsError(errno.EEXIST, f"{path} exists")
-            old = os.path.join(parent, _part_name(path))
-            os.rename(path, old)
-            os.rename(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, path)
-    except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if is_disk_full(e) and not isinstance(e, DiskFullError):
-            raise DiskFullError(path) from None
-        raise
+    with _SignalsInterrupt() as signals:
+        try:
+            os.mkdir(tmp, 0o777)  # the umask applies, as for any new folder
+        except OSError as e:
+            raise output_error(path, e) from None
+        published = False
+        try:
+            yield tmp
+            with signals.hold():
+                _publish(tmp, path, overwrite, existed, is_dir=True)
+                published = True
+        except BaseException as e:
+            if not published:
+                shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(e, OutputInterrupted):
+                e.outputs.append((tmp, path, published))
+                raise
+            if is_disk_full(e) and not isinstance(e, DiskFullError):
+                raise DiskFullError(path) from None
+            raise
 
 
 # Space kept free beyond the data when writing HDF5: its metadata (object headers, B-trees,

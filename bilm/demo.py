@@ -88,14 +88,14 @@ def unigram_perplexity(train_glob: str, heldout_glob: str, vocab) -> float:
     """Add-one unigram perplexity of the held-out text (tokens and </S>): the baseline."""
     counts: Counter[str] = Counter()
     for path in sorted(glob.glob(train_glob)):
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8", newline="\n") as f:  # lines end at "\n" only
             for line in f:
                 counts.update(w if w in vocab else "<UNK>" for w in line.split())
                 counts["</S>"] += 1
     total = sum(counts.values()) + vocab.size
     log_p, n = 0.0, 0
     for path in sorted(glob.glob(heldout_glob)):
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8", newline="\n") as f:  # lines end at "\n" only
             for line in f:
                 for w in [*line.split(), "</S>"]:
                     log_p += math.log((counts[w if w in vocab else "<UNK>"] + 1) / total)
@@ -164,8 +164,8 @@ def neighbour_table(model, heldout_file: Path, queries, max_sentences: int = 600
     vector (mean of the layers, cosine), as a table."""
     import numpy as np
 
-    with open(heldout_file, encoding="utf-8") as f:
-        bank = [line.split() for _, line in zip(range(max_sentences), f)]
+    with open(heldout_file, encoding="utf-8", newline="\n") as f:
+        bank = [line.split() for _, line in zip(range(max_sentences), f, strict=False)]
     bank = [s for s in bank if s]
     vectors, where = [], []
     for i, emb in enumerate(model.embed_sentences(bank)):

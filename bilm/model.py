@@ -364,7 +364,7 @@ class BidirectionalLanguageModel:
             idx = order[start:stop]
             pad_rows = xla_rows(len(idx), steps[stop - 1], batch_size, max_tokens, jit_compile)
             batch = [window[i] for i in idx]
-            for i, emb in zip(idx, self._embed_batch(batch, token_batcher, pad_rows)):
+            for i, emb in zip(idx, self._embed_batch(batch, token_batcher, pad_rows), strict=True):
                 results[i] = emb
         for r in results:
             yield empty if r is None else r
@@ -423,12 +423,13 @@ def dump_token_embeddings(vocab_file: str | os.PathLike[str],
                           options_file: str | os.PathLike[str],
                           weight_file: str | os.PathLike[str],
                           outfile: str | os.PathLike[str], batch_size: int = 4096,
-                          progress: bool = True) -> None:
+                          progress: bool = True, overwrite: bool = True) -> None:
     """Write the context-independent embedding of every vocabulary token (bilm-tf's layout).
 
     ``outfile`` gets dataset ``embedding`` (n_vocab, dim), rows in file order; a
     token-input :class:`BidirectionalLanguageModel` reads it as ``embedding_weight_file``.
-    The file is written atomically.
+    The file is written atomically; ``overwrite=False`` never replaces an existing one, not
+    even one that another process wrote meanwhile (:class:`~bilm._io.OutputExistsError`).
     """
     max_chars = _read_max_chars(options_file)
     vocab = UnicodeCharsVocabulary(vocab_file, max_chars)
@@ -443,7 +444,7 @@ def dump_token_embeddings(vocab_file: str | os.PathLike[str],
     dim = model.encoder.dim
     embeddings = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
     embeddings = embeddings.astype(np.float32)
-    with atomic_path(outfile) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_path(outfile, overwrite=overwrite) as tmp, h5py.File(tmp, "w") as f:
         check_free_space(os.path.dirname(tmp), embeddings.nbytes, os.fspath(outfile))
         f.create_dataset("embedding", data=embeddings)
 
@@ -493,20 +494,29 @@ def reduce_embeddings(embeddings: np.ndarray, layers: str = "all",
 
 
 def _count_lines(path: str) -> int:
+    """Lines of a text file as :func:`_read_sentences` reads them (a last line without its
+    newline counts)."""
+    n, last = 0, b"\n"
     with open(path, "rb") as f:
-        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            n, last = n + chunk.count(b"\n"), chunk[-1:]
+    return n + (last != b"\n")
 
 
-def _read_sentences(path: str) -> Iterator[list[str]]:
-    with open(path, encoding="utf-8") as f:
+def _read_sentences(path: str | os.PathLike[str]) -> Iterator[list[str]]:
+    """The whitespace tokens of each line of a UTF-8 text file: a line ends at "\\n" only
+    (never at \\r, \\x0b, \\x0c, \\x1c-\\x1e, \\x85, U+2028 or U+2029, which universal newlines
+    or ``str.splitlines()`` would break it at), so sentence i is line i, as training reads
+    the same file. UnicodeDecodeError for text that is not UTF-8."""
+    with open(path, encoding="utf-8", newline="\n") as f:
         for line in f:
             yield line.split()
 
 
 def _sentence_to_index(path: str) -> dict[str, str]:
     """AllenNLP's ``sentence_to_index``: each stripped line -> its line index as a string (a
-    repeated line maps to its last occurrence, as in AllenNLP)."""
-    with open(path, encoding="utf-8") as f:
+    repeated line maps to its last occurrence, as in AllenNLP); lines end at "\\n" only."""
+    with open(path, encoding="utf-8", newline="\n") as f:
         return {line.strip(): str(index) for index, line in enumerate(f)}
 
 
@@ -517,7 +527,8 @@ def dump_bilm_embeddings(vocab_file: str | os.PathLike[str] | None,
                          outfile: str | os.PathLike[str], stateful: bool = True,
                          batch_size: int = 64, progress: bool = True, *, layers: str = "all",
                          pool: str = "none", layout: str = "bilm",
-                         max_tokens: int | None = None, precision: str = "float32") -> None:
+                         max_tokens: int | None = None, precision: str = "float32",
+                         overwrite: bool = True) -> None:
     """Embed every line of a tokenized text file (one sentence per line) into HDF5.
 
     ``outfile`` gets one dataset per line, key ``str(line_index)``, float32; with the defaults
@@ -538,6 +549,8 @@ def dump_bilm_embeddings(vocab_file: str | os.PathLike[str] | None,
     ``sentence_to_index`` dataset: shape (1,), a JSON string mapping each stripped line to its
     key (it holds every distinct line in memory while writing). ``precision="bfloat16"``
     computes in bfloat16 (see :class:`BidirectionalLanguageModel`); the file stays float32.
+    ``overwrite=False`` never replaces an existing ``outfile``, not even one that another
+    process wrote meanwhile (:class:`~bilm._io.OutputExistsError`).
     """
     _check_choice("layers", layers, LAYERS)
     _check_choice("pool", pool, POOLS)
@@ -567,7 +580,7 @@ def dump_bilm_embeddings(vocab_file: str | os.PathLike[str] | None,
             yield from model.embed_sentences(_read_sentences(dataset_file),
                                              batch_size=batch_size, max_tokens=max_tokens)
     n_blank = 0
-    with atomic_path(outfile) as tmp, h5py.File(tmp, "w") as fout:
+    with atomic_path(outfile, overwrite=overwrite) as tmp, h5py.File(tmp, "w") as fout:
         folder = os.path.dirname(tmp)
         for index, emb in enumerate(embeddings()):
             n_blank += emb.shape[1] == 0

@@ -675,10 +675,13 @@ def load_options(path: str | os.PathLike[str]) -> BiLMOptions:
     return BiLMOptions.from_dict(read_options_json(path), source=path)
 
 
-def save_options(options: BiLMOptions, path: str | os.PathLike[str]) -> None:
-    """Write ``options`` as JSON (atomically: a temporary file renamed into place)."""
+def save_options(options: BiLMOptions, path: str | os.PathLike[str],
+                 overwrite: bool = True) -> None:
+    """Write ``options`` as JSON (atomically: a temporary file renamed into place); an
+    existing ``path`` is replaced only when ``overwrite`` (else
+    :class:`~bilm._io.OutputExistsError`, even for a file that appeared meanwhile)."""
     from bilm._io import atomic_path
 
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+    with atomic_path(path, overwrite=overwrite) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(options.to_dict(), f, indent=2, sort_keys=True)
         f.write("\n")

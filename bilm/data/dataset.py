@@ -2,23 +2,30 @@
 
 Each of ``batch_size`` rows continues its own stream of sentences from batch to batch, so the
 LSTM state carried across batches follows real text. Shards are streamed line by line (a shard of
-many GB is never loaded whole).
+many GB is never loaded whole), and a line ends at "\\n" only. One line costs bounded memory
+whatever its length: a line of more than :data:`MAX_LINE_BYTES` is read in pieces cut at
+whitespace, and a sentence of more than :data:`MAX_LINE_TOKENS` tokens is split into pieces
+(each its own sentence; counted and reported).
 """
 
 from __future__ import annotations
 
+import codecs
 import glob
 import itertools
 import logging
 import os
 import random
+import re
 from collections.abc import Callable, Iterator, Sequence
+from typing import BinaryIO
 
 import numpy as np
 
-from bilm.data.vocabulary import UnicodeCharsVocabulary, Vocabulary
+from bilm.data.vocabulary import UNK, UnicodeCharsVocabulary, Vocabulary
 
-__all__ = ["Batch", "BidirectionalLMDataset", "DataError", "LMDataset"]
+__all__ = ["MAX_LINE_BYTES", "MAX_LINE_TOKENS", "Batch", "BidirectionalLMDataset", "DataError",
+           "LMDataset", "read_lines"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +38,87 @@ Segment = tuple[int, int, int]
 
 # invalid UTF-8 lines reported one by one per shard, then counted
 _MAX_REPORTED_BAD_LINES = 5
+
+# Bytes of a line read (and decoded) at a time: a longer line (a shard without newlines, say)
+# comes in pieces cut at whitespace, so that reading one line never holds more than this.
+MAX_LINE_BYTES = 1 << 20
+# Most tokens of one training sentence: a longer line is split into pieces of this many, each
+# its own sentence (bilm-tf kept a line whole, whatever it cost: 100 MB without a newline took
+# 9 GB). Real sentences are far shorter; a paragraph or a document per line is split.
+MAX_LINE_TOKENS = 10_000
+
+# Most characters a shard's shuffle buffer holds (with at most ``shuffle_buffer`` lines): a
+# corpus of ordinary lines never fills it, so its shuffle is the line-count one.
+SHUFFLE_BUFFER_CHARS = 1 << 28
+
+# greedy: everything up to the last whitespace character (any that str.split() splits at)
+_UP_TO_LAST_SPACE = re.compile(r".*\s", re.DOTALL)
+_LEADING_NON_SPACE = re.compile(r"\S*")
+
+
+def read_lines(f: BinaryIO, errors: str = "strict", max_bytes: int = MAX_LINE_BYTES,
+               ) -> Iterator[tuple[int, str | UnicodeDecodeError, bool]]:
+    """The lines of a binary file as ``(line number, text, whole)``, in bounded memory.
+
+    A line ends at ``b"\\n"`` only: never at ``\\r``, ``\\x0b``, ``\\x0c``, ``\\x1c``-``\\x1e``,
+    ``\\x85``, U+2028 or U+2029, where universal newlines or ``str.splitlines()`` would break
+    it (so line i is always line i, in every reader). The text keeps its ``"\\n"``.
+
+    A line of at most ``max_bytes`` bytes comes whole (``whole`` True). A longer one comes in
+    pieces (``whole`` False) of at most about ``max_bytes`` characters, cut at whitespace so
+    that no token spans two pieces: ``" ".join`` of the pieces' tokens is the line's tokens,
+    except that a token longer than ``max_bytes`` characters is cut to that many (no
+    vocabulary holds such a token, and the character CNN sees only its first bytes).
+
+    With ``errors="strict"``, a line that is not valid UTF-8 comes as one
+    ``UnicodeDecodeError`` instead of its text (``start``/``end`` are byte offsets in the
+    line; pieces of it that came before are not taken back); other ``errors`` handlers
+    (e.g. ``"replace"``) apply as in :meth:`bytes.decode`.
+    """
+    new_decoder = codecs.getincrementaldecoder("utf-8")
+    lineno = 0
+    while True:
+        raw = f.readline(max_bytes)
+        if not raw:
+            return
+        lineno += 1
+        if raw.endswith(b"\n") or len(raw) < max_bytes:  # the common case: the whole line
+            try:
+                yield lineno, raw.decode("utf-8", errors), True
+            except UnicodeDecodeError as e:
+                yield lineno, e, True
+            continue
+        decoder, carry, offset, dropping = new_decoder(errors), "", 0, False
+        while True:
+            last = not raw or raw.endswith(b"\n") or len(raw) < max_bytes
+            try:
+                text = decoder.decode(raw, final=last)
+            except UnicodeDecodeError as e:
+                e.start, e.end = e.start + offset, e.end + offset
+                while not last:  # skip the rest of the line
+                    raw = f.readline(max_bytes)
+                    last = not raw or raw.endswith(b"\n") or len(raw) < max_bytes
+                yield lineno, e, False
+                break
+            offset += len(raw)
+            if dropping:  # the rest of a token already cut to max_bytes characters
+                cut = _LEADING_NON_SPACE.match(text).end()
+                dropping = cut == len(text)
+                text = text[cut:]
+            text, carry = carry + text, ""
+            if last:
+                if text:
+                    yield lineno, text, False
+                break
+            m = _UP_TO_LAST_SPACE.match(text)
+            if m is None:  # no whitespace: all one token, so far
+                carry = text
+            else:
+                yield lineno, text[: m.end()], False
+                carry = text[m.end():]
+            if len(carry) > max_bytes:
+                carry, dropping = carry[:max_bytes], True
+            raw = f.readline(max_bytes)
 
 
 class DataError(ValueError):
@@ -49,14 +137,22 @@ class LMDataset:
         shuffle_on_load: shuffle sentences within a shard (through a streaming buffer of
             ``shuffle_buffer`` sentences, so memory stays bounded).
         seed: seeds the shard order and the shuffle, for reproducible runs.
+        max_line_tokens: most tokens of a sentence; a longer line is split into pieces of
+            this many, each its own sentence (as is a line of more than
+            :data:`MAX_LINE_BYTES` bytes, at whitespace), counted (:attr:`n_split_lines`) and
+            reported, so that one line costs bounded memory.
 
-    Lines that are not valid UTF-8 are skipped with a warning naming the file and line (the
-    first few per shard, then a count): one bad line must not end a long run.
+    Lines end at ``"\\n"`` only (see :func:`read_lines`). Lines that are not valid UTF-8 are
+    skipped with a warning naming the file and line (the first few per shard, then a count):
+    one bad line must not end a long run.
     """
 
     def __init__(self, filepattern: str, vocab: Vocabulary, reverse: bool = False,
                  test: bool = False, shuffle_on_load: bool = False, seed: int | None = None,
-                 shuffle_buffer: int = 100_000) -> None:
+                 shuffle_buffer: int = 100_000, max_line_tokens: int = MAX_LINE_TOKENS,
+                 ) -> None:
+        if max_line_tokens < 1:
+            raise ValueError(f"max_line_tokens must be >= 1, got {max_line_tokens}")
         self._filepattern = filepattern
         self._shards = sorted(glob.glob(os.path.expanduser(filepattern)))
         if not self._shards:
@@ -69,6 +165,8 @@ class LMDataset:
         self._rng = random.Random(seed)
         self._use_char_inputs = isinstance(vocab, UnicodeCharsVocabulary)
         self._bad_lines: set[tuple[str, int]] = set()  # invalid UTF-8 lines seen so far
+        self.max_line_tokens = max_line_tokens
+        self._long_lines: set[tuple[str, int]] = set()  # lines split into pieces so far
         self.report_skipped = True  # warn about them (the reverse stream of a biLM does not)
 
     @property
@@ -89,6 +187,12 @@ class LMDataset:
         return len(self._bad_lines)
 
     @property
+    def n_split_lines(self) -> int:
+        """Distinct lines split so far into pieces because they are longer than
+        ``max_line_tokens`` tokens or :data:`MAX_LINE_BYTES` bytes."""
+        return len(self._long_lines)
+
+    @property
     def seed(self) -> int | None:
         return self._seed
 
@@ -97,13 +201,15 @@ class LMDataset:
         return self._vocab.max_word_length if self._use_char_inputs else None
 
     def _decoded_lines(self, shard: str) -> Iterator[str]:
-        """The shard's lines as text; invalid UTF-8 lines skipped and reported."""
+        """The shard's lines as text (a long line as pieces, see :func:`read_lines`); invalid
+        UTF-8 lines skipped and reported; long lines counted and reported."""
         bad, new = 0, 0
+        long_lines, new_long, previous = 0, 0, 0
+        cap = self.max_line_tokens
         with open(shard, "rb") as f:
-            for lineno, raw in enumerate(f, start=1):
-                try:
-                    yield raw.decode("utf-8")
-                except UnicodeDecodeError as e:
+            for lineno, text, whole in read_lines(f):
+                if isinstance(text, UnicodeDecodeError):
+                    e = text
                     bad += 1
                     if (shard, lineno) in self._bad_lines:  # reported on an earlier pass
                         continue
@@ -112,23 +218,52 @@ class LMDataset:
                     if self.report_skipped and new <= _MAX_REPORTED_BAD_LINES:
                         logger.warning("%s:%d: not valid UTF-8 (%s at byte %d); line skipped",
                                        shard, lineno, e.reason, e.start)
+                    continue
+                # more than `cap` tokens takes at least 2 * cap - 1 characters
+                if lineno != previous and (not whole or (
+                        len(text) >= 2 * cap - 1 and len(text.split()) > cap)):
+                    previous = lineno
+                    long_lines += 1
+                    if (shard, lineno) not in self._long_lines:
+                        self._long_lines.add((shard, lineno))
+                        new_long += 1
+                        if self.report_skipped and new_long == 1:
+                            logger.warning(
+                                "%s:%d: a line longer than a sentence may be (%d tokens, or "
+                                "%d MiB): split into pieces of at most %d tokens, each its own "
+                                "sentence (counted, not dropped)", shard, lineno, cap,
+                                MAX_LINE_BYTES >> 20, cap)
+                yield text
         if self.report_skipped and new > _MAX_REPORTED_BAD_LINES:
             logger.warning("%s: %d lines in all were not valid UTF-8 and were skipped", shard,
                            bad)
+        if self.report_skipped and new_long > 1:
+            logger.warning("%s: %d lines in all were longer than a sentence may be and were "
+                           "split into pieces", shard, long_lines)
 
     def _lines(self, shard: str) -> Iterator[str]:
         lines = self._decoded_lines(shard)
         if not self._shuffle_on_load:
             yield from lines
             return
-        # a streaming shuffle buffer: memory stays bounded for any shard size
+        # a streaming shuffle buffer: memory stays bounded for any shard size, in lines and in
+        # characters (the pieces of very long lines would otherwise fill it)
         buffer: list[str] = []
+        chars = 0
         for line in lines:
+            while buffer and chars + len(line) > SHUFFLE_BUFFER_CHARS:
+                k = self._rng.randrange(len(buffer))
+                buffer[k], buffer[-1] = buffer[-1], buffer[k]
+                out = buffer.pop()
+                chars -= len(out)
+                yield out
             if len(buffer) < self._shuffle_buffer:
                 buffer.append(line)
+                chars += len(line)
                 continue
             k = self._rng.randrange(len(buffer))
             yield buffer[k]
+            chars += len(line) - len(buffer[k])
             buffer[k] = line
         self._rng.shuffle(buffer)
         yield from buffer
@@ -149,10 +284,15 @@ class LMDataset:
         Raises :class:`DataError` when a full pass over the shards finds no token (training
         would otherwise loop forever on empty files)."""
         n_shards, seen_tokens = len(self._shards), False
+        cap = self.max_line_tokens
         for visited, shard in enumerate(self._shard_order(), start=1):
             for line in self._lines(shard):
                 tokens = line.split()
                 seen_tokens = seen_tokens or bool(tokens)
+                if len(tokens) > cap:  # a long line's piece (counted when read)
+                    for start in range(0, len(tokens), cap):
+                        yield tokens[start : start + cap]
+                    continue
                 yield tokens
             if visited == n_shards and not seen_tokens:
                 raise DataError(
@@ -229,22 +369,38 @@ def replay(history: Sequence[Segment], geometry: tuple[int, int], source: Iterat
 
 class _Sentence:
     """One sentence of a stream: its length at once, its ids encoded only when a row this
-    process fills reads it (a worker fills only its own rows of the global batch)."""
+    process fills reads it (a worker fills only its own rows of the global batch), and its
+    character ids only a window's stretch at a time (a long sentence's (n + 2, max_chars)
+    array is never built whole)."""
 
-    __slots__ = ("_chars", "_ids", "dataset", "n", "tokens")
+    __slots__ = ("_ids", "dataset", "n", "tokens")
 
     def __init__(self, dataset: LMDataset, tokens: list[str]) -> None:
         self.dataset, self.tokens, self.n = dataset, tokens, len(tokens) + 2
-        self._ids = self._chars = None
+        self._ids = None
 
     def ids(self) -> np.ndarray:
         if self._ids is None:
-            self._ids, self._chars = self.dataset._encode(self.tokens)
+            d = self.dataset
+            tokens = self.tokens[::-1] if d._reverse else self.tokens
+            self._ids = d._vocab.encode(tokens, reverse=d._reverse, split=False)
         return self._ids
 
-    def chars(self) -> np.ndarray:
-        self.ids()
-        return self._chars
+    def chars(self, start: int, stop: int) -> np.ndarray:
+        """Character ids of positions [start, stop) of the sentence, ``<S>``/``</S>``
+        included (the rows of :meth:`LMDataset._encode`'s array): the vocabulary's rows of
+        the ids, and unknown words' own characters."""
+        vocab = self.dataset._vocab
+        ids = self.ids()[start:stop]
+        out = vocab.word_char_ids[ids]
+        if vocab.unk >= 0:
+            n, reverse = len(self.tokens), self.dataset._reverse
+            for j in np.flatnonzero(ids == vocab.unk):
+                p = start + int(j)  # a token's position: reversed, it holds token n - p
+                word = self.tokens[n - p if reverse else p - 1]
+                if word != UNK:
+                    out[j] = vocab.word_to_char_ids(word)
+        return out
 
 
 def _get_batch(generator: Iterator[_Sentence], batch_size: int, num_steps: int,
@@ -281,8 +437,8 @@ def _get_batch(generator: Iterator[_Sentence], batch_size: int, num_steps: int,
                     inputs[i - start, cur_pos:next_pos] = ids[offset : offset + how_many]
                     targets[i - start, cur_pos:next_pos] = ids[offset + 1 : offset + how_many + 1]
                     if char_inputs is not None:
-                        char_inputs[i - start, cur_pos:next_pos] = sentence.chars()[
-                            offset : offset + how_many]
+                        char_inputs[i - start, cur_pos:next_pos] = sentence.chars(
+                            offset, offset + how_many)
                 stream[1] = offset + how_many
                 cur_pos = next_pos
             if no_more_data:
@@ -332,12 +488,18 @@ class BidirectionalLMDataset:
         """Invalid UTF-8 lines skipped so far (counted once, by the forward stream)."""
         return self._forward.n_skipped_lines
 
+    @property
+    def n_split_lines(self) -> int:
+        """Long lines split into pieces so far (counted once, by the forward stream)."""
+        return self._forward.n_split_lines
+
     def iter_batches(self, batch_size: int, num_steps: int,
                      history: Sequence[Segment] = (), rows: tuple[int, int] | None = None,
                      ) -> Iterator[Batch]:
         """As :meth:`LMDataset.iter_batches`, with the ``_reverse`` keys added."""
         for x, xr in zip(self._forward.iter_batches(batch_size, num_steps, history, rows),
-                         self._reverse.iter_batches(batch_size, num_steps, history, rows)):
+                         self._reverse.iter_batches(batch_size, num_steps, history, rows),
+                         strict=False):
             for k, v in xr.items():
                 x[k + "_reverse"] = v
             yield x

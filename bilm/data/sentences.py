@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from bilm.data.dataset import Batch, LMDataset, Segment, replay
+from bilm.data.dataset import MAX_LINE_TOKENS, Batch, LMDataset, Segment, replay
 from bilm.data.vocabulary import PAD_CHAR, UnicodeCharsVocabulary, Vocabulary
 
 __all__ = ["SentenceDataset", "sentence_batch"]
@@ -60,8 +60,12 @@ class SentenceDataset:
                  max_length: int = 400, window: int = 100) -> None:
         if max_length < 3:
             raise ValueError(f"max_length must be >= 3 (<S>, a token, </S>), got {max_length}")
+        # a long line comes from the stream in pieces of a whole number of sentences, so that
+        # it is split here as if it came whole (one of over MAX_LINE_BYTES, at whitespace)
+        size = max_length - 2
         self._lines = LMDataset(filepattern, vocab, test=test, shuffle_on_load=shuffle_on_load,
-                                seed=seed)
+                                seed=seed,
+                                max_line_tokens=size * max(MAX_LINE_TOKENS // size, 1))
         self._vocab, self._test, self._shuffle = vocab, test, shuffle_on_load
         self._seed, self._rng = seed, random.Random(None if seed is None else seed + 2)
         self.max_length, self.window = max_length, window
@@ -83,6 +87,12 @@ class SentenceDataset:
     def n_skipped_lines(self) -> int:
         return self._lines.n_skipped_lines
 
+    @property
+    def n_split_lines(self) -> int:
+        """Lines read in pieces because they are longer than the stream's bound (see
+        :class:`~bilm.data.LMDataset`); :attr:`n_split_sentences` counts the pieces' splits."""
+        return self._lines.n_split_lines
+
     def pieces(self) -> Iterator[list[str]]:
         """The sentences to embed, in order: a long one as consecutive pieces."""
         size = self.max_length - 2
@@ -101,19 +111,25 @@ class SentenceDataset:
                 yield tokens
 
     def _batches(self, source: Iterator[list[str]], rows: int, _steps: int = 0,
-                 own: tuple[int, int] | None = None) -> Iterator[Batch]:
+                 own: tuple[int, int] | None = None, max_tokens: int | None = None,
+                 ) -> Iterator[Batch]:
         """Windows of ``rows * window`` sentences, sorted by length, cut into batches (their
         order shuffled in training); of each batch only the ``own`` = (start, stop) rows are
-        built (a worker's slice)."""
+        built (a worker's slice). In test mode, ``max_tokens`` bounds a batch's rows x steps
+        too (see :func:`token_batches`)."""
         carry: list[list[str]] = []
         while True:
-            chunk = carry + [s for _, s in zip(range(rows * self.window - len(carry)), source)]
+            chunk = carry + [s for _, s in zip(range(rows * self.window - len(carry)), source,
+                                               strict=False)]
             if not chunk:
                 return
             chunk.sort(key=len)
             cut = len(chunk) if self._test else len(chunk) - len(chunk) % rows
             carry = chunk[cut:]  # training: full batches only; the rest waits for the next
-            batches = [chunk[i : i + rows] for i in range(0, cut, rows)]
+            if self._test and max_tokens is not None:
+                batches = token_batches(chunk, rows, max_tokens)
+            else:
+                batches = [chunk[i : i + rows] for i in range(0, cut, rows)]
             if not self._test and self._shuffle:
                 self._rng.shuffle(batches)
             for b in batches:
@@ -125,10 +141,41 @@ class SentenceDataset:
 
     def iter_batches(self, batch_size: int, num_steps: int = 0,
                      history: Sequence[Segment] = (), rows: tuple[int, int] | None = None,
-                     ) -> Iterator[Batch]:
+                     *, max_tokens: int | None = None) -> Iterator[Batch]:
         """Batches of ``batch_size`` sentences (see :func:`sentence_batch`); only ``rows`` =
         (start, stop) of each when given (a worker's slice). ``num_steps`` is unused (kept for
         the streams' signature); ``history`` replays the batches a resumed run read, as
         (n_batches, batch_size, num_steps) segments (a change of batch size starts a new
-        window: the old window's unread sentences are dropped)."""
-        yield from replay(history, (batch_size, num_steps), self.pieces(), self._batches, rows)
+        window: the old window's unread sentences are dropped).
+
+        ``max_tokens`` (test mode only: training batches have ``batch_size`` rows) also
+        bounds each batch's rows x steps, ``<S>``/``</S>`` and padding included: long
+        sentences come fewer to a batch, a sentence longer than that alone (evaluation's
+        memory then stays bounded whatever the sentences' length)."""
+        if max_tokens is not None:
+            if not self._test:
+                raise ValueError("max_tokens bounds test-mode batches only (training batches "
+                                 "have batch_size rows)")
+            if max_tokens < 1:
+                raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+
+        def batches(source, size, steps, own):
+            return self._batches(source, size, steps, own, max_tokens)
+
+        yield from replay(history, (batch_size, num_steps), self.pieces(), batches, rows)
+
+
+def token_batches(sentences: Sequence[Sequence[str]], rows: int, max_tokens: int,
+                  ) -> list[Sequence[Sequence[str]]]:
+    """Consecutive sentences of ascending length grouped into batches of at most ``rows``
+    sentences and at most ``max_tokens`` rows x steps (steps: the longest sentence + 2, for
+    ``<S>``/``</S>``); one sentence always makes a batch, however long."""
+    batches, start = [], 0
+    while start < len(sentences):
+        stop = start + 1
+        while (stop < len(sentences) and stop - start < rows
+               and (stop - start + 1) * (len(sentences[stop]) + 2) <= max_tokens):
+            stop += 1
+        batches.append(sentences[start:stop])
+        start = stop
+    return batches
