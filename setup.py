@@ -1,9 +1,16 @@
-"""Shim for bilm-tf users' habits (``python setup.py install``, ``python setup.py --name``).
+"""Shim for bilm-tf users' habits and for ``setuptools.build_meta`` (``pip install .``).
 
 pyproject.toml holds all the metadata; ``pip install .`` is the supported way to install.
+``python setup.py install`` stops with one line saying so: it would install bilm without its
+dependencies (TensorFlow, h5py, ...), and the first ``bilm`` command would end in a
+ModuleNotFoundError. pip's PEP 517 build (``setuptools.build_meta``) never runs ``install``.
 """
 
 import sys
+
+if "install" in sys.argv[1:]:  # a command, not an option such as --install-lib=DIR
+    sys.exit("`python setup.py install` would install bilm without its dependencies; run "
+             "`pip install .` in this folder instead (`pip install -e .` for an editable one)")
 
 try:
     import setuptools

@@ -108,11 +108,17 @@ def char_ids_from_tokens(tokens: tf.Tensor, lengths: tf.Tensor,
     return tf.where((steps <= lengths + 1)[..., tf.newaxis], ids, 0)
 
 
+@keras.saving.register_keras_serializable(package="bilm")
 class _TokenMask(keras.layers.Layer):
     """(batch, T) bool mask of real tokens, as a layer so the functional API can trace it.
 
     An empty sentence keeps its first (all-zero) position unmasked, so that masked pooling
-    gives zeros for it, as the ``default`` output does, instead of 0/0."""
+    gives zeros for it, as the ``default`` output does, instead of 0/0.
+
+    A functional model keeps it as a layer of its own (the mask a layer after a per-token
+    output receives is its output), so it is registered for ``keras.models.load_model``; it
+    has no weights and no arguments beyond the base layer's, so the base ``get_config`` and
+    ``from_config`` serve."""
 
     def call(self, inputs) -> tf.Tensor:
         tokens, lengths = _tokens(inputs)
@@ -190,7 +196,9 @@ class ELMoEmbedding(keras.layers.Layer):
         self.scalar_mix = ScalarMix(self.bilm.n_layers + 1, do_layer_norm=do_layer_norm,
                                     name="scalar_mix")
         self.dropout_layer = keras.layers.Dropout(dropout)
-        self._token_mask = _TokenMask(name="token_mask")
+        # named after this layer: two ELMoEmbedding layers in one functional model each add
+        # one, and a model's layer names must be unique
+        self._token_mask = _TokenMask(name=f"{self.name}_token_mask")
         self.built = True
 
     @property

@@ -14,6 +14,11 @@ layer — ``lstm_outputs1``, ``lstm_outputs2``, … for an LSTM model (TF Hub's 
 max_len, 2 * proj; the
 trainable scalar mix, zero at padding), ``default`` (batch, 2 * proj; the mean of ``elmo``
 over the real tokens) and ``sequence_len`` (batch,).
+
+Calling the loaded object itself — ``elmo(strings)``, which is what ``hub.KerasLayer(path)``
+does when no ``signature`` is given — returns the ``default`` output alone, as the TF1 hub
+module's default output: code written for ``hub.KerasLayer(".../elmo/3")`` followed by a
+``Dense`` runs unchanged, and ``trainable=True`` trains the scalar mix.
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ logger = logging.getLogger(__name__)
 class _ELMoModule(tf.__internal__.tracking.AutoTrackable):
     """The exported object: signatures plus the attributes of a reusable SavedModel
     (``variables``, ``trainable_variables`` — the scalar mix, as the hub module's —,
-    ``regularization_losses`` and ``__call__``), which ``hub.KerasLayer`` looks for."""
+    ``regularization_losses`` and ``__call__`` — strings in, the ``default`` (batch, dim)
+    tensor out —), which ``hub.KerasLayer`` looks for."""
 
     def __init__(self, layer: ELMoEmbedding) -> None:
         self.layer = layer
@@ -57,7 +63,12 @@ class _ELMoModule(tf.__internal__.tracking.AutoTrackable):
     def tokens(self, tokens: tf.Tensor, sequence_len: tf.Tensor) -> dict[str, tf.Tensor]:
         return self._outputs([tokens, sequence_len])
 
-    __call__ = default  # strings in, as the 'default' signature
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="strings")])
+    def __call__(self, strings: tf.Tensor) -> tf.Tensor:
+        """Sentences (batch,) in, the ``default`` output (batch, 2 * proj) out: what
+        ``hub.KerasLayer(path)`` calls without a ``signature``, as it gets the TF1 ELMo
+        module's ``default`` output by default (so a ``Dense`` can follow it)."""
+        return self._outputs(strings)["default"]
 
 
 def export_savedmodel(options_file: str | os.PathLike[str], weight_file: str | os.PathLike[str],

@@ -16,6 +16,7 @@ from bilm import Batcher, BidirectionalLanguageModel
 from bilm.elmo import _LAYERS, clear_weight_layers, weight_layers
 from bilm.keras import ELMoEmbedding, char_ids_from_tokens, split_sentences
 from bilm.options import load_options
+from tests.conftest import assert_f32_close
 
 SENTENCES = [
     "The cat sat on the mat .",
@@ -95,7 +96,7 @@ def test_stateless(tiny_model):
     alone = layer(tf.constant([SENTENCES[0]])).numpy()[0]
     layer(tf.constant(SENTENCES[2:]))  # other batches in between change nothing
     in_batch = layer(tf.constant(SENTENCES)).numpy()[0]
-    np.testing.assert_allclose(in_batch[: alone.shape[0]], alone, atol=1e-6)
+    assert_f32_close(in_batch[: alone.shape[0]], alone)
 
 
 def test_keras_masking(tiny_model):
@@ -148,7 +149,8 @@ def test_gradients_reach_mix_and_optionally_bilm(tiny_model, trainable_bilm):
     history = model.fit(_data(), epochs=4, verbose=0, shuffle=False)
     assert history.history["loss"][-1] < history.history["loss"][0]
     assert np.abs(layer.scalar_mix.scalar_weights.numpy() - mix_before).max() > 1e-3
-    moved = max(np.abs(v.numpy() - b).max() for v, b in zip(layer.bilm.weights, bilm_before))
+    moved = max(np.abs(v.numpy() - b).max() for v, b in zip(layer.bilm.weights, bilm_before,
+                                                                     strict=True))
     if trainable_bilm:
         assert moved > 1e-3
     else:
@@ -187,6 +189,84 @@ def test_keras_save_load_round_trip(tiny_model, tmp_path):
     shutil.rmtree(local)  # the archive is self-contained
     loaded = keras.models.load_model(tmp_path / "clf.keras")
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), before)
+
+
+def _save_load_model(options_file, weight_file, output, head, form):
+    """A small model around ELMoEmbedding: ``head`` "pool" (GlobalAveragePooling1D, none for
+    ``default``) or "bilstm"/"tagger" (Bidirectional LSTM, one vector / one per token), then
+    Dense; ``form`` "text" (a string per sentence), "dict" or "list" (tokens, sequence_len)."""
+    keras.utils.set_random_seed(2)
+    if form == "text":
+        inputs = keras.Input(shape=(), dtype="string")
+        elmo_in = inputs
+    else:
+        tokens = keras.Input(shape=(None,), dtype="string", name="tokens")
+        lengths = keras.Input(shape=(), dtype="int32", name="sequence_len")
+        inputs = {"tokens": tokens, "sequence_len": lengths} if form == "dict" else [
+            tokens, lengths]
+        elmo_in = inputs
+    elmo = ELMoEmbedding(options_file, weight_file, output=output)
+    # a mix unlike the initial one: the loaded values must come from the archive
+    elmo.scalar_mix.scalar_weights.assign(
+        np.linspace(-1.0, 1.0, elmo.scalar_mix.scalar_weights.shape[0]).astype(np.float32))
+    elmo.scalar_mix.gamma.assign([1.3])
+    x = elmo(elmo_in)
+    if head in ("bilstm", "tagger"):
+        x = keras.layers.Bidirectional(
+            keras.layers.LSTM(4, return_sequences=head == "tagger"))(x)
+    elif output != "default":
+        x = keras.layers.GlobalAveragePooling1D()(x)
+    return keras.Model(inputs, keras.layers.Dense(3)(x))
+
+
+_SAVE_LOAD_CASES = [
+    # every output of the LSTM model, pooled (``default`` is already one vector)
+    *[pytest.param("lstm", out, "pool", "text", id=f"{out}-pool")
+      for out in ("elmo", "default", "word_emb", "lstm_outputs1", "lstm_outputs2")],
+    # the Transformer's contextual layers are named transformer_outputs{k}
+    pytest.param("transformer", "transformer_outputs2", "pool", "text",
+                 id="transformer_outputs2-pool"),
+    pytest.param("lstm", "elmo", "bilstm", "text", id="elmo-bilstm"),
+    pytest.param("lstm", "elmo", "tagger", "text", id="elmo-tagger"),
+    pytest.param("lstm", "lstm_outputs1", "pool", "dict", id="lstm_outputs1-pool-tokens_dict"),
+    pytest.param("lstm", "word_emb", "tagger", "list", id="word_emb-tagger-tokens_list"),
+]
+
+
+@pytest.mark.parametrize(("encoder", "output", "head", "form"), _SAVE_LOAD_CASES)
+def test_keras_save_load_every_output(request, tmp_path, encoder, output, head, form):
+    """Each output, the masking layers after the per-token ones (pooling, a Bidirectional LSTM,
+    a tagger) and both input forms: the ``.keras`` archive loads and predicts the same."""
+    options_file, weight_file = request.getfixturevalue(
+        "tiny_model" if encoder == "lstm" else "tiny_transformer")
+    model = _save_load_model(options_file, weight_file, output, head, form)
+    sentences = SENTENCES[:3]
+    if form == "text":
+        x = tf.constant(sentences)
+    else:
+        tokens, lengths = split_sentences(tf.constant(sentences))
+        x = {"tokens": tokens, "sequence_len": lengths} if form == "dict" else [tokens,
+                                                                                 lengths]
+    # eager calls: the same functional graph as predict, without tracing it (seconds each)
+    before = model(x, training=False).numpy()
+    assert np.abs(before).max() > 1e-2  # values to compare, not zeros
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(loaded(x, training=False).numpy(), before, rtol=0, atol=1e-6)
+
+
+def test_keras_two_elmo_layers_save_load(tiny_model, tmp_path):
+    """Two per-token ELMoEmbedding layers in one model: each mask layer has a name of its own
+    (both were "token_mask": "The name ... is used 2 times in the model")."""
+    inputs = keras.Input(shape=(), dtype="string")
+    pooled = [keras.layers.GlobalAveragePooling1D()(ELMoEmbedding(*tiny_model, output=out)(
+        inputs)) for out in ("lstm_outputs1", "word_emb")]
+    model = keras.Model(inputs, keras.layers.Concatenate()(pooled))
+    x = tf.constant(SENTENCES[:3])
+    before = model(x).numpy()
+    model.save(tmp_path / "two.keras")
+    loaded = keras.models.load_model(tmp_path / "two.keras")
+    np.testing.assert_allclose(loaded(x).numpy(), before, rtol=0, atol=1e-6)
 
 
 def test_savedmodel_in_fresh_process(tiny_model, tmp_path):
