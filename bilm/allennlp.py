@@ -22,11 +22,12 @@ import json
 import logging
 import os
 import re
+import stat
 import tarfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -83,67 +84,208 @@ class AllenNLPArchive:
     padded: bool  # whether the 'tokens' namespace has a padding id 0
 
 
+#: The most bytes ``config.json`` or a vocabulary file may hold (AllenNLP's configs take a few
+#: KB, an 800,000-word tokens.txt about 10 MB): a larger member is refused before it is read.
+MAX_TEXT_BYTES = 64 << 20
+#: The most bytes ``weights.th`` may hold: the tensors a biLM can hold
+#: (:data:`bilm.torch_weights.MAX_TOTAL_BYTES`, 4 GiB) and room for the pickle around them.
+MAX_WEIGHTS_BYTES = (4 << 30) + (256 << 20)
+#: The most members an archive may list (AllenNLP writes about ten).
+MAX_MEMBERS = 10_000
+_WEIGHTS = "weights.th"
+_READ_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error)
+
+
+@dataclass(frozen=True)
+class _Member:
+    """A file of an archive, as its header (or the folder) declares it; nothing read yet."""
+
+    name: str  # in the archive
+    size: int  # declared, in bytes
+    problem: str | None  # what it is when not a regular file ("a symbolic link (to ...)", ...)
+    open: Callable[[], BinaryIO]
+
+
 def read_archive(path: str | os.PathLike[str]) -> AllenNLPArchive:
     """Read ``model.tar.gz`` (or an unpacked archive folder) without executing anything from
-    it. Raises :class:`ArchiveError` for a missing member or a file that is not an archive."""
+    it, and without reading more than a biLM's archive holds: every member read must be a
+    regular file no larger than its cap (:data:`MAX_TEXT_BYTES`, :data:`MAX_WEIGHTS_BYTES`,
+    from its declared size, before reading), and ``weights.th`` must start as a PyTorch file
+    does (checked from its first bytes; it is then read as a stream, not whole). Raises
+    :class:`ArchiveError` (one line naming the archive and the member) for a missing,
+    oversized or non-regular member, or a file that is not an archive."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ArchiveError(f"archive not found: {path}")
     with contextlib.ExitStack() as stack:
-        members = _members(path, stack)
+        find = _members(path, stack)
+
+        def member(name: str, what: str, cap: int, setting: str) -> _Member:
+            found = find(name)
+            if found is None:
+                raise ArchiveError(f"{path} has no {name} ({what}): not an AllenNLP model "
+                                   "archive")
+            if found.problem:
+                raise ArchiveError(f"{path}: {found.name} is {found.problem}, not a regular "
+                                   "file; refusing to read it")
+            if found.size > cap:
+                raise ArchiveError(f"{path}: {found.name} is {found.size:,} bytes, more than "
+                                   f"a biLM's archive holds there (bilm.allennlp.{setting} = "
+                                   f"{cap:,} bytes); refusing to read it")
+            return found
 
         def read(name: str, what: str) -> bytes:
-            for key in (name, *[k for k in members if k.endswith("/" + name)]):
-                if key in members:
-                    try:
-                        return members[key]()
-                    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
-                        raise ArchiveError(f"{path}: {name} cannot be read (truncated "
-                                           f"archive?): {e}") from None
-            raise ArchiveError(f"{path} has no {name} ({what}): not an AllenNLP model "
-                               "archive")
+            cap = MAX_TEXT_BYTES
+            found = member(name, what, cap, "MAX_TEXT_BYTES")
+            data = bytearray()
+            try:
+                with found.open() as file:  # in pieces, up to one byte past the cap
+                    while piece := file.read(min(1 << 20, cap + 1 - len(data))):
+                        data += piece
+            except _READ_ERRORS as e:
+                raise ArchiveError(f"{path}: {found.name} cannot be read (truncated "
+                                   f"archive?): {e}") from None
+            if len(data) > cap:  # a file grown since it was listed
+                raise ArchiveError(f"{path}: {found.name} holds more than {cap:,} bytes "
+                                   "(bilm.allennlp.MAX_TEXT_BYTES); refusing to read it")
+            return bytes(data)
 
-        return _parse(path, read)
+        def weights() -> dict[str, np.ndarray]:
+            from bilm.torch_weights import TorchWeightsError, load_torch_state_dict
+
+            found = member(_WEIGHTS, "the weights", MAX_WEIGHTS_BYTES, "MAX_WEIGHTS_BYTES")
+            try:
+                with found.open() as file:
+                    # checks the first bytes, then reads on as a stream
+                    return load_torch_state_dict(file, name=f"{path}: {found.name}")
+            except TorchWeightsError as e:
+                raise ArchiveError(str(e)) from None
+            except _READ_ERRORS as e:
+                raise ArchiveError(f"{path}: {found.name} cannot be read (truncated "
+                                   f"archive?): {e}") from None
+
+        def has(name: str) -> bool:
+            return find(name) is not None
+
+        return _parse(path, read, weights, has)
 
 
-def _read_file(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
+class _Stream(io.RawIOBase):
+    """A tar member as a stream that does not seek: seeking back in a .tar.gz decompresses it
+    again from its start (the weights reader copies a zip-layout weights.th instead)."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        super().__init__()
+        self._file = file
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        return self._file.readinto(buffer)
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
 
 
-def _members(path: str, stack: contextlib.ExitStack) -> dict[str, Callable[[], bytes]]:
-    """Each file of the archive (a folder, or a tar file read in memory: nothing extracted,
-    no path written) -> a function reading it."""
+def _tar_problem(info: tarfile.TarInfo) -> str | None:
+    if info.isreg():
+        return None
+    if info.issym():
+        return f"a symbolic link (to {info.linkname})"
+    if info.islnk():
+        return f"a hard link (to {info.linkname})"
+    kinds = {tarfile.CHRTYPE: "a character device", tarfile.BLKTYPE: "a block device",
+             tarfile.FIFOTYPE: "a FIFO", tarfile.DIRTYPE: "a directory"}
+    return kinds.get(info.type, f"a tar member of type {info.type!r}")
+
+
+def _file_problem(mode: int) -> str | None:
+    for test, kind in ((stat.S_ISREG, None), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _folder_members(path: str) -> Iterator[_Member]:
+    for root, _, names in os.walk(path):
+        for name in names:
+            full = os.path.join(root, name)
+            try:
+                info = os.stat(full)  # a symbolic link in a folder: what it points to
+            except OSError:
+                problem, size = f"a broken link (to {os.readlink(full)})", 0
+            else:
+                problem, size = _file_problem(info.st_mode), info.st_size
+            yield _Member(os.path.relpath(full, path).replace(os.sep, "/"), size, problem,
+                          functools.partial(open, full, "rb"))
+
+
+def _tar_members(path: str, tar: tarfile.TarFile) -> Iterator[_Member]:
+    for count, info in enumerate(tar, 1):
+        if count > MAX_MEMBERS:
+            raise ArchiveError(f"{path} lists more than {MAX_MEMBERS:,} members "
+                               "(bilm.allennlp.MAX_MEMBERS): not an AllenNLP model archive")
+        yield _Member(info.name.removeprefix("./"), info.size, _tar_problem(info),
+                      lambda info=info: _Stream(tar.extractfile(info)))
+
+
+def _members(path: str, stack: contextlib.ExitStack) -> Callable[[str], _Member | None]:
+    """A function finding a member of the archive (a folder, or a tar file read in place:
+    nothing extracted, no path written) by its name, or else a name ending in ``/name``.
+
+    The tar's members are listed lazily, as far as a name needs: its headers declare each
+    member's type and size, which are checked before the member's data is read or skipped."""
     if os.path.isdir(path):
-        files = [os.path.join(root, name) for root, _, names in os.walk(path) for name in names]
-        return {os.path.relpath(full, path).replace(os.sep, "/"):
-                functools.partial(_read_file, full) for full in files}
-    try:
-        tar = stack.enter_context(tarfile.open(path, "r:*"))  # noqa: SIM115 (closed by stack)
-        infos = tar.getmembers()
-    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
-        raise ArchiveError(f"{path} is not a readable model archive (.tar.gz): {e}") from None
-    return {info.name.removeprefix("./"): (lambda info=info: tar.extractfile(info).read())
-            for info in infos if info.isfile()}
+        members = _folder_members(path)
+        where = f"{path} cannot be listed"
+    else:
+        try:
+            tar = stack.enter_context(tarfile.open(path, "r:*"))  # noqa: SIM115 (stack)
+        except _READ_ERRORS as e:
+            raise ArchiveError(f"{path} is not a readable model archive (.tar.gz): {e}"
+                               ) from None
+        members = _tar_members(path, tar)
+        where = f"{path} is not a readable model archive (.tar.gz)"
+    seen: dict[str, _Member] = {}
+
+    def find(name: str) -> _Member | None:
+        try:
+            while name not in seen:
+                listed = next(members, None)
+                if listed is None:
+                    break
+                if listed.problem != "a directory":
+                    seen.setdefault(listed.name, listed)
+        except _READ_ERRORS as e:
+            raise ArchiveError(f"{where}: {e}") from None
+        if name in seen:
+            return seen[name]
+        return next((m for k, m in seen.items() if k.endswith("/" + name)), None)
+
+    return find
 
 
-def _parse(path: str, read: Callable[[str, str], bytes]) -> AllenNLPArchive:
-    from bilm.torch_weights import TorchWeightsError, load_torch_state_dict
-
+def _parse(path: str, read: Callable[[str, str], bytes],
+           weights: Callable[[], dict[str, np.ndarray]],
+           has: Callable[[str], bool]) -> AllenNLPArchive:
     config = lenient_json(read("config.json", "the model's configuration").decode("utf-8"),
                           path)
-    try:
-        weights = load_torch_state_dict(io.BytesIO(read("weights.th", "the weights")))
-    except TorchWeightsError as e:
-        raise ArchiveError(f"{path}: weights.th: {str(e).split(': ', 1)[-1]}") from None
-    tokens = read("vocabulary/tokens.txt", "the vocabulary").decode("utf-8").splitlines()
-    try:
-        non_padded = read("vocabulary/non_padded_namespaces.txt", "").decode("utf-8")
-    except ArchiveError:
-        non_padded = "*tags\n*labels\n"  # AllenNLP's default
+    state_dict = weights()
+    # one token a line, split at "\n" only, as AllenNLP reads it back (str.splitlines()
+    # would also split a token holding \r, \x85 or U+2028, and shift every later id)
+    tokens = read("vocabulary/tokens.txt", "the vocabulary").decode("utf-8").split("\n")
+    if tokens and tokens[-1] == "":
+        tokens.pop()  # the final newline
+    namespaces = "vocabulary/non_padded_namespaces.txt"
+    non_padded = (read(namespaces, "").decode("utf-8") if has(namespaces)
+                  else "*tags\n*labels\n")  # AllenNLP's default
     padded = not any(_matches(p.strip(), "tokens") for p in non_padded.splitlines()
                      if p.strip())
-    return AllenNLPArchive(path, config, weights, tokens, padded)
+    return AllenNLPArchive(path, config, state_dict, tokens, padded)
 
 
 def _matches(pattern: str, namespace: str) -> bool:
@@ -354,40 +496,41 @@ def softmax_rows(archive: AllenNLPArchive) -> int:
                        "needs the language model archive, not an embedder")
 
 
-def import_allennlp(archive_path: str | os.PathLike[str], save_dir: str | os.PathLike[str],
-                    overwrite: bool = False) -> str:
+def import_allennlp(archive_path: str | os.PathLike[str] | AllenNLPArchive,
+                    save_dir: str | os.PathLike[str], overwrite: bool = False) -> str:
     """Turn an AllenNLP language-model archive into a bilm training run in ``save_dir``
     (options.json, vocab.txt, run.json and a checkpoint at step 0 with the softmax and fresh
     optimizer slots); returns the checkpoint's path. ``bilm evaluate``, ``score``, ``export``
-    and ``resume`` (fine-tuning, given ``--train-prefix``) then take it."""
+    and ``resume`` (fine-tuning, given ``--train-prefix``) then take it. ``archive_path`` may
+    be an archive :func:`read_archive` already read."""
     import tensorflow as tf
 
     from bilm.data.vocabulary import Vocabulary
     from bilm.options import save_options
-    from bilm.run import RunError, RunState, TrainingRun
+    from bilm.run import RunState, TrainingRun, owned
     from bilm.training import _Trainer
 
-    archive = read_archive(archive_path)
+    archive = (archive_path if isinstance(archive_path, AllenNLPArchive)
+               else read_archive(archive_path))
     rows = softmax_rows(archive)
     options = options_from_config(archive.config, rows, archive.path)
     tokens = vocabulary_tokens(archive, rows)
     run = TrainingRun(save_dir)
-    if run.has_checkpoint() and not overwrite:
-        raise RunError(f"{save_dir} already holds a training run; pass --overwrite to replace "
-                       "it")
+    run.check_new(overwrite)  # a run, or the user's own files: refused unless overwrite
     trainer = _Trainer(options, tf.distribute.OneDeviceStrategy("/cpu:0"), seed=0)
     values = archive_values(archive, trainer.lm)
     for variable in trainer.variables.values():
         variable.assign(values[id(variable)])
-    run.clear()
-    os.makedirs(save_dir, exist_ok=True)
-    save_options(options, run.options_file)
-    state = RunState(seed=0)
-    run.store_vocabulary(Vocabulary(tokens=tokens), state)
-    run.write_state(state)
-    manager = tf.train.CheckpointManager(trainer.checkpoint, os.fspath(save_dir),
-                                         max_to_keep=2, checkpoint_name="model")
-    path = manager.save(checkpoint_number=0)
+    with owned(save_dir, "bilm import-allennlp"):  # one process writes into a run folder
+        run.check_new(overwrite)  # again, under the lock
+        run.clear()
+        save_options(options, run.options_file)
+        state = RunState(seed=0)
+        run.store_vocabulary(Vocabulary(tokens=tokens), state)
+        run.write_state(state)
+        manager = tf.train.CheckpointManager(trainer.checkpoint, os.fspath(save_dir),
+                                             max_to_keep=2, checkpoint_name="model")
+        path = manager.save(checkpoint_number=0)
     logger.info("imported %s: %d-layer transformer, width %d, %d softmax rows -> %s",
                 archive.path, options.n_layers, options.dim, rows, path)
     return path

@@ -221,7 +221,8 @@ def _cmd_embed(args: argparse.Namespace) -> None:
         dump_bilm_embeddings(args.vocab, args.input, args.options, args.weights, args.output,
                              stateful=args.stateful, batch_size=args.batch_size,
                              progress=not args.quiet, layers=args.layers, pool=args.pool,
-                             layout=args.layout, precision=args.precision)
+                             layout=args.layout, precision=args.precision,
+                             overwrite=args.overwrite)
     except UnicodeDecodeError as e:
         raise UserError(f"{args.input} is not UTF-8 text ({e.reason}); convert it, e.g. with "
                         "iconv") from None
@@ -237,7 +238,7 @@ def _cmd_dump_tokens(args: argparse.Namespace) -> None:
     from bilm.model import dump_token_embeddings
 
     dump_token_embeddings(args.vocab, args.options, args.weights, args.output,
-                          progress=not args.quiet)
+                          progress=not args.quiet, overwrite=args.overwrite)
     logger.info("wrote %s", args.output)
 
 
@@ -249,10 +250,13 @@ def _cmd_vocab(args: argparse.Namespace) -> None:
     stats = build_vocab(args.train_prefix, args.output, min_count=args.min_count,
                         max_size=args.max_size,
                         max_characters_per_token=args.max_characters_per_token,
-                        progress=not args.quiet)
-    print(f"{stats.n_written} entries written to {args.output} ({stats.n_tokens} tokens, "
-          f"{stats.n_types} types, {stats.n_long} longer than "
-          f"{args.max_characters_per_token - 2} bytes)")
+                        progress=not args.quiet, overwrite=args.overwrite)
+    def n(count: int, word: str) -> str:
+        return f"{count} {word}{'' if count == 1 else 's'}"
+
+    print(f"{n(stats.n_written, 'entry').replace('entrys', 'entries')} written to "
+          f"{args.output} ({n(stats.n_tokens, 'token')}, {n(stats.n_types, 'type')}, "
+          f"{stats.n_long} longer than {args.max_characters_per_token - 2} bytes)")
 
 
 # Command-line flags that override the options' training keys (flag dest -> options key).
@@ -299,12 +303,10 @@ def _cmd_train(args: argparse.Namespace) -> None:
     _need_glob(args.train_prefix, "--train-prefix", "training")
     _need_file(args.vocab, "vocabulary file")
     options = _train_options(args)
-    from bilm.run import TrainingRun
+    from bilm.run import TrainingRun, writes_run
 
-    run = TrainingRun(args.save_dir)
-    if run.has_checkpoint() and not args.overwrite:
-        raise UserError(f"{args.save_dir} already holds a training run; continue it with "
-                        "bilm resume, or pass --overwrite to start a new one there")
+    if writes_run():  # (a cluster's other workers write nothing into the folder)
+        TrainingRun(args.save_dir).check_new(args.overwrite)  # a run, or the user's files
     _start_tensorflow(args)
     _check_replicas(args.n_gpus)
     from bilm.training import start_training
@@ -365,7 +367,7 @@ def _cmd_export(args: argparse.Namespace) -> None:
     _start_tensorflow(args)
     from bilm.training import dump_weights
 
-    dump_weights(args.save_dir, args.output, n_layers=args.layers)
+    dump_weights(args.save_dir, args.output, n_layers=args.layers, overwrite=args.overwrite)
     print(f"wrote {args.output} and options.json beside it")
 
 
@@ -387,13 +389,12 @@ def _cmd_import_allennlp(args: argparse.Namespace) -> None:
     _need_file(args.archive, "archive")
     from bilm.run import TrainingRun
 
-    if TrainingRun(args.save_dir).has_checkpoint() and not args.overwrite:
-        raise UserError(f"{args.save_dir} already holds a training run; pass --overwrite to "
-                        "replace it")
-    _start_tensorflow(args)
-    from bilm.allennlp import import_allennlp
+    TrainingRun(args.save_dir).check_new(args.overwrite)  # a run, or the user's own files
+    from bilm.allennlp import import_allennlp, read_archive
 
-    ckpt = import_allennlp(args.archive, args.save_dir, overwrite=args.overwrite)
+    archive = read_archive(args.archive)  # a broken or hostile archive fails before TensorFlow
+    _start_tensorflow(args)
+    ckpt = import_allennlp(archive, args.save_dir, overwrite=args.overwrite)
     print(f"checkpoint: {ckpt}")
 
 
@@ -427,7 +428,8 @@ def _cmd_score(args: argparse.Namespace) -> None:
 
     loaded = load_run(args.save_dir, args.vocab)
     try:
-        with open(args.input, encoding="utf-8") as f:
+        # a line ends at "\n" only (not at \r, \x85, U+2028...): score i is line i
+        with open(args.input, encoding="utf-8", newline="\n") as f:
             sentences = [line.split() for line in f]
     except UnicodeDecodeError as e:
         raise UserError(f"{args.input} is not UTF-8 text ({e.reason}); convert it, e.g. with "
@@ -437,7 +439,7 @@ def _cmd_score(args: argparse.Namespace) -> None:
         if args.output:
             from bilm._io import atomic_path
 
-            tmp = stack.enter_context(atomic_path(args.output))
+            tmp = stack.enter_context(atomic_path(args.output, overwrite=args.overwrite))
             out = stack.enter_context(open(tmp, "w", encoding="utf-8"))
         out.write("line\tn_tokens\tlogprob_forward\tlogprob_backward\tperplexity_forward\t"
                   "perplexity_backward\tperplexity\n")
@@ -493,12 +495,43 @@ def _checkpoint_arguments(p: argparse.ArgumentParser, default: str) -> None:
                    f"{default})")
 
 
+def _version() -> str:
+    """The installed distribution's version (bilm-tf2), else the package's own (a clone that
+    was never installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("bilm-tf2")
+    except PackageNotFoundError:
+        from bilm import __version__
+
+        return __version__
+
+
+# The top-level help's epilog: complete without docs/ (a wheel install has no docs folder).
+_EPILOG = (
+    "Global flags (-q, -v, --debug) go before COMMAND; 'bilm COMMAND --help' lists a "
+    "command's arguments and their defaults. Exit codes: 0 success; 2 a mistake you can fix, "
+    "told in one line on stderr ('bilm: error: what is wrong; how to fix it'); no mistake "
+    "loses or half-writes a file; 130, 143 or 129 stopped by Ctrl-C, SIGTERM or SIGHUP (train and "
+    "resume finish the batch and save a checkpoint first; the same signal again stops at "
+    "once); 141 the reader of standard output went away (e.g. '| head'); 1 an unexpected "
+    "error, a bug, shown with its traceback. --debug shows the traceback of any error.")
+
+
+# bilm/presets.py: the LSTM presets train with Adagrad, the Transformer ones with Adam + noam
+_LEARNING_RATE_HELP = ("the optimizer's learning rate: Adagrad for LSTM presets, Adam for "
+                       "Transformer ones (with the noam schedule, its factor); default: the "
+                       "options'")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``bilm`` argument parser (no TensorFlow import)."""
     parser = _Parser(
         prog="bilm", description="ELMo-style bidirectional language models on TensorFlow 2.",
-        epilog="User mistakes print one line and exit with code 2; --debug shows tracebacks. "
-        "Reference: docs/cli.md.", formatter_class=_HelpFormatter)
+        epilog=_EPILOG, formatter_class=_HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"bilm {_version()}",
+                        help="print bilm's version and exit")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -535,7 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
                    help="float32: exact (bilm-tf's numbers); bfloat16: bf16 matmuls, faster "
                    "on hardware with strong bf16 units, ~0.4%% relative error (the output "
-                   "stays float32; see docs/performance.md)")
+                   "stays float32)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=_cmd_embed)
 
@@ -574,7 +607,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive, help="per replica")
     p.add_argument("--n-epochs", type=_positive, help="passes over the training tokens")
     p.add_argument("--n-train-tokens", type=_positive, help="default: counted from the shards")
-    p.add_argument("--learning-rate", type=_positive_float, help="Adagrad's learning rate")
+    p.add_argument("--learning-rate", type=_positive_float, help=_LEARNING_RATE_HELP)
     p.add_argument("--dropout", type=_rate, help="drop rate on LSTM inputs, in [0, 1)")
     p.add_argument("--precision", choices=["float32", "mixed_bfloat16", "mixed_float16"],
                    help="training compute precision (default: the options' precision, "
@@ -607,7 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive,
                    help="per replica; a change restarts the carried LSTM states from zeros")
     p.add_argument("--unroll-steps", type=_positive, help="override the options' unroll_steps")
-    p.add_argument("--learning-rate", type=_positive_float, help="Adagrad's learning rate")
+    p.add_argument("--learning-rate", type=_positive_float, help=_LEARNING_RATE_HELP)
     p.add_argument("--dropout", type=_rate, help="drop rate on LSTM inputs, in [0, 1)")
     p.add_argument("--precision", choices=["float32", "mixed_bfloat16", "mixed_float16"],
                    help="training compute precision")
@@ -624,7 +657,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "copy)")
     p.add_argument("--test-prefix", required=True, help="glob of the held-out shards")
     p.add_argument("--batch-size", type=_positive, default=256,
-                   help="rows streamed in parallel")
+                   help="LSTM: rows streamed in parallel; Transformer: most sentences a batch "
+                   "(also bounded by tokens: at most 16M softmax logits)")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("export", help="latest checkpoint -> weights.hdf5 + options.json",
@@ -670,7 +704,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocab", help="the vocabulary it was trained with (default: the run's "
                    "copy)")
     p.add_argument("--output", help="TSV file (default: standard output)")
-    p.add_argument("--batch-size", type=_positive, default=64, help="sentences per batch")
+    p.add_argument("--batch-size", type=_positive, default=64,
+                   help="most sentences per batch (also bounded by tokens: at most 16M "
+                   "softmax logits)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=_cmd_score)
 

@@ -7,6 +7,7 @@
       checkpoint, model-N.index, model-N.data-*     tf.train checkpoints (the last 2)
       training_log.csv    batch, train perplexity, gradient norm, tokens/s, time
       events.out.tfevents.*                           TensorBoard scalars
+      .bilm-run.lock      while a process trains into the folder: who (see RunLock)
 
 A bilm-tf training directory (options.json + TF1 checkpoints) is a run too: it has no
 run.json or vocab.txt, so the vocabulary must be named and the data stream starts afresh.
@@ -15,7 +16,9 @@ No TensorFlow here: the command line reads runs before it starts TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import glob
 import hashlib
 import json
@@ -23,13 +26,18 @@ import logging
 import os
 import re
 import shutil
+import socket
+import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from bilm._io import atomic_path
 from bilm.data.vocabulary import Vocabulary
 
-__all__ = ["RunError", "RunState", "TrainingRun", "vocabulary_digest"]
+__all__ = ["RunBusyError", "RunError", "RunLock", "RunState", "TrainingRun",
+           "vocabulary_digest"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +45,20 @@ RUN_FILE = "run.json"
 VOCAB_FILE = "vocab.txt"
 LOG_FILE = "training_log.csv"
 OPTIONS_FILE = "options.json"
+LOCK_FILE = ".bilm-run.lock"
+BOOKKEEPING_FILE = "checkpoint"  # tf.train's list of a folder's checkpoints
+
+# Checkpoint prefixes: ours (tf.train.CheckpointManager, "model-N") and bilm-tf's
+# ("model.ckpt-N"); a checkpoint exists when its .index file does.
+_CHECKPOINT_INDEX = re.compile(r"^(?P<prefix>model(?:\.ckpt)?-(?P<step>\d+))\.index$")
 
 
 class RunError(ValueError):
     """A training directory cannot be used as asked (the message says why and what to do)."""
+
+
+class RunBusyError(RunError):
+    """Another process holds the run folder (trains or resumes into it)."""
 
 
 def vocabulary_digest(vocab: Vocabulary) -> str:
@@ -117,7 +135,74 @@ class TrainingRun:
         return self.path(OPTIONS_FILE)
 
     def has_checkpoint(self) -> bool:
-        return os.path.exists(self.path("checkpoint"))
+        """Whether the folder holds a checkpoint (listed by tf.train's bookkeeping file, or
+        found by its files when that file is missing or damaged)."""
+        return os.path.exists(self.path(BOOKKEEPING_FILE)) or bool(self.checkpoints())
+
+    def checkpoints(self) -> list[str]:
+        """The checkpoints in the folder (paths without suffix), newest first.
+
+        Found by their ``.index`` files, so that a damaged or missing bookkeeping file
+        (``checkpoint``) loses none, with the entries the bookkeeping file lists; ordered
+        by step, the number after the last ``-``."""
+        try:
+            names = os.listdir(self.save_dir)
+        except OSError:
+            return []
+        found = {self.path(m["prefix"]) for m in map(_CHECKPOINT_INDEX.match, names) if m}
+        found |= {p for p in self._bookkeeping()[1] if os.path.exists(p + ".index")}
+
+        def step(p: str) -> int:
+            m = re.search(r"-(\d+)$", p)
+            return int(m[1]) if m else -1
+
+        return sorted(found, key=lambda p: (-step(p), p))
+
+    def _bookkeeping(self) -> tuple[str | None, list[str]]:
+        """(problem, paths): the checkpoints tf.train's bookkeeping file lists, oldest first,
+        and what is wrong with the file (None when it is readable or absent). Parsed here, as
+        TensorFlow's text format, so that the command line needs no TensorFlow."""
+        path = self.path(BOOKKEEPING_FILE)
+        try:
+            with open(path, "rb") as f:
+                raw = f.read(1 << 20)
+        except FileNotFoundError:
+            return None, []
+        except OSError as e:
+            return f"cannot read {path} ({e.strerror})", []
+        latest, listed = None, []
+        try:
+            for line in raw.decode("utf-8").split("\n"):
+                if not line.strip():
+                    continue
+                m = re.fullmatch(r'\s*(model_checkpoint_path|all_model_checkpoint_paths|'
+                                 r'(?:all_model_checkpoint|last_preserved)_timestamps?)\s*:'
+                                 r'\s*(.*?)\s*', line)
+                if m is None:
+                    raise ValueError(line[:40])
+                key, value = m.groups()
+                if key.endswith(("_timestamp", "_timestamps")):
+                    float(value)
+                    continue
+                if not (len(value) >= 2 and value[0] == value[-1] == '"'):
+                    raise ValueError(value[:40])
+                target = value[1:-1]
+                target = target if os.path.isabs(target) else self.path(target)
+                if key == "model_checkpoint_path":
+                    latest = target
+                else:
+                    listed.append(target)
+        except (UnicodeDecodeError, ValueError):
+            return f"{path} is damaged (not tf.train's checkpoint list)", []
+        if latest is None:
+            return f"{path} is damaged (it names no latest checkpoint)", []
+        if latest not in listed:
+            listed.append(latest)
+        return None, listed
+
+    def bookkeeping_problem(self) -> str | None:
+        """What is wrong with the bookkeeping file ``checkpoint``, or None."""
+        return self._bookkeeping()[0]
 
     def check(self) -> None:
         """Raise :class:`RunError` unless this is a training directory with a checkpoint."""
@@ -127,8 +212,39 @@ class TrainingRun:
         if not os.path.exists(self.options_file):
             raise RunError(f"{self.save_dir} has no options.json: not a bilm training "
                            "directory")
-        if not self.has_checkpoint():
-            raise RunError(f"no checkpoint in {self.save_dir}; run bilm train first")
+        if not self.checkpoints():
+            problem = self.bookkeeping_problem()
+            raise RunError(f"no checkpoint in {self.save_dir}"
+                           f"{f' ({problem}, and no model-N.index file)' if problem else ''}"
+                           "; run bilm train first")
+
+    def check_new(self, overwrite: bool) -> None:
+        """Raise :class:`RunError` unless a new run may start here: the folder is missing or
+        empty, or holds an earlier bilm run (its run.json) without checkpoints. With
+        ``overwrite`` any folder will do; the earlier run's files are then removed by
+        :meth:`clear` (and nothing else)."""
+        if overwrite:
+            return
+        if self.has_checkpoint():
+            raise RunError(f"{self.save_dir} already holds a training run; continue it with "
+                           "bilm resume, or pass --overwrite to start a new one there")
+        try:
+            names = sorted(n for n in os.listdir(self.save_dir) if n != LOCK_FILE)
+        except FileNotFoundError:
+            return
+        except NotADirectoryError:
+            raise RunError(f"--save-dir {self.save_dir} is a file, not a folder") from None
+        if not names or os.path.exists(self.path(RUN_FILE)):
+            return  # empty, or the start of an earlier bilm run that saved no checkpoint
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        raise RunError(f"{self.save_dir} is not empty and holds no bilm run ({shown}); "
+                       "choose a new or empty --save-dir (or pass --overwrite to train there, "
+                       "replacing any options.json, vocab.txt, run.json and "
+                       "training_log.csv in it)")
+
+    def lock(self, command: str) -> RunLock:
+        """The folder's :class:`RunLock` for ``command`` (use ``with run.lock(...):``)."""
+        return RunLock(self.save_dir, command)
 
     # -- run.json ---------------------------------------------------------------------------
 
@@ -148,7 +264,8 @@ class TrainingRun:
         return RunState.from_dict(raw, path)
 
     def write_state(self, state: RunState) -> None:
-        with atomic_path(self.path(RUN_FILE)) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        with atomic_path(self.path(RUN_FILE), overwrite=True) as tmp, \
+                open(tmp, "w", encoding="utf-8") as f:  # the run's own record, rewritten
             json.dump(state.to_dict(), f, indent=2, sort_keys=True)
             f.write("\n")
 
@@ -160,7 +277,7 @@ class TrainingRun:
         copy = self.path(VOCAB_FILE)
         if os.path.exists(copy) and state.vocab_sha256 == digest:
             return
-        with atomic_path(copy) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        with atomic_path(copy, overwrite=True) as tmp, open(tmp, "w", encoding="utf-8") as f:
             f.write("".join(vocab.id_to_word(k) + "\n" for k in range(vocab.size)))
         state.vocab_sha256 = digest
 
@@ -173,6 +290,12 @@ class TrainingRun:
             if not os.path.exists(copy):
                 raise RunError(f"{self.save_dir} holds no copy of its vocabulary (a bilm-tf "
                                "run, or one from an older bilm); pass --vocab")
+            recorded = state.vocab_sha256 if state is not None else None
+            if recorded and vocabulary_digest(Vocabulary(copy)) != recorded:
+                raise RunError(f"{copy} is not the vocabulary this run was trained with (it "
+                               f"does not match the digest in {self.path(RUN_FILE)}): it was "
+                               "changed or damaged; restore it, or pass --vocab with the "
+                               "vocabulary the run was trained with")
             return copy
         vocab = Vocabulary(requested)
         hint = " (or omit --vocab to use the run's copy)" if os.path.exists(copy) else ""
@@ -215,3 +338,168 @@ class TrainingRun:
                 shutil.rmtree(p, ignore_errors=True)
                 logger.info("removed an unfinished checkpoint %s", p)
 
+
+
+# -- one process per run folder -------------------------------------------------------------
+
+_HOST = socket.gethostname()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def writes_run() -> bool:
+    """Whether this process writes into the run: True unless it is a non-chief worker of a
+    cluster (TF_CONFIG's 'chief' task, else worker 0; SLURM's task 0), read from the
+    environment without TensorFlow, as :func:`bilm.distribute.is_chief` decides."""
+    raw = os.environ.get("TF_CONFIG")
+    if raw:
+        try:
+            config = json.loads(raw)
+            task, cluster = config.get("task", {}), config.get("cluster", {})
+            if task.get("type") == "chief":
+                return True
+            return (task.get("type") == "worker" and int(task.get("index", 0)) == 0
+                    and "chief" not in cluster)
+        except (ValueError, TypeError, AttributeError):
+            return True  # make_strategy reports a malformed TF_CONFIG
+    procid = os.environ.get("SLURM_PROCID")
+    return procid is None or procid == "0"
+
+
+class RunLock:
+    """One process at a time trains (or resumes, or imports) into a run folder.
+
+    The lock is the file ``SAVE_DIR/.bilm-run.lock``, held with ``flock`` for as long as the
+    process runs: the kernel frees it when the process ends however it ends (kill -9
+    included), so a lock left by a dead process never blocks. The file records the owner
+    (command, pid, host, start time) for the message a second process gets, and is removed
+    on release. On a file system without ``flock``, the file is created exclusively instead
+    and a leftover of a dead process of this host is taken over. Reading a run (evaluate,
+    export, score) takes no lock.
+
+    Raises :class:`RunBusyError` (one line naming the owner) when another process holds it.
+    """
+
+    def __init__(self, save_dir: str | os.PathLike[str], command: str) -> None:
+        self.save_dir = os.fspath(save_dir)
+        self.path = os.path.join(self.save_dir, LOCK_FILE)
+        self.command = command
+        self._fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def _owner(self) -> str:
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                owner = json.loads(f.read(4096) or "{}")
+            return (f"{owner['command']} (pid {owner['pid']} on {owner['host']}, since "
+                    f"{owner['started']})")
+        except (OSError, ValueError, KeyError, TypeError):
+            return "another process"
+
+    def _busy(self) -> RunBusyError:
+        return RunBusyError(f"{self.save_dir} is in use by {self._owner()}; wait for it to end "
+                            "or stop it, or use another --save-dir")
+
+    def acquire(self) -> None:
+        try:
+            os.makedirs(self.save_dir, exist_ok=True)
+        except FileExistsError:
+            raise RunError(f"--save-dir {self.save_dir} is a file, not a folder") from None
+        import fcntl
+
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise self._busy() from None
+            except OSError as e:
+                os.close(fd)
+                if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                    raise
+                self._acquire_exclusive()
+                return
+            # The previous owner may have removed the file between our open and our lock:
+            # then we hold a lock on a file nobody else sees, and must start again.
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        self._fd = fd
+        self._write_owner(fd)
+
+    def _write_owner(self, fd: int) -> None:
+        owner = {"command": self.command, "pid": os.getpid(), "host": _HOST,
+                 "started": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": sys.argv[1:]}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(owner).encode("utf-8"), 0)
+
+    def _acquire_exclusive(self) -> None:
+        """Without flock: create the file exclusively; one of a dead process of this host
+        (its pid gone) is stale and taken over."""
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+            except FileExistsError:
+                try:
+                    with open(self.path, encoding="utf-8") as f:
+                        owner = json.loads(f.read(4096) or "{}")
+                    stale = owner.get("host") == _HOST and not _pid_alive(int(owner["pid"]))
+                except (OSError, ValueError, KeyError, TypeError):
+                    stale = False
+                if not stale:
+                    raise self._busy() from None
+                logger.warning("removed a stale lock of a process that no longer runs (%s)",
+                               self._owner())
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(self.path)
+                continue
+            self._fd = fd
+            self._write_owner(fd)
+            return
+        raise self._busy()
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.remove(self.path)  # still held: no other process can have taken it
+        os.close(self._fd)
+        self._fd = None
+
+
+@contextlib.contextmanager
+def owned(save_dir: str | os.PathLike[str], command: str) -> Iterator[None]:
+    """Hold the run folder's lock (:class:`RunLock`) when this process writes into the run
+    (every process but a cluster's non-chief workers, which write nothing there)."""
+    key = os.path.realpath(save_dir)
+    if not writes_run() or key in _HELD:  # (held already: this process's own, re-entered)
+        yield
+        return
+    with RunLock(save_dir, command):
+        _HELD.add(key)
+        try:
+            yield
+        finally:
+            _HELD.discard(key)
+
+
+_HELD: set[str] = set()  # the run folders this process holds

@@ -18,6 +18,7 @@ import csv
 import dataclasses
 import functools
 import glob
+import inspect
 import logging
 import math
 import os
@@ -28,24 +29,26 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import tensorflow as tf
 
 from bilm._io import DiskFullError, Progress, is_disk_full, output_error
-from bilm.data.dataset import BidirectionalLMDataset, LMDataset
+from bilm.checkpoints import restore_first_intact
+from bilm.data.dataset import BidirectionalLMDataset, LMDataset, read_lines
 from bilm.data.sentences import SentenceDataset
 from bilm.data.vocabulary import UnicodeCharsVocabulary, Vocabulary
-from bilm.distribute import is_chief, is_multi_worker, make_strategy, replica_device
+from bilm.distribute import chief_value, is_chief, is_multi_worker, make_strategy, replica_device
 from bilm.encoders import encoder_protocol
 from bilm.lm import LanguageModel
 from bilm.optimizers import Adagrad, combine_rows, make_optimizer, map_gradient
 from bilm.options import BiLMOptions, OptionsError, load_options, save_options
-from bilm.run import LOG_FILE, RunError, RunState, TrainingRun
-from bilm.weights import WeightFileError, load_tf1_checkpoint, save_weights, training_variables
+from bilm.run import LOG_FILE, RunError, RunState, TrainingRun, owned, writes_run
+from bilm.scoring import eval_max_tokens
+from bilm.weights import load_tf1_checkpoint, save_weights, training_variables
 
 __all__ = [
     "Adagrad",
@@ -106,7 +109,9 @@ def count_corpus(filepattern: str, cache: dict[str, list[int]] | None = None,
 
     ``cache`` (e.g. a run's ``run.json``: never the corpus folder, which may be read-only or
     shared) maps each file, with its size and modification time, to its counts; it is read
-    and updated. Invalid UTF-8 is counted as replacement characters, never an error.
+    and updated. Invalid UTF-8 is counted as replacement characters, never an error. Lines
+    end at "\\n" only, and are read in bounded memory, as training reads them
+    (:func:`~bilm.data.dataset.read_lines`).
     """
     files = sorted(glob.glob(os.path.expanduser(filepattern)))
     if not files:
@@ -117,12 +122,13 @@ def count_corpus(filepattern: str, cache: dict[str, list[int]] | None = None,
         stat = os.stat(path)
         key = f"{os.path.abspath(path)}:{stat.st_size}:{int(stat.st_mtime)}"
         if not isinstance(cache.get(key), list):  # absent, or a bare count of an older run
-            n_tokens = n_lines = 0
-            with open(path, encoding="utf-8", errors="replace") as f:
-                for line in f:
-                    n = len(line.split())
+            n_tokens = n_lines = counted = 0
+            with open(path, "rb") as f:
+                for lineno, text, _ in read_lines(f, errors="replace"):
+                    n = len(text.split())
                     n_tokens += n
-                    n_lines += n > 0
+                    if n and counted != lineno:  # a long line's pieces count as one line
+                        n_lines, counted = n_lines + 1, lineno
             cache[key] = [n_tokens, n_lines]
         tokens += cache[key][0]
         lines += cache[key][1]
@@ -214,7 +220,7 @@ def _all_reduce(ctx: tf.distribute.ReplicaContext, grads: list) -> list:
     dense = [i for i, g in enumerate(grads) if not isinstance(g, tf.IndexedSlices)]
     out = list(grads)
     for i, g in zip(dense, ctx.all_reduce(tf.distribute.ReduceOp.SUM,
-                                          [grads[i] for i in dense])):
+                                          [grads[i] for i in dense]), strict=True):
         out[i] = g
     if ctx.num_replicas_in_sync > 1:
         for i, g in enumerate(grads):
@@ -234,6 +240,28 @@ def _trackable(states):
 def _is_object_checkpoint(path: str) -> bool:
     """True for our tf.train.Checkpoint files, False for bilm-tf's name-based TF1 ones."""
     return any(n == "_CHECKPOINTABLE_OBJECT_GRAPH" for n, _ in tf.train.list_variables(path))
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _owns_run(command: str) -> Callable[[F], F]:
+    """Decorator: the function (which writes into the run folder named by its ``save_dir``
+    or ``tf_save_dir`` argument) holds the folder's lock while it runs (:class:`RunLock`;
+    one line naming the owner when another process has it)."""
+
+    def decorate(fn: F) -> F:
+        signature = inspect.signature(fn)
+        name = "save_dir" if "save_dir" in signature.parameters else "tf_save_dir"
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with owned(signature.bind(*args, **kwargs).arguments[name], command):
+                return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 def _as_options(options: BiLMOptions | dict | str) -> BiLMOptions:
@@ -323,7 +351,8 @@ class _Trainer:
         if self.state_vars is None:
             return
         if is_multi_worker(self.strategy):  # every worker's rows (a collective: all call it)
-            for var, value in zip(tf.nest.flatten(self.state_vars), tf.nest.flatten(states)):
+            for var, value in zip(tf.nest.flatten(self.state_vars), tf.nest.flatten(states),
+                                  strict=True):
                 var.assign(self.strategy.gather(value, axis=1))
             return
         local = self.strategy.experimental_local_results(states)
@@ -364,6 +393,7 @@ class _Trainer:
         variables = [self.variables[n] for n in self._names]
         clip = self.options.all_clip_norm_val
         unroll_steps = float(self.options.unroll_steps)
+        bs = self.options.batch_size
         loss_scale = self.loss_scale.read_value() if self.loss_scaling else None
 
         def replica_fn(batch, states):
@@ -380,8 +410,14 @@ class _Trainer:
                 scale = unroll_steps / ctx.num_replicas_in_sync
             if loss_scale is not None:
                 scale = scale * loss_scale
+            rows = None  # one replica: its batch is the global batch
+            if ctx.num_replicas_in_sync > 1:
+                # every dropout mask is the global batch's, at this replica's rows (replica
+                # i holds rows i*b..(i+1)*b, as distribute_batch gives them)
+                first = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * bs
+                rows = (first, bs * ctx.num_replicas_in_sync)
             loss, finals, grads = self.lm.train_gradients(batch, states, seed, variables,
-                                                          scale=scale)
+                                                          scale=scale, rows=rows)
             grads = [combine_rows(g) for g in _all_reduce(ctx, grads)]
             finite = tf.constant(True)
             if loss_scale is not None:
@@ -603,20 +639,36 @@ class _MetricsLog:
             raise output_error(self.path, e) from None
 
 
-def train(options: BiLMOptions | dict | str, data: BidirectionalLMDataset | LMDataset,
+def _check_data(options: BiLMOptions, data) -> None:
+    """A stream of the encoder protocol's kind (ValueError otherwise)."""
+    if encoder_protocol(options) == "sentences":
+        if not isinstance(data, SentenceDataset):
+            raise ValueError(f"a {options.encoder_type} biLM trains on sentences: give a "
+                             "SentenceDataset")
+    elif options.bidirectional != isinstance(data, BidirectionalLMDataset):
+        raise ValueError("bidirectional options need a BidirectionalLMDataset (and a forward "
+                         "LM an LMDataset)")
+
+
+@_owns_run("bilm train")
+def train(options: BiLMOptions | dict | str,
+          data: BidirectionalLMDataset | LMDataset | SentenceDataset | Callable[[int], Any],
           n_gpus: int, tf_save_dir: str, tf_log_dir: str, restart_ckpt_file: str | None = None,
           *, seed: int | None = None, n_batches: int | None = None,
           checkpoint_every: int | None = None,
           checkpoint_minutes: float | None = DEFAULT_CHECKPOINT_MINUTES,
           log_every: int = 100, progress: bool = True, sparse_updates: bool = True,
-          collective_timeout: float | None = None) -> str:
+          collective_timeout: float | None = None,
+          restart_fallbacks: Sequence[str] = ()) -> str:
     """Train a biLM; returns the path of the final checkpoint.
 
     Args:
         options: options (training keys included); ``n_train_tokens`` defaults to the real
             token count of the training files.
-        data: the training stream (bidirectional for a biLM). Its vocabulary is copied into
-            the run (``vocab.txt``), so later commands need not be given it.
+        data: the training stream (bidirectional for a biLM), or a function of the run's
+            seed that makes it (called once the seed is known: in a cluster, the chief's, so
+            that every worker reads the same stream). Its vocabulary is copied into the run
+            (``vocab.txt``), so later commands need not be given it.
         n_gpus: replicas (GPUs, or CPU devices when there is no GPU); ``batch_size`` is per
             replica.
         tf_save_dir: the run: options.json, run.json, checkpoints (the last 2),
@@ -627,7 +679,8 @@ def train(options: BiLMOptions | dict | str, data: BidirectionalLMDataset | LMDa
             changed) and, with the run's data history, the data position.
         seed: initial weights (it sets the Python, NumPy and TensorFlow global seeds),
             dropout and negative sampling; None picks one (logged, and recorded in run.json).
-            The data order has its own seed (the dataset's).
+            In a cluster every worker uses the chief's. The data order has its own seed (the
+            dataset's; a function given as ``data`` gets this one).
         n_batches: total batches to reach (default: n_epochs * n_train_tokens /
             (batch_size * unroll_steps * replicas)).
         checkpoint_every, checkpoint_minutes: save a checkpoint every this many batches
@@ -636,6 +689,9 @@ def train(options: BiLMOptions | dict | str, data: BidirectionalLMDataset | LMDa
         log_every: batches between the entries of training_log.csv and TensorBoard.
         collective_timeout: in a cluster, seconds a gradient all-reduce waits for the other
             workers before failing (default :data:`bilm.distribute.DEFAULT_COLLECTIVE_TIMEOUT`).
+        restart_fallbacks: older checkpoints to resume from, newest first, when
+            ``restart_ckpt_file`` is damaged (each is verified by restoring it; a warning
+            names the damaged one).
         sparse_updates: Adagrad updates only the softmax (and word-embedding) rows a batch
             touches (the same values as the dense update, see :mod:`bilm.optimizers`); False
             applies dense, vocabulary-sized gradients (for comparisons).
@@ -645,13 +701,8 @@ def train(options: BiLMOptions | dict | str, data: BidirectionalLMDataset | LMDa
         TrainingInterrupted: a signal; its ``checkpoint`` says what was saved.
     """
     options = _as_options(options)
-    if encoder_protocol(options) == "sentences":
-        if not isinstance(data, SentenceDataset):
-            raise ValueError(f"a {options.encoder_type} biLM trains on sentences: give a "
-                             "SentenceDataset")
-    elif options.bidirectional != isinstance(data, BidirectionalLMDataset):
-        raise ValueError("bidirectional options need a BidirectionalLMDataset (and a forward "
-                         "LM an LMDataset)")
+    if not callable(data):
+        _check_data(options, data)
     strategy = make_strategy(n_gpus, collective_timeout)
     chief, multi_worker = is_chief(strategy), is_multi_worker(strategy)
     run = TrainingRun(tf_save_dir)
@@ -659,8 +710,19 @@ def train(options: BiLMOptions | dict | str, data: BidirectionalLMDataset | LMDa
     state = recorded or RunState(seed=0)
     if seed is None:
         seed = recorded.seed if recorded else secrets.randbelow(2**31)
+    if multi_worker:
+        # Every worker draws as the chief does (weights, dropout, negatives, data order):
+        # with the chief's seed, whatever each worker picked (an unseeded run) or was given.
+        seed = chief_value(strategy, seed)
     state.seed = seed
-    logger.info("seed %d", seed)
+    logger.log(logging.INFO if chief else logging.DEBUG, "seed %d", seed)
+    if callable(data):  # the stream of this seed, built only now that it is agreed
+        data = data(seed)
+        _check_data(options, data)
+    elif multi_worker and getattr(data, "seed", 0) is None:
+        logger.warning("the training data has no seed: each worker reads its rows of its own "
+                       "random stream; give the dataset a seed (or pass a function of the "
+                       "seed as data)")
     n_lines = None
     if n_batches is None:
         n_tokens, n_lines = count_corpus(data.filepattern, state.token_counts)
@@ -682,7 +744,8 @@ def train(options: BiLMOptions | dict | str, data: BidirectionalLMDataset | LMDa
             n_batches = int(options.n_epochs * options.n_train_tokens / tokens_per_batch)
     last_good = None
     if restart_ckpt_file:
-        trainer.restore(restart_ckpt_file)
+        restart_ckpt_file = restore_first_intact(
+            trainer.restore, [restart_ckpt_file, *restart_fallbacks], tf_save_dir)
         if not trainer.all_finite():
             raise TrainingError(f"{restart_ckpt_file} holds non-finite weights; resume from "
                                 "an earlier checkpoint")
@@ -696,13 +759,22 @@ def train(options: BiLMOptions | dict | str, data: BidirectionalLMDataset | LMDa
                                           rows=None if own == (0, rows) else own))
     state.continue_at(start, rows, options.unroll_steps)
     state.target_batches, state.data_seed = n_batches, getattr(data, "seed", None)
-    state.train_prefix = data.filepattern
+    # absolute, so that a resume started from another folder finds the files
+    state.train_prefix = os.path.abspath(os.path.expanduser(data.filepattern))
     state.checkpoint_every, state.checkpoint_minutes = checkpoint_every, checkpoint_minutes
     # The run's files are written only now, after a successful restore: a resume that fails
     # leaves the run as it was.
     if chief:
         os.makedirs(tf_save_dir, exist_ok=True)
         run.remove_unfinished_checkpoints()
+        if restart_ckpt_file and (restart_fallbacks or run.bookkeeping_problem()):
+            # the list of checkpoints from what is on disk: the one resumed from is the
+            # latest (a damaged newer one is replaced when its step is saved again)
+            problem = run.bookkeeping_problem()
+            if problem:
+                logger.warning("%s; rebuilt it from the checkpoint files", problem)
+            tf.compat.v1.train.update_checkpoint_state(
+                tf_save_dir, restart_ckpt_file, all_model_checkpoint_paths=[restart_ckpt_file])
         save_options(options, run.options_file)
         if isinstance(data.vocab, Vocabulary):
             run.store_vocabulary(data.vocab, state)
@@ -836,6 +908,9 @@ def train(options: BiLMOptions | dict | str, data: BidirectionalLMDataset | LMDa
     if getattr(data, "n_skipped_lines", 0):
         logger.warning("%d lines of the training files were not valid UTF-8 and were skipped",
                        data.n_skipped_lines)
+    if getattr(data, "n_split_lines", 0):
+        logger.warning("%d line(s) of the training files were longer than a sentence may be "
+                       "and were split into pieces", data.n_split_lines)
     return save(done)
 
 
@@ -844,14 +919,30 @@ def train(options: BiLMOptions | dict | str, data: BidirectionalLMDataset | LMDa
 def load_language_model(options: BiLMOptions | dict | str, ckpt_file: str) -> LanguageModel:
     """The :class:`~bilm.lm.LanguageModel` of a checkpoint (ours or bilm-tf's), weights only,
     float32, on the first GPU or else the CPU (for evaluation, scoring and export)."""
+    return _load_first_intact(options, [ckpt_file])[0]
+
+
+def _load_first_intact(options: BiLMOptions | dict | str, candidates: Sequence[str],
+                       where: str | None = None) -> tuple[LanguageModel, str]:
+    """(language model, checkpoint) of the first of ``candidates`` (newest first) that
+    restores (:func:`bilm.checkpoints.restore_first_intact`)."""
     options = _as_options(options)
     trainer = _Trainer(options, tf.distribute.OneDeviceStrategy(replica_device()),
                        for_training=False)
-    try:
-        trainer.restore(ckpt_file, weights_only=True)
-    except (ValueError, AssertionError, tf.errors.NotFoundError) as e:
-        raise WeightFileError(f"{ckpt_file}: {e}") from None
-    return trainer.lm
+    path = restore_first_intact(functools.partial(trainer.restore, weights_only=True),
+                                candidates, where)
+    return trainer.lm, path
+
+
+def _run_checkpoints(run: TrainingRun) -> list[str]:
+    """The run's checkpoints, newest first (RunError when there is none)."""
+    candidates = run.checkpoints()
+    problem = run.bookkeeping_problem()
+    if problem:
+        logger.warning("%s; found %d checkpoint(s) by their files", problem, len(candidates))
+    if not candidates:
+        raise RunError(f"no checkpoint in {run.save_dir}; run bilm train first")
+    return candidates
 
 
 @dataclass
@@ -878,24 +969,21 @@ def load_run(save_dir: str, vocab_file: str | None = None,
     run = TrainingRun(save_dir)
     run.check()
     options = load_options(run.options_file)
-    if checkpoint is None:
-        checkpoint = tf.train.latest_checkpoint(save_dir)
-        if checkpoint is None:
-            raise RunError(f"no checkpoint in {save_dir}; run bilm train first")
+    candidates = [checkpoint] if checkpoint is not None else _run_checkpoints(run)
     vocab_file = run.vocabulary_file(vocab_file, options.n_tokens_vocab, run.read_state())
     max_chars = options.char_cnn.max_characters_per_token if options.char_cnn else None
     vocab = load_vocab(vocab_file, max_chars)
-    return LoadedRun(save_dir, options, checkpoint, vocab_file, vocab,
-                     load_language_model(options, checkpoint))
+    lm, checkpoint = _load_first_intact(options, candidates, save_dir)
+    return LoadedRun(save_dir, options, checkpoint, vocab_file, vocab, lm)
 
 
 def load_options_latest_checkpoint(tf_save_dir: str) -> tuple[BiLMOptions, str]:
     """(options, latest checkpoint path) of a training directory (ours or bilm-tf's)."""
     options = load_options(os.path.join(tf_save_dir, "options.json"))
-    ckpt = tf.train.latest_checkpoint(tf_save_dir)
-    if ckpt is None:
+    found = TrainingRun(tf_save_dir).checkpoints()
+    if not found:
         raise FileNotFoundError(f"no checkpoint in {tf_save_dir}")
-    return options, ckpt
+    return options, found[0]
 
 
 def _perplexity(lm: LanguageModel, data: BidirectionalLMDataset | LMDataset,
@@ -924,17 +1012,23 @@ def _perplexity(lm: LanguageModel, data: BidirectionalLMDataset | LMDataset,
 
 
 def _sentence_perplexity(lm: LanguageModel, data: SentenceDataset, batch_size: int,
-                         progress: bool) -> float:
-    """AllenNLP's held-out perplexity: each sentence scored whole, full softmax,
-    exp(1/2 (NLL_forward + NLL_backward) / N) over the N forward targets."""
+                         progress: bool, max_tokens: int | None = None) -> float:
+    """AllenNLP's formula for held-out perplexity, over each sentence's own targets (not
+    AllenNLP's padded-batch figure, see docs/transformer.md): each sentence scored whole,
+    full softmax, exp(1/2 (NLL_forward + NLL_backward) / N) over the N forward targets. A
+    batch holds at most ``batch_size`` sentences and ``max_tokens`` rows x steps (default:
+    :func:`~bilm.scoring.eval_max_tokens`); the result does not depend on the batching (to
+    float rounding)."""
 
     @tf.function(reduce_retracing=True)
     def logprobs(batch):
         return tf.reduce_sum(lm.sentence_logprobs(batch), axis=1)  # shape (d,)
 
+    if max_tokens is None:
+        max_tokens = eval_max_tokens(batch_size, lm.options.n_tokens_vocab or 1)
     total, n_targets = np.zeros(lm.n_directions), 0
     with Progress("evaluate", unit="batches", enabled=progress) as bar:
-        for batch in data.iter_batches(batch_size):
+        for batch in data.iter_batches(batch_size, max_tokens=max_tokens):
             n_targets += int(np.maximum(batch["lengths"] - 1, 0).sum())
             total += logprobs({k: tf.constant(v) for k, v in batch.items()
                                if v is not None}).numpy()
@@ -947,36 +1041,38 @@ def _sentence_perplexity(lm: LanguageModel, data: SentenceDataset, batch_size: i
 
 
 def _evaluate(lm: LanguageModel, options: BiLMOptions, data, batch_size: int,
-              progress: bool) -> float:
+              progress: bool, max_tokens: int | None = None) -> float:
     if lm.protocol == "sentences":
-        return _sentence_perplexity(lm, data, batch_size, progress)
+        return _sentence_perplexity(lm, data, batch_size, progress, max_tokens)
     return _perplexity(lm, data, batch_size, progress)
 
 
 def test(options: BiLMOptions | dict | str, ckpt_file: str,
          data: BidirectionalLMDataset | LMDataset | SentenceDataset, batch_size: int = 256,
-         progress: bool = True) -> float:
+         progress: bool = True, max_tokens: int | None = None) -> float:
     """Held-out perplexity (bilm-tf's ``test``), by the encoder's protocol: bilm-tf's for
     the LSTM (unroll_steps 1, states carried across batches, full softmax; ``data`` an
-    LMDataset), AllenNLP's for the transformer (sentences whole; ``data`` a
-    SentenceDataset)."""
+    LMDataset), AllenNLP's for the transformer (sentences whole; ``data`` a test-mode
+    SentenceDataset, in batches of at most ``batch_size`` sentences and ``max_tokens`` rows x
+    steps, default :func:`~bilm.scoring.eval_max_tokens`)."""
     options = _as_options(options).replace(batch_size=batch_size, unroll_steps=1)
     return _evaluate(load_language_model(options, ckpt_file), options, data, batch_size,
-                     progress)
+                     progress, max_tokens)
 
 
 def evaluate_run(save_dir: str, test_prefix: str, vocab_file: str | None = None,
-                 batch_size: int = 256, progress: bool = True) -> float:
+                 batch_size: int = 256, progress: bool = True,
+                 max_tokens: int | None = None) -> float:
     """Held-out perplexity of a run's latest checkpoint on the files matching
     ``test_prefix`` (bilm-tf's ``run_test.py``), by the encoder's protocol (see
     :func:`test`)."""
     loaded = load_run(save_dir, vocab_file)
     data = _dataset(loaded.options, test_prefix, loaded.vocab, None, test=True)
-    return _evaluate(loaded.lm, loaded.options, data, batch_size, progress)
+    return _evaluate(loaded.lm, loaded.options, data, batch_size, progress, max_tokens)
 
 
 def dump_weights(tf_save_dir: str, outfile: str, ckpt_file: str | None = None,
-                 n_layers: int | None = None) -> None:
+                 n_layers: int | None = None, overwrite: bool = True) -> None:
     """Latest checkpoint of ``tf_save_dir`` -> HDF5 weights in bilm-tf's layout (no softmax),
     with an ``options.json`` fit for inference (``n_characters`` 262) written beside
     ``outfile``.
@@ -984,16 +1080,17 @@ def dump_weights(tf_save_dir: str, outfile: str, ckpt_file: str | None = None,
     ``n_layers`` keeps the token layer and the first ``n_layers`` contextual layers (the
     "reduced ELMo"): their weights and values are the full model's (a Transformer's then lacks
     the top layer's normalization, which only the full model's top layer had).
+    ``overwrite=False`` replaces neither file if it exists, not even one that another
+    process wrote meanwhile (:class:`~bilm._io.OutputExistsError`).
     """
     from bilm.encoder import BiLMEncoder
     from bilm.weights import weight_table
 
     options = load_options(os.path.join(tf_save_dir, "options.json"))
-    if ckpt_file is None:
-        ckpt_file = tf.train.latest_checkpoint(tf_save_dir)
-        if ckpt_file is None:
-            raise RunError(f"no checkpoint in {tf_save_dir}")
-    encoder = load_language_model(options, ckpt_file).encoder
+    candidates = ([ckpt_file] if ckpt_file is not None
+                  else _run_checkpoints(TrainingRun(tf_save_dir)))
+    lm, ckpt_file = _load_first_intact(options, candidates, tf_save_dir)
+    encoder = lm.encoder
     inference = options
     if options.char_cnn is not None:
         inference = inference.replace(char_cnn=dataclasses.replace(options.char_cnn,
@@ -1010,9 +1107,9 @@ def dump_weights(tf_save_dir: str, outfile: str, ckpt_file: str | None = None,
         for entry in weight_table(reduced):
             entry.set(full[entry.h5_key].get())
         encoder = reduced
-    save_weights(encoder, outfile)
+    save_weights(encoder, outfile, overwrite=overwrite)
     save_options(inference, os.path.join(os.path.dirname(os.path.abspath(outfile)),
-                                         "options.json"))
+                                         "options.json"), overwrite=overwrite)
 
 
 # -- runs: start and resume (the command line and bin/ scripts call these) ---------------------
@@ -1027,6 +1124,7 @@ def _dataset(options: BiLMOptions, prefix: str, vocab: Vocabulary, seed: int | N
     return cls(prefix, vocab, test=test, shuffle_on_load=not test, seed=seed)
 
 
+@_owns_run("bilm train")  # before anything is written into the folder
 def start_training(save_dir: str, options: BiLMOptions | dict | str, train_prefix: str,
                    vocab_file: str, *, n_gpus: int = 1, seed: int | None = None,
                    n_batches: int | None = None, overwrite: bool = False,
@@ -1042,9 +1140,9 @@ def start_training(save_dir: str, options: BiLMOptions | dict | str, train_prefi
     first checkpoint) are removed first, never other files. Returns the final checkpoint.
     """
     run = TrainingRun(save_dir)
-    if run.has_checkpoint() and not overwrite:
-        raise RunError(f"{save_dir} already holds a training run; continue it with bilm "
-                       "resume, or pass --overwrite to start a new one there")
+    chief = writes_run()  # a cluster's other workers write nothing into the folder
+    if chief:
+        run.check_new(overwrite)
     options = _as_options(options)
     max_chars = options.char_cnn.max_characters_per_token if options.char_cnn else None
     vocab = load_vocab(vocab_file, max_chars)
@@ -1053,11 +1151,13 @@ def start_training(save_dir: str, options: BiLMOptions | dict | str, train_prefi
     except OptionsError as e:
         raise OptionsError(f"{e} (n_tokens_vocab is the size of the vocabulary {vocab_file})"
                            ) from None
-    # an earlier run's files (or those of a start that stopped before its first checkpoint)
-    run.clear()
-    if seed is None:
-        seed = secrets.randbelow(2**31)
-    data = _dataset(options, train_prefix, vocab, seed)
+    if chief:
+        # an earlier run's files (or those of a start that stopped before its first
+        # checkpoint); the user's own files were refused above unless overwrite
+        run.clear()
+    # The data order follows the run's seed, which train() settles (None: picked there; in a
+    # cluster, the chief's on every worker) before it builds the stream.
+    data = functools.partial(_dataset, options, train_prefix, vocab)
     return train(options, data, n_gpus, save_dir, save_dir, seed=seed, n_batches=n_batches,
                  checkpoint_every=checkpoint_every, checkpoint_minutes=checkpoint_minutes,
                  progress=progress, collective_timeout=collective_timeout)
@@ -1070,6 +1170,7 @@ RESUME_KEYS = ("batch_size", "n_epochs", "n_train_tokens", "learning_rate", "dro
                "precision", "jit_compile", "unroll_steps", "all_clip_norm_val")
 
 
+@_owns_run("bilm resume")
 def resume_training(save_dir: str, *, train_prefix: str | None = None,
                     vocab_file: str | None = None, n_gpus: int = 1,
                     n_batches: int | None = None, changes: dict[str, Any] | None = None,
@@ -1089,9 +1190,7 @@ def resume_training(save_dir: str, *, train_prefix: str | None = None,
     run.check()
     options = load_options(run.options_file)
     state = run.read_state()
-    ckpt = tf.train.latest_checkpoint(save_dir)
-    if ckpt is None:
-        raise RunError(f"no checkpoint in {save_dir}; run bilm train first")
+    ckpt, *fallbacks = _run_checkpoints(run)
     changes = dict(changes or {})
     unknown = sorted(set(changes) - set(RESUME_KEYS))
     if unknown:
@@ -1104,6 +1203,10 @@ def resume_training(save_dir: str, *, train_prefix: str | None = None,
             raise RunError(f"{save_dir} does not record its training files (a bilm-tf run); "
                            "pass --train-prefix")
         train_prefix = state.train_prefix
+        if not glob.glob(train_prefix):
+            raise RunError(f"the training files recorded in {run.path('run.json')} "
+                           f"({train_prefix}) match nothing now; pass --train-prefix to say "
+                           "where they are")
     vocab_file = run.vocabulary_file(vocab_file, options.n_tokens_vocab, state)
     max_chars = options.char_cnn.max_characters_per_token if options.char_cnn else None
     vocab = load_vocab(vocab_file, max_chars)
@@ -1128,4 +1231,4 @@ def resume_training(save_dir: str, *, train_prefix: str | None = None,
     return train(options, data, n_gpus, save_dir, save_dir, restart_ckpt_file=ckpt, seed=seed,
                  n_batches=n_batches, checkpoint_every=checkpoint_every,
                  checkpoint_minutes=checkpoint_minutes, progress=progress,
-                 collective_timeout=collective_timeout)
+                 collective_timeout=collective_timeout, restart_fallbacks=fallbacks)

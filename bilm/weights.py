@@ -95,18 +95,63 @@ _DAMAGED = "not a readable HDF5 file (truncated or damaged?)"
 _H5_ERRORS = (OSError, RuntimeError, KeyError)
 
 
+def _check_links(f: h5py.File, path: str) -> None:
+    """Refuse a file whose objects do not all live in it: every link, in every group, must be
+    a hard link (a soft link names a path, an external link another file, whose numbers would
+    be read in place of this file's). Also refuses a group that contains itself."""
+    name = os.path.basename(path)
+
+    def refuse(where: str, what: str) -> WeightFileError:
+        return WeightFileError(f"{path}: '{where}' is {what}; every object of a weight file "
+                               f"must live in {name}, so refusing to follow it")
+
+    def visit(group: h5py.Group, prefix: str, ancestors: frozenset[int]) -> None:
+        for key in group:
+            where = f"{prefix}{key}"
+            try:
+                link = group.get(key, getlink=True)
+            except TypeError:  # h5py: "Unknown link type"
+                raise refuse(where, "a user-defined link") from None
+            if isinstance(link, h5py.ExternalLink):
+                raise refuse(where, f"an external link to {link.filename}:{link.path}")
+            if isinstance(link, h5py.SoftLink):
+                raise refuse(where, f"a soft link to {link.path}")
+            if not isinstance(link, h5py.HardLink):
+                raise refuse(where, f"a link of another kind ({type(link).__name__})")
+            obj = group[key]
+            if isinstance(obj, h5py.Group):
+                address = h5py.h5o.get_info(obj.id).addr
+                if address in ancestors:
+                    raise WeightFileError(f"{path}: group '{where}' contains itself (a cycle of "
+                                          "hard links); not a weight file")
+                visit(obj, where + "/", ancestors | {address})
+
+    visit(f, "", frozenset({h5py.h5o.get_info(f.id).addr}))
+
+
 def _open(path: str | os.PathLike[str]) -> h5py.File:
+    """The HDF5 file at ``path``, for reading, once every object in it is known to live in it
+    (:func:`_check_links`): every reader opens its files here."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise WeightFileError(f"weight file not found: {path}")
     try:
-        return h5py.File(path, "r")
+        f = h5py.File(path, "r")
     except OSError as e:
         # h5py: "... (truncated file: eof = 27160, sblock->base_addr = 0, stored_eof = 54320)"
         sizes = re.search(r"truncated file: eof = (\d+).*stored_eof = (\d+)", str(e))
         detail = (f": it has {int(sizes[1]):,} of its {int(sizes[2]):,} bytes" if sizes
                   else "")
         raise WeightFileError(f"{path}: {_DAMAGED}{detail}") from None
+    try:
+        _check_links(f, path)
+    except _H5_ERRORS:
+        f.close()
+        raise WeightFileError(f"{path}: {_DAMAGED}") from None
+    except BaseException:
+        f.close()
+        raise
+    return f
 
 
 def _read_dataset(f: h5py.File, key: str, path: str) -> np.ndarray:
@@ -193,8 +238,8 @@ def load_weights(encoder: BiLMEncoder, weight_file: str | os.PathLike[str],
     The word embedding of a token-input model comes from ``embedding_weight_file`` when given.
     Raises :class:`WeightFileError` (one line, naming the file and the HDF5 key) for a missing
     dataset, a shape mismatch (both shapes), a dataset the options do not account for, NaN/inf
-    values, data stored outside the file (external or virtual datasets), or a truncated or
-    damaged file.
+    values, data stored outside the file (external or virtual datasets, soft or external
+    links anywhere in the file), or a truncated or damaged file.
     """
     path = os.fspath(weight_file)
     table = weight_table(encoder)
@@ -236,12 +281,15 @@ def load_weights(encoder: BiLMEncoder, weight_file: str | os.PathLike[str],
             )
 
 
-def save_weights(encoder: BiLMEncoder, outfile: str | os.PathLike[str]) -> None:
-    """Write ``encoder``'s weights in bilm-tf's HDF5 layout (atomically). An entry's alias is
-    written too, as an HDF5 hard link (a 1-layer LSTM's cells under both AllenNLP's
-    ``MultiRNNCell/Cell0`` names and the plain ``LSTMCell`` names bilm-tf's reader expects)."""
+def save_weights(encoder: BiLMEncoder, outfile: str | os.PathLike[str],
+                 overwrite: bool = True) -> None:
+    """Write ``encoder``'s weights in bilm-tf's HDF5 layout (atomically; an existing
+    ``outfile`` is replaced only when ``overwrite``, see :func:`~bilm._io.atomic_path`). An
+    entry's alias is written too, as an HDF5 hard link (a 1-layer LSTM's cells under both
+    AllenNLP's ``MultiRNNCell/Cell0`` names and the plain ``LSTMCell`` names bilm-tf's
+    reader expects)."""
     table = weight_table(encoder)
-    with atomic_path(outfile) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_path(outfile, overwrite=overwrite) as tmp, h5py.File(tmp, "w") as f:
         check_free_space(os.path.dirname(tmp), sum(4 * math.prod(e.shape) for e in table),
                          os.fspath(outfile))
         for entry in table:

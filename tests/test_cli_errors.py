@@ -67,6 +67,7 @@ def files(tiny_model, tmp_path_factory) -> dict[str, Path]:
     p["run"].mkdir()
     (p["run"] / "options.json").write_text(json.dumps(options))
     (p["run"] / "checkpoint").write_text('model_checkpoint_path: "model-3"\n')
+    (p["run"] / "model-3.index").write_bytes(b"")  # a checkpoint's files, as far as checks see
     p["existing"] = d / "existing.out"  # an earlier result: must survive every mistake
     p["existing"].write_bytes(b"earlier results \x00\x01 keep me\n")
     p["beside"] = d / "export"  # an export folder whose options.json exists

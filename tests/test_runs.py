@@ -211,8 +211,12 @@ def test_overwrite_removes_the_earlier_run_first(corpus, tmp_path):
     assert sorted(p.name for p in save.iterdir()) == ["notes.txt"]
     with pytest.raises(RunError, match="not a bilm training directory"):
         resume_training(str(save), progress=False)
-    # and a plain train may start there now: no checkpoint is at stake
-    assert start(corpus, save, n_batches=2).endswith("model-2")
+    # the folder now holds only the user's file: not a run, so a plain train is refused
+    # (naming it), and --overwrite trains there, keeping it
+    with pytest.raises(RunError, match=r"holds no bilm run \(notes.txt\)"):
+        start(corpus, save, n_batches=2)
+    assert start(corpus, save, n_batches=2, overwrite=True).endswith("model-2")
+    assert (save / "notes.txt").read_text() == "mine"
 
 
 def test_invalid_utf8_lines_are_skipped_and_reported(corpus, tmp_path, caplog):
