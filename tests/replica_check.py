@@ -50,9 +50,10 @@ for n_replicas, batch_size in ((2, 4), (1, 8)) if with_preset else ((2, 8), (1, 
 # the learning rate, whatever the replicas: compared apart from the rest.
 diffs = {n: float(np.abs(results[0][n] - results[1][n]).max()) for n in results[0]}
 noise = {n: d for n, d in diffs.items() if ".Sb_key" in n}
-diff = max(d for n, d in diffs.items() if n not in noise)
+worst = max((n for n in diffs if n not in noise), key=diffs.get)
+diff = diffs[worst]
 moved = max(float(np.abs(results[1][n]).max()) for n in results[1])
 print(f"max abs difference {diff:.3g} over {len(diffs) - len(noise)} variables (max value "
-      f"{moved:.3g})")
+      f"{moved:.3g}; largest in {worst})")
 if noise:
     print(f"key biases {max(noise.values()):.3g}")

