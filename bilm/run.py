@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from bilm._io import atomic_path
+from bilm._io import _pid_alive, atomic_path
 from bilm.data.vocabulary import Vocabulary
 
 __all__ = ["RunBusyError", "RunError", "RunLock", "RunState", "TrainingRun",
@@ -343,16 +343,6 @@ class TrainingRun:
 # -- one process per run folder -------------------------------------------------------------
 
 _HOST = socket.gethostname()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
 
 
 def writes_run() -> bool:
