@@ -55,7 +55,7 @@ def bilm(*args: object, **kwargs) -> subprocess.CompletedProcess:
 def parameters(options_file: Path) -> dict[str, int]:
     import numpy as np
 
-    from bilm.lm import LanguageModel
+    from bilm.model.lm import LanguageModel
     from bilm.options import load_options
 
     lm = LanguageModel(load_options(options_file), jit_compile=False)

@@ -11,7 +11,7 @@ Inputs (printed with the table):
   part (char CNN, highways, projection, LSTMs) and the softmax table (V rows of D + 1);
 - rows of the softmax gradient each replica sends when it is sparse: the targets of both
   directions (batch_size x unroll_steps each) and each direction's negatives (as
-  ``bilm.lm`` draws them; the same on every replica, seeded by the step);
+  ``bilm.model.lm`` draws them; the same on every replica, seeded by the step);
 - single-device step times: this CPU's, measured (``--cpu-step-seconds``); a GTX 1080's from
   bilm-tf's own report (10 epochs of 768,648,884 tokens on 3 GPUs in about two weeks); a GPU
   ten times that fast (a stand-in for a current one: no GPU was lent to this work);
@@ -46,7 +46,7 @@ REPLICAS = (1, 8, 64, 256)
 def count_parameters(vocab_size: int) -> dict[str, int]:
     """Dense and softmax parameters of the original shape, from the built model (the softmax
     counted from its row width: building 793k rows is not needed to know their size)."""
-    from bilm.lm import LanguageModel
+    from bilm.model.lm import LanguageModel
     from bilm.options import BiLMOptions
     from bilm.presets import preset
 

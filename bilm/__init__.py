@@ -6,8 +6,7 @@ is first used, so ``import bilm`` (and ``bilm --help``) stay fast.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from bilm._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -18,21 +17,13 @@ _EXPORTS = {
     "UnicodeCharsVocabulary": "bilm.data",
     "BiLMOptions": "bilm.options",
     "load_options": "bilm.options",
-    "BidirectionalLanguageModel": "bilm.model",
-    "dump_token_embeddings": "bilm.model",
-    "dump_bilm_embeddings": "bilm.model",
+    "BidirectionalLanguageModel": "bilm.inference.model",
+    "dump_token_embeddings": "bilm.inference.model",
+    "dump_bilm_embeddings": "bilm.inference.model",
     "weight_layers": "bilm.elmo",
 }
 
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'bilm' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -142,9 +142,9 @@ def _need_glob(pattern: str, flag: str, what: str) -> None:
                         "the pattern so that bilm, not the shell, expands it")
 
 
-def _need_run(save_dir: str):  # -> bilm.run.TrainingRun
+def _need_run(save_dir: str):  # -> bilm.training.run_folder.TrainingRun
     """A training directory: options.json and a checkpoint (RunError otherwise)."""
-    from bilm.run import TrainingRun
+    from bilm.training.run_folder import TrainingRun
 
     run = TrainingRun(save_dir)
     run.check()
@@ -153,7 +153,7 @@ def _need_run(save_dir: str):  # -> bilm.run.TrainingRun
 
 def _check_replicas(n_gpus: int) -> None:
     """--n-gpus against the visible devices (tf.distribute's own error is a traceback)."""
-    from bilm.distribute import cluster_configured, device_summary
+    from bilm.training.distribute import cluster_configured, device_summary
 
     if n_gpus <= 1 or cluster_configured():
         return
@@ -183,7 +183,7 @@ def _cmd_info(args: argparse.Namespace) -> None:
               f"embedding {cnn.embedding_dim}, n_characters {cnn.n_characters}")
     if not args.weights:
         return
-    from bilm.weights import list_datasets
+    from bilm.io.hdf5 import list_datasets
 
     total = 0
     for name, shape, same_as in list_datasets(args.weights):  # a damaged file fails here
@@ -195,7 +195,7 @@ def _cmd_info(args: argparse.Namespace) -> None:
     print(f"parameters: {total:,}")
     # the weights against the options: every dataset present, every shape right, finite
     _start_tensorflow(args)
-    from bilm.model import BidirectionalLanguageModel
+    from bilm.inference.model import BidirectionalLanguageModel
 
 
     BidirectionalLanguageModel(args.options, args.weights, stateful=False,
@@ -213,7 +213,7 @@ def _cmd_embed(args: argparse.Namespace) -> None:
     _need_weights(args.weights)
     _need_file(args.vocab, "vocabulary file")
     _start_tensorflow(args)
-    from bilm.model import dump_bilm_embeddings
+    from bilm.inference.model import dump_bilm_embeddings
 
     if args.vocab and not args.stateful:
         logger.info("--vocab only caches character ids for --stateful; not needed here")
@@ -235,7 +235,7 @@ def _cmd_dump_tokens(args: argparse.Namespace) -> None:
     _need_char_model(args.options, "dump-tokens")
     _need_weights(args.weights)
     _start_tensorflow(args)
-    from bilm.model import dump_token_embeddings
+    from bilm.inference.model import dump_token_embeddings
 
     dump_token_embeddings(args.vocab, args.options, args.weights, args.output,
                           progress=not args.quiet, overwrite=args.overwrite)
@@ -303,13 +303,13 @@ def _cmd_train(args: argparse.Namespace) -> None:
     _need_glob(args.train_prefix, "--train-prefix", "training")
     _need_file(args.vocab, "vocabulary file")
     options = _train_options(args)
-    from bilm.run import TrainingRun, writes_run
+    from bilm.training.run_folder import TrainingRun, writes_run
 
     if writes_run():  # (a cluster's other workers write nothing into the folder)
         TrainingRun(args.save_dir).check_new(args.overwrite)  # a run, or the user's files
     _start_tensorflow(args)
     _check_replicas(args.n_gpus)
-    from bilm.training import start_training
+    from bilm.training.core import start_training
 
     ckpt = start_training(args.save_dir, options, args.train_prefix, args.vocab,
                           n_gpus=args.n_gpus, seed=args.seed, n_batches=args.n_batches,
@@ -329,7 +329,7 @@ def _cmd_resume(args: argparse.Namespace) -> None:
         changes["unroll_steps"] = args.unroll_steps
     _start_tensorflow(args)
     _check_replicas(args.n_gpus)
-    from bilm.training import resume_training
+    from bilm.training.core import resume_training
 
     ckpt = resume_training(args.save_dir, train_prefix=args.train_prefix, vocab_file=args.vocab,
                            n_gpus=args.n_gpus, n_batches=args.n_batches, changes=changes,
@@ -343,7 +343,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     _need_file(args.vocab, "vocabulary file")
     _need_glob(args.test_prefix, "--test-prefix", "held-out")
     _start_tensorflow(args)
-    from bilm.training import evaluate_run
+    from bilm.training.core import evaluate_run
 
     ppl = evaluate_run(args.save_dir, args.test_prefix, vocab_file=args.vocab,
                        batch_size=args.batch_size, progress=not args.quiet)
@@ -365,7 +365,7 @@ def _cmd_export(args: argparse.Namespace) -> None:
         raise UserError(f"{beside} exists (export writes options.json beside the weights); "
                         "pass --overwrite to replace it, or export to another folder")
     _start_tensorflow(args)
-    from bilm.training import dump_weights
+    from bilm.training.core import dump_weights
 
     dump_weights(args.save_dir, args.output, n_layers=args.layers, overwrite=args.overwrite)
     print(f"wrote {args.output} and options.json beside it")
@@ -378,7 +378,7 @@ def _cmd_launch(args: argparse.Namespace) -> None:
     if not command or command[0] not in ("train", "resume"):
         raise UserError("bilm launch runs 'train' or 'resume' as several workers: bilm launch "
                         "--workers 2 -- train ...")
-    from bilm.launch import launch_local
+    from bilm.training.launch import launch_local
 
     code = launch_local(args.workers, command)
     if code:
@@ -387,10 +387,10 @@ def _cmd_launch(args: argparse.Namespace) -> None:
 
 def _cmd_import_allennlp(args: argparse.Namespace) -> None:
     _need_file(args.archive, "archive")
-    from bilm.run import TrainingRun
+    from bilm.training.run_folder import TrainingRun
 
     TrainingRun(args.save_dir).check_new(args.overwrite)  # a run, or the user's own files
-    from bilm.allennlp import import_allennlp, read_archive
+    from bilm.io.allennlp import import_allennlp, read_archive
 
     archive = read_archive(args.archive)  # a broken or hostile archive fails before TensorFlow
     _start_tensorflow(args)
@@ -406,7 +406,7 @@ def _cmd_export_savedmodel(args: argparse.Namespace) -> None:
     if os.path.isfile(args.output):
         raise UserError(f"{args.output} is a file; a SavedModel is a folder, give a new name")
     _start_tensorflow(args)
-    from bilm.savedmodel import export_savedmodel
+    from bilm.export import export_savedmodel
 
     export_savedmodel(args.options, args.weights, args.output, do_layer_norm=args.layer_norm,
                       overwrite=args.overwrite)
@@ -423,8 +423,8 @@ def _cmd_score(args: argparse.Namespace) -> None:
     if args.output:
         _check_output(args.output, args.overwrite, [args.input])
     _start_tensorflow(args)
-    from bilm.scoring import score_sentences
-    from bilm.training import load_run
+    from bilm.evaluation import score_sentences
+    from bilm.training.core import load_run
 
     loaded = load_run(args.save_dir, args.vocab)
     try:
@@ -437,7 +437,7 @@ def _cmd_score(args: argparse.Namespace) -> None:
     with contextlib.ExitStack() as stack:
         out = sys.stdout
         if args.output:
-            from bilm._io import atomic_path
+            from bilm.io.files import atomic_path
 
             tmp = stack.enter_context(atomic_path(args.output, overwrite=args.overwrite))
             out = stack.enter_context(open(tmp, "w", encoding="utf-8"))

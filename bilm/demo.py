@@ -204,9 +204,9 @@ def run_demo(out: Path, corpus: Path | None = None, n_batches: int | None = None
 
     from bilm.data import BidirectionalLMDataset
     from bilm.data.build_vocab import build_vocab
-    from bilm.model import BidirectionalLanguageModel
+    from bilm.inference.model import BidirectionalLanguageModel
     from bilm.presets import preset
-    from bilm.training import dump_weights, load_vocab, test, train
+    from bilm.training.core import dump_weights, load_vocab, test, train
 
     out.mkdir(parents=True, exist_ok=True)
     if corpus is None:

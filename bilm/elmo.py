@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from bilm.layers.scalar_mix import ScalarMix
+from bilm.nn.scalar_mix import ScalarMix
 
 __all__ = ["ScalarMix", "clear_weight_layers", "weight_layers"]
 

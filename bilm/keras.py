@@ -35,11 +35,11 @@ from bilm.data.vocabulary import (
     PAD_CHAR,
     _special_chars,
 )
-from bilm.encoder import BiLMEncoder
-from bilm.layers.scalar_mix import ScalarMix
-from bilm.model import contextual_layers
+from bilm.inference.model import contextual_layers
+from bilm.io.hdf5 import load_weights
+from bilm.model.encoder import BiLMEncoder
+from bilm.nn.scalar_mix import ScalarMix
 from bilm.options import BiLMOptions, OptionsError, load_options
-from bilm.weights import load_weights
 
 __all__ = ["OUTPUTS", "ELMoEmbedding", "char_ids_from_tokens", "split_sentences", "text_tensor"]
 

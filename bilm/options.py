@@ -679,8 +679,8 @@ def save_options(options: BiLMOptions, path: str | os.PathLike[str],
                  overwrite: bool = True) -> None:
     """Write ``options`` as JSON (atomically: a temporary file renamed into place); an
     existing ``path`` is replaced only when ``overwrite`` (else
-    :class:`~bilm._io.OutputExistsError`, even for a file that appeared meanwhile)."""
-    from bilm._io import atomic_path
+    :class:`~bilm.io.files.OutputExistsError`, even for a file that appeared meanwhile)."""
+    from bilm.io.files import atomic_path
 
     with atomic_path(path, overwrite=overwrite) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(options.to_dict(), f, indent=2, sort_keys=True)

@@ -2,7 +2,7 @@
 ``bin/restart.py``, ``bin/dump_weights.py``) with bilm-tf's flags, installed as commands.
 
 Thin shells over the library, as the ``bilm`` command is (neither calls the other): each
-parses bilm-tf's flags and calls one function of :mod:`bilm.training`.
+parses bilm-tf's flags and calls one function of :mod:`bilm.training.core`.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def train_elmo(argv: Sequence[str] | None = None) -> None:
 
     def body(args: argparse.Namespace) -> None:
         from bilm.presets import merge_options, preset
-        from bilm.training import start_training
+        from bilm.training.core import start_training
 
         options = preset("original")
         if args.options:
@@ -67,7 +67,7 @@ def run_test(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--batch_size", type=int, default=256)
 
     def body(args: argparse.Namespace) -> None:
-        from bilm.training import evaluate_run
+        from bilm.training.core import evaluate_run
 
         ppl = evaluate_run(args.save_dir, args.test_prefix, vocab_file=args.vocab_file,
                            batch_size=args.batch_size)
@@ -90,7 +90,7 @@ def restart(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--n_train_tokens", type=int, help="override the options' n_train_tokens")
 
     def body(args: argparse.Namespace) -> None:
-        from bilm.training import resume_training
+        from bilm.training.core import resume_training
 
         changes = {k: getattr(args, k) for k in ("n_epochs", "batch_size", "n_train_tokens")
                    if getattr(args, k) is not None}
@@ -109,7 +109,7 @@ def dump_weights_main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--outfile", required=True)
 
     def body(args: argparse.Namespace) -> None:
-        from bilm.training import dump_weights
+        from bilm.training.core import dump_weights
 
         dump_weights(args.save_dir, args.outfile)
 

@@ -89,9 +89,9 @@ def make_model_files(directory: Path, options: dict, seed: int = 0) -> tuple[Pat
     import keras
     import numpy as np
 
-    from bilm.encoder import BiLMEncoder
+    from bilm.io.hdf5 import save_weights, weight_table
+    from bilm.model.encoder import BiLMEncoder
     from bilm.options import BiLMOptions
-    from bilm.weights import save_weights, weight_table
 
     keras.utils.set_random_seed(seed)
     encoder = BiLMEncoder(BiLMOptions.from_dict(options), n_word_vocab=options.get("_vocab"))

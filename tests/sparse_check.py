@@ -17,9 +17,9 @@ if N_REPLICAS > 1:
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * N_REPLICAS)
 
-from bilm.distribute import make_strategy  # noqa: E402
 from bilm.options import BiLMOptions  # noqa: E402
-from bilm.training import _Trainer  # noqa: E402
+from bilm.training.core import _Trainer  # noqa: E402
+from bilm.training.distribute import make_strategy  # noqa: E402
 
 VOCAB = 300  # rows of the softmax; a batch touches a few dozen
 

@@ -41,7 +41,7 @@ ENV.pop("TF_CONFIG", None)
 
 @pytest.mark.parametrize("jit", [False, True])
 def test_a_replicas_dropout_mask_is_its_rows_of_the_global_mask(jit):
-    from bilm.layers.dropout import stateless_dropout
+    from bilm.nn.dropout import stateless_dropout
 
     seed = tf.constant([3, 7], tf.int64)
     x = tf.reshape(tf.range(2 * 5 * 6 * 3, dtype=tf.float32) + 1.0, [2, 5, 6, 3])
@@ -67,7 +67,7 @@ def test_a_replicas_dropout_mask_is_its_rows_of_the_global_mask(jit):
 
 
 def _lm(encoder: str, jit: bool):
-    from bilm.lm import LanguageModel
+    from bilm.model.lm import LanguageModel
     from bilm.options import BiLMOptions
 
     char = {"filters": [[1, 4], [2, 4]], "embedding": {"dim": 4},
@@ -147,7 +147,7 @@ def test_replica_rows_give_the_global_batchs_dropout(encoder, jit):
 
 CHIEF_VALUE = """
 import json, os, sys
-from bilm.distribute import chief_value, make_strategy
+from bilm.training.distribute import chief_value, make_strategy
 index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
 strategy = make_strategy(collective_timeout=60)
 print("agreed", chief_value(strategy, 1_000_000_007 + 2**40 * index), flush=True)
@@ -157,7 +157,7 @@ print("agreed", chief_value(strategy, 1_000_000_007 + 2**40 * index), flush=True
 def test_every_worker_gets_the_chiefs_value(tmp_path):
     """What an unseeded worker picked for itself is replaced by the chief's pick (train()
     does this with the seed before it builds the data, the weights and the trainer)."""
-    from bilm.launch import free_ports, tf_config
+    from bilm.training.launch import free_ports, tf_config
 
     ports = free_ports(2)
     procs = [subprocess.Popen([sys.executable, "-c", CHIEF_VALUE], stdout=subprocess.PIPE,
@@ -178,7 +178,7 @@ FAKE_WORKER = textwrap.dedent('''
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
-    log = logging.getLogger("bilm.training")
+    log = logging.getLogger("bilm.training.core")
     log.info("seed 12345")
     log.info("train: 1/2 batches (worker %d)", index)
     log.warning("a warning of worker %d\\nits second line", index)
@@ -201,7 +201,7 @@ FAKE_WORKER = textwrap.dedent('''
 def _launch(tmp_path: Path, n_workers: int) -> subprocess.CompletedProcess:
     script = tmp_path / "fake_worker.py"
     script.write_text(FAKE_WORKER)
-    code = ("import sys; from bilm.launch import launch_local; "
+    code = ("import sys; from bilm.training.launch import launch_local; "
             f"sys.exit(launch_local({n_workers}, [], grace=30, "
             f"program=[sys.executable, {str(script)!r}]))")
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -215,16 +215,17 @@ def test_launch_shows_the_chief_as_it_is_and_only_the_others_warnings_prefixed(t
     assert r.stdout.splitlines() == ["checkpoint: run/model-2 (worker 0)"], r.stdout
     chief = [line for line in r.stderr.splitlines() if not line.startswith("[worker ")]
     assert [re.sub(r"^\d\d:\d\d:\d\d ", "", line) for line in chief] == [
-        "INFO bilm.training: seed 12345", "INFO bilm.training: train: 1/2 batches (worker 0)",
-        "WARNING bilm.training: a warning of worker 0", "its second line",
-        "INFO bilm.training: done (worker 0)"], r.stderr
+        "INFO bilm.training.core: seed 12345",
+        "INFO bilm.training.core: train: 1/2 batches (worker 0)",
+        "WARNING bilm.training.core: a warning of worker 0", "its second line",
+        "INFO bilm.training.core: done (worker 0)"], r.stderr
     # worker 1: its warning (both lines), its logged traceback and its error line, prefixed
     other = [line[len("[worker 1] "):] for line in r.stderr.splitlines()
              if line.startswith("[worker 1] ")]
     text = "\n".join(other)
-    assert "WARNING bilm.training: a warning of worker 1" in text, r.stderr
+    assert "WARNING bilm.training.core: a warning of worker 1" in text, r.stderr
     assert "its second line" in other
-    assert "ERROR bilm.training: worker 1 failed" in text
+    assert "ERROR bilm.training.core: worker 1 failed" in text
     assert "Traceback (most recent call last):" in other
     assert "RuntimeError: a bug on worker 1" in other
     assert "bilm: error: something the user can fix" in other
@@ -241,7 +242,7 @@ def test_launch_shows_the_last_lines_of_a_worker_that_fails(tmp_path):
     # after the line saying so: what it wrote last (the lines not shown before)
     tail = two[failed + 1 :]
     assert tail[-2:] == ["some chatter", "the last words of worker 2"], two
-    assert tail[-3].endswith("INFO bilm.training: about to fail"), two
+    assert tail[-3].endswith("INFO bilm.training.core: about to fail"), two
     assert "some chatter" not in two[:failed], two
     assert "[worker 2] checkpoint: run/model-2 (worker 2)" not in lines  # stdout: not a failure
 
@@ -260,9 +261,9 @@ CHATTY_WORKER = textwrap.dedent('''
     signal.signal(signal.SIGTERM, stop)
     for k in range(20000):  # ~1 MB on each stream
         sys.stdout.write(f"chatter {k} " + "x" * 40 + "\\n")
-        sys.stderr.write(f"12:00:00 INFO bilm.training: batch {k} " + "x" * 20 + "\\n")
+        sys.stderr.write(f"12:00:00 INFO bilm.training.core: batch {k} " + "x" * 20 + "\\n")
     sys.stdout.flush()
-    sys.stderr.write("12:00:00 WARNING bilm.training: ready\\n")
+    sys.stderr.write("12:00:00 WARNING bilm.training.core: ready\\n")
     sys.stderr.flush()
     time.sleep(120)
 ''')
@@ -271,14 +272,14 @@ CHATTY_WORKER = textwrap.dedent('''
 def test_launch_drains_the_pipes_and_forwards_signals(tmp_path):
     script = tmp_path / "chatty_worker.py"
     script.write_text(CHATTY_WORKER)
-    code = ("import sys; from bilm.launch import launch_local; "
+    code = ("import sys; from bilm.training.launch import launch_local; "
             f"sys.exit(launch_local(2, [], grace=30, program=[sys.executable, {str(script)!r}]))")
     with open(tmp_path / "stdout.txt", "w") as stdout:
         launcher = subprocess.Popen([sys.executable, "-c", code], stdout=stdout,
                                     stderr=subprocess.PIPE, text=True, env=ENV)
     # each worker says it is ready once it has written its megabytes: worker 1's could only
     # be written if the launcher drained its pipes
-    ready, lines, both = "12:00:00 WARNING bilm.training: ready", [], threading.Event()
+    ready, lines, both = "12:00:00 WARNING bilm.training.core: ready", [], threading.Event()
 
     def read() -> None:
         waiting = {ready, f"[worker 1] {ready}"}

@@ -13,9 +13,9 @@ import tensorflow as tf
 
 from bilm.data.sentences import sentence_batch
 from bilm.data.vocabulary import UnicodeCharsVocabulary, Vocabulary
-from bilm.lm import LanguageModel
+from bilm.io.hdf5 import training_variables, weight_table
+from bilm.model.lm import LanguageModel
 from bilm.options import BiLMOptions
-from bilm.weights import training_variables, weight_table
 
 CHAR = {"filters": [[1, 4], [2, 4]], "embedding": {"dim": 4}, "max_characters_per_token": 10,
         "n_highway": 1}
@@ -90,7 +90,7 @@ def test_export_first_layers_keeps_their_values(name, tmp_path):
     import json
 
     from bilm import Batcher, BidirectionalLanguageModel
-    from bilm.training import _Trainer, dump_weights
+    from bilm.training.core import _Trainer, dump_weights
 
     options = {**VARIANTS[name], "n_tokens_vocab": len(WORDS), "n_negative_samples_batch": 4}
     save = tmp_path / "run"

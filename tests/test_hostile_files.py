@@ -30,10 +30,10 @@ import h5py
 import numpy as np
 import pytest
 
-from bilm import torch_weights
-from bilm.allennlp import ArchiveError, read_archive
-from bilm.torch_weights import TorchWeightsError, load_torch_state_dict
-from bilm.weights import WeightFileError, list_datasets, read_embedding_file
+from bilm.io import torch_pickle as torch_weights
+from bilm.io.allennlp import ArchiveError, read_archive
+from bilm.io.hdf5 import WeightFileError, list_datasets, read_embedding_file
+from bilm.io.torch_pickle import TorchWeightsError, load_torch_state_dict
 
 LEGACY_FILE = Path(__file__).resolve().parent / "data" / "torch" / "state_dict_legacy.th"
 ZIP_FILE = Path(__file__).resolve().parent / "data" / "torch" / "state_dict_zip.th"
@@ -86,7 +86,7 @@ def peak_traced(func) -> int:
 
 
 # ---- torch.save files, written by hand ------------------------------------------------------
-# (the layouts of bilm/torch_weights.py's module doc; no torch needed)
+# (the layouts of bilm/io/torch_pickle.py's module doc; no torch needed)
 
 
 def _global(module: str, name: str) -> bytes:
@@ -312,7 +312,7 @@ def test_a_member_larger_than_its_cap_is_refused_before_reading(tmp_path):
 
 
 def test_the_weights_cap_is_configurable(tmp_path, monkeypatch):
-    from bilm import allennlp
+    from bilm.io import allennlp
 
     monkeypatch.setattr(allennlp, "MAX_WEIGHTS_BYTES", 1000)
     path = make_tar(tmp_path / "model.tar.gz", [member("config.json", b"{}"),

@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from bilm import _io
-from bilm._io import DiskFullError, OutputError, Progress, atomic_dir, atomic_path
+from bilm.io import files as _io
+from bilm.io.files import DiskFullError, OutputError, Progress, atomic_dir, atomic_path
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def test_a_failed_write_leaves_nothing_and_keeps_the_old_file(tmp_path):
 def test_leftovers_of_killed_writers_are_removed_by_the_next_write(tmp_path):
     # a child writes the temporary file of out.txt and is killed (SIGKILL) mid-write
     out = tmp_path / "out.txt"
-    code = ("import os, sys\nfrom bilm._io import atomic_path, atomic_dir\n"
+    code = ("import os, sys\nfrom bilm.io.files import atomic_path, atomic_dir\n"
             f"cm = atomic_path({str(out)!r}); tmp = cm.__enter__()\n"
             "open(tmp, 'w').write('x' * 1000)\n"
             f"cd = atomic_dir({str(tmp_path / 'sm')!r}); d = cd.__enter__()\n"
@@ -163,7 +163,7 @@ def test_progress_final_line_once(caplog):
 
 
 def test_progress_prints_when_no_logging_is_configured():
-    code = ("from bilm._io import Progress\n"
+    code = ("from bilm.io.files import Progress\n"
             "p = Progress('train', total=2, unit='batches')\np.update(); p.update(); p.close()")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=60)

@@ -270,7 +270,7 @@ def test_keras_two_elmo_layers_save_load(tiny_model, tmp_path):
 
 
 def test_savedmodel_in_fresh_process(tiny_model, tmp_path):
-    from bilm.savedmodel import export_savedmodel
+    from bilm.export import export_savedmodel
 
     export_dir = tmp_path / "elmo_sm"
     export_savedmodel(*tiny_model, export_dir)
@@ -315,7 +315,7 @@ def test_hub_keras_layer(tiny_model, tmp_path):
     """Code written for the TF Hub module: hub.KerasLayer on the export (needs the optional
     tensorflow_hub and tf_keras packages; skipped without them)."""
     hub = pytest.importorskip("tensorflow_hub", reason="tensorflow_hub is not installed")
-    from bilm.savedmodel import export_savedmodel
+    from bilm.export import export_savedmodel
 
     export_savedmodel(*tiny_model, tmp_path / "sm")
     layer = hub.KerasLayer(str(tmp_path / "sm"), signature="default", output_key="default")

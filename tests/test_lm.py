@@ -5,12 +5,12 @@ import numpy as np
 import tensorflow as tf
 
 from bilm import BiLMOptions
-from bilm.layers.sampled_softmax import (
+from bilm.model.lm import LanguageModel
+from bilm.nn.sampled_softmax import (
     log_uniform_unique_sample,
     sampled_softmax_loss,
     sampled_softmax_loss_static,
 )
-from bilm.lm import LanguageModel
 
 
 def test_static_sampled_softmax_equals_tf():
@@ -65,7 +65,7 @@ def test_two_stage_gradients_equal_one_tape():
 
 def test_sentence_scores_equal_the_training_loss():
     from bilm.data import UnicodeCharsVocabulary
-    from bilm.scoring import score_sentences
+    from bilm.evaluation import score_sentences
 
     vocab = UnicodeCharsVocabulary(None, 12, tokens=["<S>", "</S>", "<UNK>", "a", "b", "c"])
     options = BiLMOptions.from_dict({
@@ -154,7 +154,7 @@ def test_mixed_bfloat16_loss_and_gradients_close_to_float32():
 
 
 def _trainer(**changes):
-    from bilm.training import _Trainer
+    from bilm.training.core import _Trainer
 
     return _Trainer(char_lm_options(dropout=0.0, **changes), tf.distribute.get_strategy())
 

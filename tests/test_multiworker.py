@@ -82,8 +82,8 @@ def test_each_worker_builds_its_own_rows_of_the_global_batch(corpus, kind):
 
 
 def test_cluster_detection(monkeypatch):
-    from bilm.distribute import cluster_configured
-    from bilm.launch import free_ports, tf_config
+    from bilm.training.distribute import cluster_configured
+    from bilm.training.launch import free_ports, tf_config
 
     for var in ("TF_CONFIG", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_STEP_NUM_TASKS"):
         monkeypatch.delenv(var, raising=False)
@@ -114,7 +114,7 @@ def test_the_preemption_watcher_ending_with_the_cluster_prints_no_traceback():
 
     import tensorflow as tf
 
-    from bilm.training import _quiet_peer_watcher
+    from bilm.training.core import _quiet_peer_watcher
 
     previous, printed = threading.excepthook, []
     try:
@@ -281,7 +281,7 @@ def test_a_worker_killed_stops_the_others_in_bounded_time_then_relaunch_resumes(
 def _two_workers(runs: dict, save_dir: Path, *flags) -> list[subprocess.Popen]:
     """Two training workers on localhost (TF_CONFIG as a cluster gives it), once the first
     checkpoint (batch 10) is written."""
-    from bilm.launch import free_ports, tf_config
+    from bilm.training.launch import free_ports, tf_config
 
     ports = free_ports(2)
     procs = [popen(*runs["train_worker"], "--save-dir", save_dir, *flags,

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bilm.run import LOCK_FILE, RunBusyError, RunError, RunLock, TrainingRun
-from bilm.training import dump_weights, evaluate_run, load_run, resume_training
+from bilm.training.core import dump_weights, evaluate_run, load_run, resume_training
+from bilm.training.run_folder import LOCK_FILE, RunBusyError, RunError, RunLock, TrainingRun
 from tests.test_runs import TEXT, copy_run, start
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -87,7 +87,7 @@ def reference(run3) -> dict:
 
 HOLDER = """
 import sys, time
-from bilm.run import RunLock
+from bilm.training.run_folder import RunLock
 lock = RunLock(sys.argv[1], "bilm train")
 lock.acquire()
 print("held", flush=True)

@@ -18,8 +18,7 @@ import tensorflow as tf
 
 from bilm.data import BidirectionalLMDataset, LMDataset, Vocabulary
 from bilm.data.dataset import DataError
-from bilm.run import RunError, TrainingRun
-from bilm.training import (
+from bilm.training.core import (
     TrainingError,
     _Trainer,
     evaluate_run,
@@ -28,6 +27,7 @@ from bilm.training import (
     start_training,
     train,
 )
+from bilm.training.run_folder import RunError, TrainingRun
 
 TEXT = ("the light was good .\nand god saw the light .\nthe earth was without form .\n"
         "and darkness was upon the face of the deep .\n")

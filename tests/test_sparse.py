@@ -25,7 +25,7 @@ def test_sparse_updates_equal_dense(n_replicas):
 
 
 def test_sparse_gradients_stay_sparse():
-    from bilm.lm import LanguageModel
+    from bilm.model.lm import LanguageModel
     from bilm.options import BiLMOptions
 
     options = BiLMOptions.from_dict({"lstm": {"dim": 8, "projection_dim": 4},
@@ -53,7 +53,7 @@ def test_adagrad_is_tf1s_update():
     """Three steps, a dense and two sparse gradients (2-D and 1-D tables): TF1's
     ``accum += g^2; var -= lr * g / sqrt(accum)`` in float32 (accumulators from 1.0); rows a
     sparse gradient leaves out keep their values and accumulators exactly."""
-    from bilm.optimizers import Adagrad
+    from bilm.training.optimizers import Adagrad
 
     rng = np.random.default_rng(0)
     w0 = rng.normal(size=(30, 8)).astype(np.float32)

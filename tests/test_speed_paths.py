@@ -6,8 +6,8 @@ import pytest
 import tensorflow as tf
 
 from bilm import Batcher, BidirectionalLanguageModel
-from bilm.layers.lstm import ProjectedLSTM
-from bilm.model import dump_bilm_embeddings
+from bilm.inference.model import dump_bilm_embeddings
+from bilm.nn.lstm import ProjectedLSTM
 from tests.conftest import assert_f32_close
 
 
@@ -48,10 +48,10 @@ def test_skipping_finished_rows_changes_nothing(residual):
 @pytest.mark.parametrize("jit", [False, True])
 def test_gradients_through_pre_transposed_weights_change_nothing(jit, monkeypatch):
     """Training's LSTM steps take the input gradient from weights transposed once
-    (``bilm.layers.matmul``): the gradients equal TensorFlow's own, to float32 rounding
+    (``bilm.nn.matmul``): the gradients equal TensorFlow's own, to float32 rounding
     (the products run in other kernels)."""
-    import bilm.layers.lstm
-    from bilm.layers.matmul import matmul
+    import bilm.nn.lstm
+    from bilm.nn.matmul import matmul
 
     calls = []  # the pre-transposed product is what training's LSTM traces, and only it
 
@@ -59,7 +59,7 @@ def test_gradients_through_pre_transposed_weights_change_nothing(jit, monkeypatc
         calls.append(w_t is not None)
         return matmul(x, w, w_t)
 
-    monkeypatch.setattr(bilm.layers.lstm, "matmul", counted)
+    monkeypatch.setattr(bilm.nn.lstm, "matmul", counted)
     layer, x, lengths, state = _lstm_case(2, residual=True)
     dy = tf.random.normal([2, 7, 5, 6])
 
@@ -151,7 +151,7 @@ def test_char_cnn_length_groups_change_nothing(padding_row, shifted):
     CNN's outputs and gradients: mixed lengths (1 to 50 characters, no padding at all),
     fewer tokens than groups (empty groups), no tokens."""
     from bilm.data.vocabulary import BOW_CHAR, EOW_CHAR, PAD_CHAR
-    from bilm.layers.char_cnn import CharCNN
+    from bilm.nn.char_cnn import CharCNN
     from bilm.options import BiLMOptions
 
     opts = BiLMOptions.from_dict({

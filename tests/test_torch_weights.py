@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bilm.torch_weights import TorchWeightsError, load_torch_state_dict
+from bilm.io.torch_pickle import TorchWeightsError, load_torch_state_dict
 from tests.conftest import SHARED, need_shared
 
 DATA = Path(__file__).resolve().parent / "data" / "torch"

@@ -13,9 +13,9 @@ import tensorflow as tf
 from bilm import Batcher, BidirectionalLanguageModel, BiLMOptions
 from bilm.data import BidirectionalLMDataset, LMDataset, UnicodeCharsVocabulary
 from bilm.demo import unigram_perplexity
-from bilm.training import _Trainer, dump_weights, load_vocab, train
-from bilm.training import test as evaluate
-from bilm.weights import tf1_table
+from bilm.io.hdf5 import tf1_table
+from bilm.training.core import _Trainer, dump_weights, load_vocab, train
+from bilm.training.core import test as evaluate
 from tests.conftest import ROOT
 
 TINY = {
@@ -211,7 +211,7 @@ def test_reverse_stream_chars_match_its_ids(kjv):
 
 
 def test_highway_weights_initialised_independently():
-    from bilm.layers.highway import Highway
+    from bilm.nn.highway import Highway
 
     highway = Highway(16, 1)
     assert not np.array_equal(highway.w_carry[0].numpy(), highway.w_transform[0].numpy())

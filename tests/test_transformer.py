@@ -16,11 +16,11 @@ import pytest
 import tensorflow as tf
 
 from bilm import Batcher, BidirectionalLanguageModel, weight_layers
-from bilm.allennlp import ArchiveError, import_allennlp, lenient_json, read_archive
 from bilm.encoders.transformer import TransformerContextualizer, positional_encoding
-from bilm.layers.layer_norm import layer_norm
+from bilm.io.allennlp import ArchiveError, import_allennlp, lenient_json, read_archive
+from bilm.nn.layer_norm import layer_norm
 from bilm.options import BiLMOptions
-from bilm.training import dump_weights, evaluate_run, resume_training, start_training
+from bilm.training.core import dump_weights, evaluate_run, resume_training, start_training
 from tests.conftest import SHARED, need_shared
 
 FIXTURE = SHARED / "fixtures" / "allennlp-transformer"
@@ -275,7 +275,7 @@ def test_a_transformer_trains_resumes_exactly_and_embeds(corpus, tmp_path):
     model = BidirectionalLanguageModel(out.parent / "options.json", out)
     sentences = [["the", "light", "was", "good", "."], ["and", "god", "saw"]]
     lm_out = model(Batcher(None, 10).batch_sentences(sentences))["lm_embeddings"].numpy()
-    from bilm.training import load_language_model
+    from bilm.training.core import load_language_model
 
     lm = load_language_model(str(tmp_path / "full" / "options.json"), full)
     from bilm.data import UnicodeCharsVocabulary
@@ -300,8 +300,8 @@ def test_every_surface_takes_a_transformer(tiny_transformer, tmp_path):
     """embed_sentences, the dump functions, the Keras layer and the SavedModel agree with the
     model's own call on a (random-weight) Transformer biLM."""
     from bilm import dump_bilm_embeddings, dump_token_embeddings
+    from bilm.export import export_savedmodel
     from bilm.keras import ELMoEmbedding
-    from bilm.savedmodel import export_savedmodel
 
     options_file, weight_file = tiny_transformer
     model = BidirectionalLanguageModel(options_file, weight_file)

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bilm import _io
-from bilm._io import OutputError, atomic_dir, atomic_path
+from bilm.io import files as _io
+from bilm.io.files import OutputError, atomic_dir, atomic_path
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
 
@@ -166,7 +166,7 @@ def test_sigterm_during_embed_removes_the_unfinished_output(tiny_model, tmp_path
 def test_every_stop_signal_removes_the_temporary_file(tmp_path, name):
     """The same for every output written through atomic_path (no TensorFlow here)."""
     out = tmp_path / "out.txt"
-    code = ("import os, signal, sys\nfrom bilm._io import atomic_path\n"
+    code = ("import os, signal, sys\nfrom bilm.io.files import atomic_path\n"
             "from bilm._shell import run_main\n"
             "def write():\n"
             f"    with atomic_path({str(out)!r}) as tmp, open(tmp, 'w') as f:\n"
@@ -206,7 +206,7 @@ def odd_lines(tmp_path_factory) -> Path:
 def test_library_readers_end_lines_at_newline_only(odd_lines, tmp_path):
     from bilm.data import LMDataset, Vocabulary
     from bilm.data.build_vocab import build_vocab
-    from bilm.training import count_corpus
+    from bilm.training.core import count_corpus
 
     tokens = [line.split() for line in LINES]
     assert count_corpus(str(odd_lines)) == (sum(map(len, tokens)), sum(map(bool, tokens)))
@@ -215,7 +215,7 @@ def test_library_readers_end_lines_at_newline_only(odd_lines, tmp_path):
     assert stats.n_tokens == sum(map(len, tokens))
     vocab = Vocabulary(vocab_file, validate_file=True)
     assert list(LMDataset(str(odd_lines), vocab, test=True).iter_tokens()) == tokens
-    from bilm.model import _count_lines, _read_sentences, _sentence_to_index
+    from bilm.inference.model import _count_lines, _read_sentences, _sentence_to_index
 
     assert _count_lines(str(odd_lines)) == len(LINES)
     assert list(_read_sentences(str(odd_lines))) == tokens
@@ -226,22 +226,22 @@ def test_library_readers_end_lines_at_newline_only(odd_lines, tmp_path):
 def test_allennlp_vocabulary_ends_tokens_at_newline_only(tmp_path, monkeypatch):
     """AllenNLP writes tokens.txt one token a line and reads it back split at "\\n" only:
     a token holding U+2028 or NEL is one token, or every later id shifts."""
-    import bilm.torch_weights
-    from bilm.allennlp import read_archive
+    import bilm.io.torch_pickle
+    from bilm.io.allennlp import read_archive
 
     tokens = ["@@UNKNOWN@@", "the", "a\u2028b", "c\x85d", "e\rf", "g"]
     (tmp_path / "vocabulary").mkdir()
     (tmp_path / "vocabulary" / "tokens.txt").write_bytes(("\n".join(tokens) + "\n").encode())
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "weights.th").write_bytes(b"")
-    monkeypatch.setattr(bilm.torch_weights, "load_torch_state_dict", lambda *a, **k: {})
+    monkeypatch.setattr(bilm.io.torch_pickle, "load_torch_state_dict", lambda *a, **k: {})
     assert read_archive(tmp_path).tokens == tokens
 
 
 @pytest.fixture(scope="module")
 def odd_run(odd_lines, tmp_path_factory) -> dict[str, Path]:
     """A one-batch training run on text with those lines."""
-    from bilm.training import start_training
+    from bilm.training.core import start_training
 
     d = tmp_path_factory.mktemp("odd_run")
     (d / "train.txt").write_bytes(odd_lines.read_bytes() * 10)
@@ -441,13 +441,13 @@ def test_a_shard_without_newlines_trains_in_bounded_memory(tmp_path):
 # -- 13: a Transformer's evaluation is bounded by tokens ----------------------------------------
 
 def test_transformer_evaluation_and_scoring_are_bounded_by_tokens(tmp_path, monkeypatch):
-    import bilm.scoring
+    import bilm.evaluation
     from bilm import BiLMOptions
     from bilm.data import UnicodeCharsVocabulary
     from bilm.data.sentences import SentenceDataset
-    from bilm.lm import LanguageModel
-    from bilm.scoring import score_sentences
-    from bilm.training import _sentence_perplexity
+    from bilm.evaluation import score_sentences
+    from bilm.model.lm import LanguageModel
+    from bilm.training.core import _sentence_perplexity
 
     n_vocab = 6000
     budget = (1 << 24) // n_vocab  # at most 16M logits a direction (64 MB) in a batch
@@ -482,13 +482,13 @@ def test_transformer_evaluation_and_scoring_are_bounded_by_tokens(tmp_path, monk
     np.testing.assert_allclose(perplexity, small, rtol=1e-5)
 
     scored: list[tuple[int, int]] = []
-    sentence_batch = bilm.scoring.sentence_batch
+    sentence_batch = bilm.evaluation.sentence_batch
 
     def spy_scores(vocab, batch):
         scored.append((len(batch), max(map(len, batch)) + 2))
         return sentence_batch(vocab, batch)
 
-    monkeypatch.setattr(bilm.scoring, "sentence_batch", spy_scores)
+    monkeypatch.setattr(bilm.evaluation, "sentence_batch", spy_scores)
     scores = list(score_sentences(lm, vocab, sentences))  # --batch-size 64
     assert max(rows * steps for rows, steps in scored) <= budget, scored
     alone = list(score_sentences(lm, vocab, sentences[:8], batch_size=1))
@@ -502,7 +502,7 @@ def test_transformer_evaluate_peak_memory_is_bounded(kjv, tmp_path):
     sentences at once took 4.7 GB on KJV's held-out), the same perplexity as in small
     batches."""
     from bilm.presets import preset
-    from bilm.training import start_training
+    from bilm.training.core import start_training
 
     options = preset("transformer-tiny")
     run = tmp_path / "run"

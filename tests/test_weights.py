@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from bilm import BidirectionalLanguageModel
-from bilm.encoder import BiLMEncoder
+from bilm.io.hdf5 import WeightFileError, load_weights, save_weights, weight_table
+from bilm.model.encoder import BiLMEncoder
 from bilm.options import BiLMOptions
-from bilm.weights import WeightFileError, load_weights, save_weights, weight_table
 from tests.conftest import TINY_OPTIONS, make_model_files
 
 CHAR = {"filters": [[1, 4], [2, 4]], "n_highway": 2, "embedding": {"dim": 3},
@@ -195,7 +195,7 @@ def test_virtual_dataset_refused(tiny_model, tmp_path):
 
 
 def test_embedding_file_checked_too(tmp_path):
-    from bilm.weights import read_embedding_file
+    from bilm.io.hdf5 import read_embedding_file
 
     path = tmp_path / "tokens.hdf5"
     with h5py.File(path, "w") as f:

@@ -8,8 +8,8 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 
-from bilm._io import Progress, atomic_path
 from bilm.data.dataset import read_lines
+from bilm.io.files import Progress, atomic_path
 
 __all__ = ["VocabStats", "build_vocab"]
 

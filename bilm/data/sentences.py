@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 
 def sentence_batch(vocab: Vocabulary, sentences: Sequence[Sequence[str]]) -> Batch:
-    """The ``"sentences"`` layout of :class:`~bilm.lm.LanguageModel`: ``token_ids`` (batch, T)
+    """The ``"sentences"`` layout of :class:`~bilm.model.lm.LanguageModel`: ``token_ids`` (batch, T)
     with ``<S>``/``</S>``, ``tokens_characters`` (batch, T, chars) training character ids
     (None for a word vocabulary) and ``lengths`` (batch,); T is the longest sentence plus 2
     (padding: id 0 and padding characters)."""

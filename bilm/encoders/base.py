@@ -7,9 +7,9 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from bilm.layers.dropout import Rows
+from bilm.io.hdf5 import WeightEntry
+from bilm.nn.dropout import Rows
 from bilm.options import EncoderOptions
-from bilm.weights import WeightEntry
 
 __all__ = ["Contextualizer", "State"]
 
@@ -64,8 +64,8 @@ class Contextualizer(keras.layers.Layer):
                 length (the same results; dynamic shapes, so never under XLA). Recurrent
                 encoders gain from it; others may ignore it.
             rows: in a replicated training step, where the batch's rows lie in the global
-                batch (:data:`bilm.layers.dropout.Rows`): every dropout mask must follow the
-                global row (:func:`bilm.layers.dropout.stateless_dropout`), so that N
+                batch (:data:`bilm.nn.dropout.Rows`): every dropout mask must follow the
+                global row (:func:`bilm.nn.dropout.stateless_dropout`), so that N
                 replicas x b rows train as one replica x N*b rows. None: the whole batch.
         Returns:
             per layer (n_directions, batch, T, width), each direction aligned to the sentence's

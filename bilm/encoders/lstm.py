@@ -6,10 +6,10 @@ from __future__ import annotations
 import tensorflow as tf
 
 from bilm.encoders.base import Contextualizer
-from bilm.layers.dropout import Rows
-from bilm.layers.lstm import ProjectedLSTM
+from bilm.io.hdf5 import WeightEntry
+from bilm.nn.dropout import Rows
+from bilm.nn.lstm import ProjectedLSTM
 from bilm.options import LSTMOptions
-from bilm.weights import WeightEntry
 
 __all__ = ["LSTMContextualizer", "LSTMState"]
 
@@ -62,7 +62,7 @@ class LSTMContextualizer(Contextualizer):
             skip_finished_rows: compute only the rows still inside their sentence at each
                 step (see :meth:`ProjectedLSTM.call`).
             rows: where the batch's rows lie in a replicated step's global batch (the
-                dropout masks follow the global row; :data:`bilm.layers.dropout.Rows`).
+                dropout masks follow the global row; :data:`bilm.nn.dropout.Rows`).
         Returns:
             per layer outputs (n_directions, T, batch, width), and final states.
         """

@@ -24,10 +24,10 @@ import numpy as np
 import tensorflow as tf
 
 from bilm.encoders.base import Contextualizer
-from bilm.layers.dropout import Rows, stateless_dropout
-from bilm.layers.layer_norm import layer_norm
+from bilm.io.hdf5 import WeightEntry
+from bilm.nn.dropout import Rows, stateless_dropout
+from bilm.nn.layer_norm import layer_norm
 from bilm.options import TransformerOptions
-from bilm.weights import WeightEntry
 
 __all__ = ["TransformerContextualizer", "positional_encoding"]
 

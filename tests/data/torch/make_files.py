@@ -1,6 +1,6 @@
 """Regenerate the PyTorch test files in this folder WITH REAL TORCH (not part of the test run).
 
-The tests read these files without torch (``bilm.torch_weights``); this script is how they were
+The tests read these files without torch (``bilm.io.torch_pickle``); this script is how they were
 made, and it checks with ``torch.load`` that torch itself reads them back to the saved arrays::
 
     python3 -m venv /tmp/torchenv

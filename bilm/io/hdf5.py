@@ -1,7 +1,7 @@
 """Weight I/O: HDF5 weight files and TF1 checkpoints, through one table.
 
 :func:`weight_table` lists every encoder variable beside its HDF5 dataset and TF1 checkpoint
-variable: the token embedder's entries (:meth:`bilm.token_embedder.TokenEmbedder.
+variable: the token embedder's entries (:meth:`bilm.model.token_embedder.TokenEmbedder.
 weight_entries`) then the contextualizer's (:mod:`bilm.encoders`), each declared explicitly
 where the variable is made. Readers, writers, checkpoints and the set of trained variables
 only walk that table (plus the softmax), so no variable can be missed.
@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 import h5py
 import numpy as np
 
-from bilm._io import atomic_path, check_free_space
+from bilm.io.files import atomic_path, check_free_space
 
 if TYPE_CHECKING:  # reading HDF5 files needs no TensorFlow (the command line lists them first)
-    from bilm.encoder import BiLMEncoder
+    from bilm.model.encoder import BiLMEncoder
 
 __all__ = [
     "WeightEntry",
@@ -284,7 +284,7 @@ def load_weights(encoder: BiLMEncoder, weight_file: str | os.PathLike[str],
 def save_weights(encoder: BiLMEncoder, outfile: str | os.PathLike[str],
                  overwrite: bool = True) -> None:
     """Write ``encoder``'s weights in bilm-tf's HDF5 layout (atomically; an existing
-    ``outfile`` is replaced only when ``overwrite``, see :func:`~bilm._io.atomic_path`). An
+    ``outfile`` is replaced only when ``overwrite``, see :func:`~bilm.io.files.atomic_path`). An
     entry's alias is written too, as an HDF5 hard link (a 1-layer LSTM's cells under both
     AllenNLP's ``MultiRNNCell/Cell0`` names and the plain ``LSTMCell`` names bilm-tf's
     reader expects)."""
@@ -299,7 +299,7 @@ def save_weights(encoder: BiLMEncoder, outfile: str | os.PathLike[str],
 
 
 def training_variables(lm) -> dict[str, object]:
-    """Every trainable variable of a :class:`~bilm.lm.LanguageModel` by a stable checkpoint
+    """Every trainable variable of a :class:`~bilm.model.lm.LanguageModel` by a stable checkpoint
     name (``encoder/<table name>`` or ``softmax/W|b``), one entry per variable."""
     names: dict[str, object] = {}
     for entry in weight_table(lm.encoder):

@@ -18,9 +18,9 @@ import math
 import keras
 import tensorflow as tf
 
-from bilm.encoder import BiLMEncoder, State
-from bilm.layers.dropout import Rows, stateless_dropout
-from bilm.layers.sampled_softmax import log_uniform_unique_sample, sampled_softmax_loss_static
+from bilm.model.encoder import BiLMEncoder, State
+from bilm.nn.dropout import Rows, stateless_dropout
+from bilm.nn.sampled_softmax import log_uniform_unique_sample, sampled_softmax_loss_static
 from bilm.options import BiLMOptions
 
 __all__ = ["LanguageModel"]

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
-from bilm.layers.dropout import Rows, stateless_dropout
-from bilm.layers.matmul import matmul
+from bilm.nn.dropout import Rows, stateless_dropout
+from bilm.nn.matmul import matmul
 
 FORGET_BIAS = 1.0  # added at run time, never stored (TF1 LSTMCell)
 
@@ -29,7 +29,7 @@ def per_direction_matmul(x: tf.Tensor, w: Weights, w_t: Weights | None = None) -
     Separate matmuls, stacked: on CPU they run 10-25% faster than one BatchMatMul at the
     per-step sizes of an LSTM (measured, TF 2.21). ``w`` is a (d, n, m) tensor or a list of d
     (n, m) matrices (sliced once, outside a loop). With ``w_t``, w transposed ((d, m, n) or a
-    list), the gradient for x reads it instead of w (:func:`bilm.layers.matmul.matmul`).
+    list), the gradient for x reads it instead of w (:func:`bilm.nn.matmul.matmul`).
     """
     d = len(w) if isinstance(w, (list, tuple)) else w.shape[0]
     if w_t is None:
@@ -109,7 +109,7 @@ class ProjectedLSTM(keras.layers.Layer):
             input_dropout: drop rate on the layer input (training only).
             dropout_seed: (2,) int seed for stateless (reproducible, resumable) dropout.
             dropout_rows: where this batch's rows lie in the global batch of a replicated
-                step (:data:`bilm.layers.dropout.Rows`): the mask follows the global row.
+                step (:data:`bilm.nn.dropout.Rows`): the mask follows the global row.
             skip_finished_rows: with ``lengths``, compute each step for the rows still inside
                 their sentence only (:meth:`_run_active_rows`): the same results, less work
                 for batches of mixed lengths; dynamic shapes, so not under XLA.

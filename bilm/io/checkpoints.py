@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 
-from bilm.run import RunError
+from bilm.training.run_folder import RunError
 
 __all__ = ["CheckpointError", "restore_first_intact"]
 

@@ -33,8 +33,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from bilm._io import _pid_alive, atomic_path
 from bilm.data.vocabulary import Vocabulary
+from bilm.io.files import _pid_alive, atomic_path
 
 __all__ = ["RunBusyError", "RunError", "RunLock", "RunState", "TrainingRun",
            "vocabulary_digest"]
@@ -348,7 +348,7 @@ _HOST = socket.gethostname()
 def writes_run() -> bool:
     """Whether this process writes into the run: True unless it is a non-chief worker of a
     cluster (TF_CONFIG's 'chief' task, else worker 0; SLURM's task 0), read from the
-    environment without TensorFlow, as :func:`bilm.distribute.is_chief` decides."""
+    environment without TensorFlow, as :func:`bilm.training.distribute.is_chief` decides."""
     raw = os.environ.get("TF_CONFIG")
     if raw:
         try:

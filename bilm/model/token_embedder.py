@@ -15,11 +15,11 @@ import math
 import keras
 import tensorflow as tf
 
-from bilm.layers.char_cnn import CharCNN
-from bilm.layers.highway import Highway
-from bilm.layers.layer_norm import LayerNorm
+from bilm.io.hdf5 import WeightEntry
+from bilm.nn.char_cnn import CharCNN
+from bilm.nn.highway import Highway
+from bilm.nn.layer_norm import LayerNorm
 from bilm.options import BiLMOptions
-from bilm.weights import WeightEntry
 
 __all__ = ["TokenEmbedder"]
 

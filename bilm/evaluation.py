@@ -63,7 +63,7 @@ class SentenceScore:
 def score_sentences(lm, vocab: Vocabulary, sentences: Iterable[Sequence[str]],
                     batch_size: int = 64, max_tokens: int | None = None,
                     ) -> Iterator[SentenceScore]:
-    """Score tokenized sentences with a :class:`~bilm.lm.LanguageModel` (full softmax, each
+    """Score tokenized sentences with a :class:`~bilm.model.lm.LanguageModel` (full softmax, each
     sentence on its own: from a zero state for a stateful encoder), in input order.
 
     Consecutive sentences are scored together, at most ``batch_size`` of them and at most

@@ -1,6 +1,6 @@
 """The biLM encoder, defined once for training, evaluation and inference.
 
-    token ids ──► token embedder (bilm.token_embedder: char CNN → highway → projection, or a
+    token ids ──► token embedder (bilm.model.token_embedder: char CNN → highway → projection, or a
                   word embedding)
               ──► contextualizer (bilm.encoders: LSTM stacks, or Transformer stacks)
 
@@ -13,8 +13,8 @@ import keras
 import tensorflow as tf
 
 from bilm.encoders import Contextualizer, State, build_contextualizer
+from bilm.model.token_embedder import TokenEmbedder
 from bilm.options import BiLMOptions
-from bilm.token_embedder import TokenEmbedder
 
 __all__ = ["COMPUTE_DTYPES", "BiLMEncoder", "State"]
 
@@ -72,7 +72,7 @@ class BiLMEncoder(keras.layers.Layer):
 
     def embed_tokens(self, ids: tf.Tensor, shifted: bool = True) -> tf.Tensor:
         """Context-independent token embeddings, (..., dim) float32: see
-        :meth:`bilm.token_embedder.TokenEmbedder.call`."""
+        :meth:`bilm.model.token_embedder.TokenEmbedder.call`."""
         return self.token_embedder(ids, shifted=shifted)
 
     def embed_unique_tokens(self, ids: tf.Tensor, shifted: bool = True) -> tf.Tensor:

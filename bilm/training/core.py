@@ -1,15 +1,16 @@
 """Training, evaluation and export of a biLM (bilm-tf's ``training.py``, on tf.distribute).
 
 ``train`` runs the one encoder (plus softmax) under the strategy of
-:func:`bilm.distribute.make_strategy`. Each step is deterministic given the seed and the step
-number (stateless dropout and negative sampling); the LSTM states and, through the run's
+:func:`bilm.training.distribute.make_strategy`. Each step is deterministic given the seed and
+the step number (stateless dropout and negative sampling); the LSTM states and, through the run's
 data history, the data position are restored on resume, so a resumed run continues exactly
 where it stopped. SIGINT, SIGTERM and SIGHUP save a checkpoint before stopping; checkpoints
 are saved only when every weight and accumulator is finite.
 
 The run-level functions (:func:`start_training`, :func:`resume_training`,
 :func:`evaluate_run`, :func:`load_run`) read and write a training directory
-(:mod:`bilm.run`); the command line and bilm-tf's ``bin/`` scripts are thin shells over them.
+(:mod:`bilm.training.run_folder`); the command line and bilm-tf's ``bin/`` scripts are thin
+shells over them.
 """
 
 from __future__ import annotations
@@ -36,19 +37,25 @@ from typing import Any, TypeVar
 import numpy as np
 import tensorflow as tf
 
-from bilm._io import DiskFullError, Progress, is_disk_full, output_error
-from bilm.checkpoints import restore_first_intact
 from bilm.data.dataset import BidirectionalLMDataset, LMDataset, read_lines
 from bilm.data.sentences import SentenceDataset
 from bilm.data.vocabulary import UnicodeCharsVocabulary, Vocabulary
-from bilm.distribute import chief_value, is_chief, is_multi_worker, make_strategy, replica_device
 from bilm.encoders import encoder_protocol
-from bilm.lm import LanguageModel
-from bilm.optimizers import Adagrad, combine_rows, make_optimizer, map_gradient
+from bilm.evaluation import eval_max_tokens
+from bilm.io.checkpoints import restore_first_intact
+from bilm.io.files import DiskFullError, Progress, is_disk_full, output_error
+from bilm.io.hdf5 import load_tf1_checkpoint, save_weights, training_variables
+from bilm.model.lm import LanguageModel
 from bilm.options import BiLMOptions, OptionsError, load_options, save_options
-from bilm.run import LOG_FILE, RunError, RunState, TrainingRun, owned, writes_run
-from bilm.scoring import eval_max_tokens
-from bilm.weights import load_tf1_checkpoint, save_weights, training_variables
+from bilm.training.distribute import (
+    chief_value,
+    is_chief,
+    is_multi_worker,
+    make_strategy,
+    replica_device,
+)
+from bilm.training.optimizers import Adagrad, combine_rows, make_optimizer, map_gradient
+from bilm.training.run_folder import LOG_FILE, RunError, RunState, TrainingRun, owned, writes_run
 
 __all__ = [
     "Adagrad",
@@ -672,7 +679,7 @@ def train(options: BiLMOptions | dict | str,
         n_gpus: replicas (GPUs, or CPU devices when there is no GPU); ``batch_size`` is per
             replica.
         tf_save_dir: the run: options.json, run.json, checkpoints (the last 2),
-            training_log.csv (see :mod:`bilm.run`).
+            training_log.csv (see :mod:`bilm.training.run_folder`).
         tf_log_dir: TensorBoard scalars.
         restart_ckpt_file: resume from this checkpoint (ours or bilm-tf's): weights, Adagrad
             accumulators, step; ours also restores the LSTM states (unless the global batch
@@ -688,13 +695,15 @@ def train(options: BiLMOptions | dict | str,
             SIGINT/SIGTERM/SIGHUP.
         log_every: batches between the entries of training_log.csv and TensorBoard.
         collective_timeout: in a cluster, seconds a gradient all-reduce waits for the other
-            workers before failing (default :data:`bilm.distribute.DEFAULT_COLLECTIVE_TIMEOUT`).
+            workers before failing (default
+            :data:`bilm.training.distribute.DEFAULT_COLLECTIVE_TIMEOUT`).
         restart_fallbacks: older checkpoints to resume from, newest first, when
             ``restart_ckpt_file`` is damaged (each is verified by restoring it; a warning
             names the damaged one).
         sparse_updates: Adagrad updates only the softmax (and word-embedding) rows a batch
-            touches (the same values as the dense update, see :mod:`bilm.optimizers`); False
-            applies dense, vocabulary-sized gradients (for comparisons).
+            touches (the same values as the dense update, see
+            :mod:`bilm.training.optimizers`); False applies dense, vocabulary-sized gradients
+            (for comparisons).
 
     Raises:
         TrainingError: a non-finite loss or weights (nothing non-finite is ever saved).
@@ -917,7 +926,7 @@ def train(options: BiLMOptions | dict | str,
 # -- trained runs: loading, evaluation, export -------------------------------------------------
 
 def load_language_model(options: BiLMOptions | dict | str, ckpt_file: str) -> LanguageModel:
-    """The :class:`~bilm.lm.LanguageModel` of a checkpoint (ours or bilm-tf's), weights only,
+    """The :class:`~bilm.model.lm.LanguageModel` of a checkpoint (ours or bilm-tf's), weights only,
     float32, on the first GPU or else the CPU (for evaluation, scoring and export)."""
     return _load_first_intact(options, [ckpt_file])[0]
 
@@ -925,7 +934,7 @@ def load_language_model(options: BiLMOptions | dict | str, ckpt_file: str) -> La
 def _load_first_intact(options: BiLMOptions | dict | str, candidates: Sequence[str],
                        where: str | None = None) -> tuple[LanguageModel, str]:
     """(language model, checkpoint) of the first of ``candidates`` (newest first) that
-    restores (:func:`bilm.checkpoints.restore_first_intact`)."""
+    restores (:func:`bilm.io.checkpoints.restore_first_intact`)."""
     options = _as_options(options)
     trainer = _Trainer(options, tf.distribute.OneDeviceStrategy(replica_device()),
                        for_training=False)
@@ -963,8 +972,8 @@ def load_run(save_dir: str, vocab_file: str | None = None,
 
     ``vocab_file`` defaults to the run's own copy; one given is checked against the run
     (its size must equal ``n_tokens_vocab``; its words, the recorded ones). ``checkpoint``
-    defaults to the latest. Raises :class:`~bilm.run.RunError` for a directory that is not a
-    run or a vocabulary that does not match.
+    defaults to the latest. Raises :class:`~bilm.training.run_folder.RunError` for a directory
+    that is not a run or a vocabulary that does not match.
     """
     run = TrainingRun(save_dir)
     run.check()
@@ -1017,7 +1026,7 @@ def _sentence_perplexity(lm: LanguageModel, data: SentenceDataset, batch_size: i
     AllenNLP's padded-batch figure, see docs/transformer.md): each sentence scored whole,
     full softmax, exp(1/2 (NLL_forward + NLL_backward) / N) over the N forward targets. A
     batch holds at most ``batch_size`` sentences and ``max_tokens`` rows x steps (default:
-    :func:`~bilm.scoring.eval_max_tokens`); the result does not depend on the batching (to
+    :func:`~bilm.evaluation.eval_max_tokens`); the result does not depend on the batching (to
     float rounding)."""
 
     @tf.function(reduce_retracing=True)
@@ -1054,7 +1063,7 @@ def test(options: BiLMOptions | dict | str, ckpt_file: str,
     the LSTM (unroll_steps 1, states carried across batches, full softmax; ``data`` an
     LMDataset), AllenNLP's for the transformer (sentences whole; ``data`` a test-mode
     SentenceDataset, in batches of at most ``batch_size`` sentences and ``max_tokens`` rows x
-    steps, default :func:`~bilm.scoring.eval_max_tokens`)."""
+    steps, default :func:`~bilm.evaluation.eval_max_tokens`)."""
     options = _as_options(options).replace(batch_size=batch_size, unroll_steps=1)
     return _evaluate(load_language_model(options, ckpt_file), options, data, batch_size,
                      progress, max_tokens)
@@ -1081,10 +1090,10 @@ def dump_weights(tf_save_dir: str, outfile: str, ckpt_file: str | None = None,
     "reduced ELMo"): their weights and values are the full model's (a Transformer's then lacks
     the top layer's normalization, which only the full model's top layer had).
     ``overwrite=False`` replaces neither file if it exists, not even one that another
-    process wrote meanwhile (:class:`~bilm._io.OutputExistsError`).
+    process wrote meanwhile (:class:`~bilm.io.files.OutputExistsError`).
     """
-    from bilm.encoder import BiLMEncoder
-    from bilm.weights import weight_table
+    from bilm.io.hdf5 import weight_table
+    from bilm.model.encoder import BiLMEncoder
 
     options = load_options(os.path.join(tf_save_dir, "options.json"))
     candidates = ([ckpt_file] if ckpt_file is not None

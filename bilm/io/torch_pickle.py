@@ -301,7 +301,7 @@ class _StorageTable:
             raise _FormatError(
                 f"storage {key!r} declares {numel:,} {storage_type.torch_name} elements "
                 f"({nbytes:,} bytes), more than a biLM's weights take "
-                f"(bilm.torch_weights.MAX_TOTAL_BYTES = {cap:,} bytes); refusing to read it"
+                f"(bilm.io.torch_pickle.MAX_TOTAL_BYTES = {cap:,} bytes); refusing to read it"
             )
         if self.roots.setdefault(key, (storage_type, numel)) != (storage_type, numel):
             raise _FormatError(f"storage {key!r} is described in two different ways")
@@ -394,7 +394,7 @@ def _check_views(tensors: dict[str, _Tensor]) -> None:
         if total > cap:
             raise _FormatError(
                 f"tensor {name!r} (size {size}) brings the tensors to {total:,} bytes, more "
-                f"than a biLM's weights take (bilm.torch_weights.MAX_TOTAL_BYTES = {cap:,} "
+                f"than a biLM's weights take (bilm.io.torch_pickle.MAX_TOTAL_BYTES = {cap:,} "
                 "bytes); refusing to read it"
             )
 
@@ -476,7 +476,7 @@ def _load_zip(file: BinaryIO) -> dict[str, np.ndarray]:
         if size > MAX_PICKLE_BYTES:
             raise _FormatError(
                 f"has a '{prefix}data.pkl' of {size:,} bytes, more than a state dict's pickle "
-                f"takes (bilm.torch_weights.MAX_PICKLE_BYTES = {MAX_PICKLE_BYTES:,})"
+                f"takes (bilm.io.torch_pickle.MAX_PICKLE_BYTES = {MAX_PICKLE_BYTES:,})"
             )
         pickled = _read_member(archive, prefix + "data.pkl", size)
         tensors = _check_state_dict(_unpickle(io.BytesIO(pickled), table))
@@ -664,7 +664,7 @@ def _load(file: BinaryIO, label: str, seekable: bool) -> dict[str, np.ndarray]:
                         if copy.tell() + len(piece) > limit:
                             raise _FormatError(
                                 f"holds more than {limit:,} bytes, more than a biLM's weights "
-                                "take (bilm.torch_weights.MAX_TOTAL_BYTES)"
+                                "take (bilm.io.torch_pickle.MAX_TOTAL_BYTES)"
                             )
                         copy.write(piece)
                     copy.seek(0)

@@ -11,12 +11,12 @@ import h5py
 import numpy as np
 import tensorflow as tf
 
-from bilm._io import Progress, atomic_path, check_free_space
 from bilm.data.batcher import Batcher, TokenBatcher, check_sentences
 from bilm.data.vocabulary import BOS, EOS, UnicodeCharsVocabulary
-from bilm.encoder import BiLMEncoder, State
+from bilm.io.files import Progress, atomic_path, check_free_space
+from bilm.io.hdf5 import load_weights, read_embedding_file
+from bilm.model.encoder import BiLMEncoder, State
 from bilm.options import BiLMOptions, OptionsError, load_options
-from bilm.weights import load_weights, read_embedding_file
 
 __all__ = ["BidirectionalLanguageModel", "dump_bilm_embeddings", "dump_token_embeddings"]
 
@@ -49,7 +49,7 @@ def contextual_layers(encoder: BiLMEncoder, emb: tf.Tensor, lengths: tf.Tensor,
     """ELMo's layers from token embeddings: the one inference computation, for every encoder.
 
     Args:
-        encoder: a two-direction :class:`~bilm.encoder.BiLMEncoder`.
+        encoder: a two-direction :class:`~bilm.model.encoder.BiLMEncoder`.
         emb: (batch, T, dim) token embeddings with ``<S>``/``</S>`` included.
         lengths: (batch,) tokens per row, boundaries included (0 for padding rows).
         initial_states: a stateful encoder's carried state (the LSTM's per layer (c, h), each
@@ -429,7 +429,7 @@ def dump_token_embeddings(vocab_file: str | os.PathLike[str],
     ``outfile`` gets dataset ``embedding`` (n_vocab, dim), rows in file order; a
     token-input :class:`BidirectionalLanguageModel` reads it as ``embedding_weight_file``.
     The file is written atomically; ``overwrite=False`` never replaces an existing one, not
-    even one that another process wrote meanwhile (:class:`~bilm._io.OutputExistsError`).
+    even one that another process wrote meanwhile (:class:`~bilm.io.files.OutputExistsError`).
     """
     max_chars = _read_max_chars(options_file)
     vocab = UnicodeCharsVocabulary(vocab_file, max_chars)
@@ -550,7 +550,7 @@ def dump_bilm_embeddings(vocab_file: str | os.PathLike[str] | None,
     key (it holds every distinct line in memory while writing). ``precision="bfloat16"``
     computes in bfloat16 (see :class:`BidirectionalLanguageModel`); the file stays float32.
     ``overwrite=False`` never replaces an existing ``outfile``, not even one that another
-    process wrote meanwhile (:class:`~bilm._io.OutputExistsError`).
+    process wrote meanwhile (:class:`~bilm.io.files.OutputExistsError`).
     """
     _check_choice("layers", layers, LAYERS)
     _check_choice("pool", pool, POOLS)

@@ -28,7 +28,7 @@ import os
 
 import tensorflow as tf
 
-from bilm._io import atomic_dir
+from bilm.io.files import atomic_dir
 from bilm.keras import ELMoEmbedding
 
 __all__ = ["export_savedmodel"]

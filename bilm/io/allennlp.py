@@ -2,7 +2,7 @@
 
 An AllenNLP ``model.tar.gz`` (or its unpacked folder) holds ``config.json`` (hand-edited
 ones carry trailing commas: read leniently), ``weights.th`` (a PyTorch state dict, read by
-:mod:`bilm.torch_weights` without torch) and ``vocabulary/``. :func:`import_allennlp` turns
+:mod:`bilm.io.torch_pickle` without torch) and ``vocabulary/``. :func:`import_allennlp` turns
 it into a save directory that every command accepts like one of our training runs: a
 checkpoint with the softmax, ``options.json``, ``vocab.txt`` and ``run.json``.
 
@@ -88,7 +88,7 @@ class AllenNLPArchive:
 #: KB, an 800,000-word tokens.txt about 10 MB): a larger member is refused before it is read.
 MAX_TEXT_BYTES = 64 << 20
 #: The most bytes ``weights.th`` may hold: the tensors a biLM can hold
-#: (:data:`bilm.torch_weights.MAX_TOTAL_BYTES`, 4 GiB) and room for the pickle around them.
+#: (:data:`bilm.io.torch_pickle.MAX_TOTAL_BYTES`, 4 GiB) and room for the pickle around them.
 MAX_WEIGHTS_BYTES = (4 << 30) + (256 << 20)
 #: The most members an archive may list (AllenNLP writes about ten).
 MAX_MEMBERS = 10_000
@@ -130,7 +130,7 @@ def read_archive(path: str | os.PathLike[str]) -> AllenNLPArchive:
                                    "file; refusing to read it")
             if found.size > cap:
                 raise ArchiveError(f"{path}: {found.name} is {found.size:,} bytes, more than "
-                                   f"a biLM's archive holds there (bilm.allennlp.{setting} = "
+                                   f"a biLM's archive holds there (bilm.io.allennlp.{setting} = "
                                    f"{cap:,} bytes); refusing to read it")
             return found
 
@@ -147,11 +147,11 @@ def read_archive(path: str | os.PathLike[str]) -> AllenNLPArchive:
                                    f"archive?): {e}") from None
             if len(data) > cap:  # a file grown since it was listed
                 raise ArchiveError(f"{path}: {found.name} holds more than {cap:,} bytes "
-                                   "(bilm.allennlp.MAX_TEXT_BYTES); refusing to read it")
+                                   "(bilm.io.allennlp.MAX_TEXT_BYTES); refusing to read it")
             return bytes(data)
 
         def weights() -> dict[str, np.ndarray]:
-            from bilm.torch_weights import TorchWeightsError, load_torch_state_dict
+            from bilm.io.torch_pickle import TorchWeightsError, load_torch_state_dict
 
             found = member(_WEIGHTS, "the weights", MAX_WEIGHTS_BYTES, "MAX_WEIGHTS_BYTES")
             try:
@@ -228,7 +228,7 @@ def _tar_members(path: str, tar: tarfile.TarFile) -> Iterator[_Member]:
     for count, info in enumerate(tar, 1):
         if count > MAX_MEMBERS:
             raise ArchiveError(f"{path} lists more than {MAX_MEMBERS:,} members "
-                               "(bilm.allennlp.MAX_MEMBERS): not an AllenNLP model archive")
+                               "(bilm.io.allennlp.MAX_MEMBERS): not an AllenNLP model archive")
         yield _Member(info.name.removeprefix("./"), info.size, _tar_problem(info),
                       lambda info=info: _Stream(tar.extractfile(info)))
 
@@ -370,11 +370,11 @@ def _transpose(a: np.ndarray) -> np.ndarray:
 
 def archive_values(archive: AllenNLPArchive, lm) -> dict[int, np.ndarray]:
     """id(variable) -> value for every trained variable of ``lm`` (a
-    :class:`~bilm.lm.LanguageModel` built from :func:`options_from_config`), through one
+    :class:`~bilm.model.lm.LanguageModel` built from :func:`options_from_config`), through one
     explicit table of AllenNLP names; the direction-stacked transformer variables are filled
     direction by direction. Raises :class:`ArchiveError` for a missing, unexpected or
     misshapen weight."""
-    from bilm.weights import WeightEntry, weight_table
+    from bilm.io.hdf5 import WeightEntry, weight_table
 
     w = dict(archive.weights)
     _, name, _ = _model_parts(archive.config, archive.path)
@@ -507,8 +507,8 @@ def import_allennlp(archive_path: str | os.PathLike[str] | AllenNLPArchive,
 
     from bilm.data.vocabulary import Vocabulary
     from bilm.options import save_options
-    from bilm.run import RunState, TrainingRun, owned
-    from bilm.training import _Trainer
+    from bilm.training.core import _Trainer
+    from bilm.training.run_folder import RunState, TrainingRun, owned
 
     archive = (archive_path if isinstance(archive_path, AllenNLPArchive)
                else read_archive(archive_path))
