@@ -170,13 +170,9 @@ def _cmd_info(args: argparse.Namespace) -> None:
         _need_weights(args.weights)
     print(f"options: {args.options}")
     print(f"input: {'characters' if options.use_character_inputs else 'words'}")
-    enc = options.encoder
-    if options.lstm is not None:
-        print(f"lstm: {enc.n_layers} layers, dim {enc.dim}, projection {enc.projection_dim}, "
-              f"skip connections {enc.use_skip_connections}")
-    else:
-        print(f"{enc.type}: {enc.n_layers} layers, dim {enc.dim}, hidden {enc.hidden_dim}, "
-              f"{enc.n_heads} heads")
+    from bilm.encoders import describe_encoder
+
+    print(describe_encoder(options))
     if options.char_cnn is not None:
         cnn = options.char_cnn
         print(f"char_cnn: filters {[list(f) for f in cnn.filters]}, {cnn.n_highway} highway, "

@@ -13,8 +13,8 @@ import tensorflow as tf
 
 from bilm.data.sentences import sentence_batch
 from bilm.data.vocabulary import UnicodeCharsVocabulary, Vocabulary
-from bilm.io.hdf5 import training_variables, weight_table
-from bilm.model.lm import LanguageModel
+from bilm.model.lm import LanguageModel, training_variables
+from bilm.nn.layout import weight_table
 from bilm.options import BiLMOptions
 
 CHAR = {"filters": [[1, 4], [2, 4]], "embedding": {"dim": 4}, "max_characters_per_token": 10,

@@ -13,7 +13,7 @@ import tensorflow as tf
 from bilm import Batcher, BidirectionalLanguageModel, BiLMOptions
 from bilm.data import BidirectionalLMDataset, LMDataset, UnicodeCharsVocabulary
 from bilm.demo import unigram_perplexity
-from bilm.io.hdf5 import tf1_table
+from bilm.model.lm import tf1_table
 from bilm.training.core import _Trainer, dump_weights, load_vocab, train
 from bilm.training.core import test as evaluate
 from tests.conftest import ROOT

@@ -7,8 +7,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from bilm.io.hdf5 import WeightEntry
 from bilm.nn.dropout import Rows
+from bilm.nn.layout import WeightEntry
 from bilm.options import EncoderOptions
 
 __all__ = ["Contextualizer", "State"]

@@ -6,8 +6,8 @@ from __future__ import annotations
 import tensorflow as tf
 
 from bilm.encoders.base import Contextualizer
-from bilm.io.hdf5 import WeightEntry
 from bilm.nn.dropout import Rows
+from bilm.nn.layout import WeightEntry
 from bilm.nn.lstm import ProjectedLSTM
 from bilm.options import LSTMOptions
 

@@ -24,9 +24,9 @@ import numpy as np
 import tensorflow as tf
 
 from bilm.encoders.base import Contextualizer
-from bilm.io.hdf5 import WeightEntry
 from bilm.nn.dropout import Rows, stateless_dropout
 from bilm.nn.layer_norm import layer_norm
+from bilm.nn.layout import WeightEntry
 from bilm.options import TransformerOptions
 
 __all__ = ["TransformerContextualizer", "positional_encoding"]

@@ -374,7 +374,7 @@ def archive_values(archive: AllenNLPArchive, lm) -> dict[int, np.ndarray]:
     explicit table of AllenNLP names; the direction-stacked transformer variables are filled
     direction by direction. Raises :class:`ArchiveError` for a missing, unexpected or
     misshapen weight."""
-    from bilm.io.hdf5 import WeightEntry, weight_table
+    from bilm.nn.layout import WeightEntry, weight_table
 
     w = dict(archive.weights)
     _, name, _ = _model_parts(archive.config, archive.path)

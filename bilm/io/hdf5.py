@@ -12,16 +12,14 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
 
 from bilm.io.files import atomic_path, check_free_space
+from bilm.nn.layout import WeightEntry, WeightOwner, weight_table
 
-if TYPE_CHECKING:  # reading HDF5 files needs no TensorFlow (the command line lists them first)
-    from bilm.model.encoder import BiLMEncoder
+# No TensorFlow at import: reading HDF5 files needs none (the command line lists them first).
 
 __all__ = [
     "WeightEntry",
@@ -36,41 +34,6 @@ __all__ = [
 
 class WeightFileError(ValueError):
     """A weight file lacks a dataset, holds an unexpected one, or a shape does not match."""
-
-
-@dataclass(frozen=True)
-class WeightEntry:
-    """One stored tensor: ``variable[direction]`` (or the whole variable) <-> file keys."""
-
-    variable: object  # a keras.Variable of the encoder
-    h5_key: str
-    tf1_key: str
-    direction: int | None = None  # index into a direction-stacked variable
-    alias: str | None = None  # another HDF5 key read for it (e.g. bilm-tf's 1-layer names)
-    name: str | None = None  # the variable's checkpoint name (one for all its directions)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        shape = tuple(self.variable.shape)
-        return shape[1:] if self.direction is not None else shape
-
-    def get(self) -> np.ndarray:
-        value = self.variable.numpy()
-        return value[self.direction] if self.direction is not None else value
-
-    def set(self, value: np.ndarray) -> None:
-        if self.direction is None:
-            self.variable.assign(value)
-        else:
-            full = self.variable.numpy()
-            full[self.direction] = value
-            self.variable.assign(full)
-
-
-def weight_table(encoder: BiLMEncoder) -> list[WeightEntry]:
-    """Every weight of ``encoder`` with its HDF5 key and TF1 checkpoint name."""
-    return [*encoder.token_embedder.weight_entries(),
-            *encoder.contextualizer.weight_entries()]
 
 
 def _walk(group: h5py.Group, prefix: str = ""):
@@ -231,7 +194,7 @@ def read_embedding_file(path: str | os.PathLike[str]) -> np.ndarray:
 _IGNORED = ("softmax/",)
 
 
-def load_weights(encoder: BiLMEncoder, weight_file: str | os.PathLike[str],
+def load_weights(encoder: WeightOwner, weight_file: str | os.PathLike[str],
                  embedding_weight_file: str | os.PathLike[str] | None = None) -> None:
     """Assign every weight of ``encoder`` from a bilm-tf HDF5 file.
 
@@ -270,7 +233,8 @@ def load_weights(encoder: BiLMEncoder, weight_file: str | os.PathLike[str],
             entry.set(value)
         expected = {e.h5_key for e in table} | {e.alias for e in table if e.alias}
         ignored = _IGNORED
-        if not encoder.use_character_inputs:  # a token-input model of a char-CNN biLM
+        # a token-input model of a char-CNN biLM
+        if not getattr(encoder, "use_character_inputs", True):
             ignored += ("char_embed", "CNN")
         unexpected = sorted(k for k in present - expected
                             if not k.startswith(ignored) and k != "embedding")
@@ -281,7 +245,7 @@ def load_weights(encoder: BiLMEncoder, weight_file: str | os.PathLike[str],
             )
 
 
-def save_weights(encoder: BiLMEncoder, outfile: str | os.PathLike[str],
+def save_weights(encoder: WeightOwner, outfile: str | os.PathLike[str],
                  overwrite: bool = True) -> None:
     """Write ``encoder``'s weights in bilm-tf's HDF5 layout (atomically; an existing
     ``outfile`` is replaced only when ``overwrite``, see :func:`~bilm.io.files.atomic_path`). An
@@ -298,29 +262,10 @@ def save_weights(encoder: BiLMEncoder, outfile: str | os.PathLike[str],
                 f[entry.alias] = f[entry.h5_key]
 
 
-def training_variables(lm) -> dict[str, object]:
-    """Every trainable variable of a :class:`~bilm.model.lm.LanguageModel` by a stable checkpoint
-    name (``encoder/<table name>`` or ``softmax/W|b``), one entry per variable."""
-    names: dict[str, object] = {}
-    for entry in weight_table(lm.encoder):
-        names.setdefault(f"encoder/{entry.name or entry.h5_key}", entry.variable)
-    if lm.softmax_w is not None:
-        names["softmax/W"] = lm.softmax_w
-    names["softmax/b"] = lm.softmax_b
-    return names
-
-
-def tf1_table(lm) -> list[WeightEntry]:
-    """:func:`weight_table` plus the softmax, for reading bilm-tf TF1 training checkpoints."""
-    table = weight_table(lm.encoder)
-    if lm.softmax_w is not None:
-        table.append(WeightEntry(lm.softmax_w, "softmax/W", "lm/softmax/W"))
-    table.append(WeightEntry(lm.softmax_b, "softmax/b", "lm/softmax/b"))
-    return table
-
-
-def load_tf1_checkpoint(lm, path: str, slots: dict[int, object] | None = None) -> int:
-    """Restore a bilm-tf (TF1) training checkpoint into ``lm`` without TF1.
+def load_tf1_checkpoint(table: list[WeightEntry], path: str,
+                        slots: dict[int, object] | None = None) -> int:
+    """Restore a bilm-tf (TF1) training checkpoint into ``table``'s variables (a language
+    model's :func:`~bilm.model.lm.tf1_table`) without TF1.
 
     ``slots`` maps ``id(variable)`` to its Adagrad accumulator, restored from
     ``<name>/Adagrad`` when present. Returns the checkpoint's ``global_step`` (0 if absent).
@@ -341,7 +286,7 @@ def load_tf1_checkpoint(lm, path: str, slots: dict[int, object] | None = None) -
                                   f"the options imply {expected}")
         return value
 
-    for entry in tf1_table(lm):
+    for entry in table:
         entry.set(read(entry.tf1_key, entry.shape))
         slot = (slots or {}).get(id(entry.variable))
         if slot is not None and f"{entry.tf1_key}/Adagrad" in shapes:

@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from bilm.encoders import Contextualizer, State, build_contextualizer
 from bilm.model.token_embedder import TokenEmbedder
+from bilm.nn.layout import WeightEntry
 from bilm.options import BiLMOptions
 
 __all__ = ["COMPUTE_DTYPES", "BiLMEncoder", "State"]
@@ -82,3 +83,8 @@ class BiLMEncoder(keras.layers.Layer):
     def initial_state(self, batch_size: int | tf.Tensor) -> State:
         """The contextualizer's zero state (None for a stateless one)."""
         return self.contextualizer.initial_state(batch_size)
+
+    def weight_entries(self) -> list[WeightEntry]:
+        """Every weight with its HDF5 key and TF1 name: the token embedder's, then the
+        contextualizer's (the export layout)."""
+        return [*self.token_embedder.weight_entries(), *self.contextualizer.weight_entries()]

@@ -20,10 +20,11 @@ import tensorflow as tf
 
 from bilm.model.encoder import BiLMEncoder, State
 from bilm.nn.dropout import Rows, stateless_dropout
+from bilm.nn.layout import WeightEntry, weight_table
 from bilm.nn.sampled_softmax import log_uniform_unique_sample, sampled_softmax_loss_static
 from bilm.options import BiLMOptions
 
-__all__ = ["LanguageModel"]
+__all__ = ["LanguageModel", "tf1_table", "training_variables"]
 
 
 def _fold(seed: tf.Tensor, k: int) -> tf.Tensor:
@@ -314,3 +315,24 @@ def _add(a, b):
         return tf.IndexedSlices(tf.concat([a.values, b.values], 0),
                                 tf.concat([a.indices, b.indices], 0), a.dense_shape)
     return tf.convert_to_tensor(a) + tf.convert_to_tensor(b)
+
+
+def training_variables(lm: LanguageModel) -> dict[str, object]:
+    """Every trainable variable of a :class:`LanguageModel` by a stable checkpoint
+    name (``encoder/<table name>`` or ``softmax/W|b``), one entry per variable."""
+    names: dict[str, object] = {}
+    for entry in weight_table(lm.encoder):
+        names.setdefault(f"encoder/{entry.name or entry.h5_key}", entry.variable)
+    if lm.softmax_w is not None:
+        names["softmax/W"] = lm.softmax_w
+    names["softmax/b"] = lm.softmax_b
+    return names
+
+
+def tf1_table(lm: LanguageModel) -> list[WeightEntry]:
+    """:func:`weight_table` plus the softmax, for reading bilm-tf TF1 training checkpoints."""
+    table = weight_table(lm.encoder)
+    if lm.softmax_w is not None:
+        table.append(WeightEntry(lm.softmax_w, "softmax/W", "lm/softmax/W"))
+    table.append(WeightEntry(lm.softmax_b, "softmax/b", "lm/softmax/b"))
+    return table

@@ -15,10 +15,10 @@ import math
 import keras
 import tensorflow as tf
 
-from bilm.io.hdf5 import WeightEntry
 from bilm.nn.char_cnn import CharCNN
 from bilm.nn.highway import Highway
 from bilm.nn.layer_norm import LayerNorm
+from bilm.nn.layout import WeightEntry
 from bilm.options import BiLMOptions
 
 __all__ = ["TokenEmbedder"]

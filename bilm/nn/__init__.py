@@ -1,8 +1,12 @@
-"""Network building blocks (one concept per file)."""
+"""Network building blocks (one concept per file), and the weight-table type every network
+declares its stored weights with (``layout``, no TensorFlow)."""
 
-from bilm.nn.char_cnn import CharCNN
-from bilm.nn.highway import Highway
-from bilm.nn.lstm import ProjectedLSTM
-from bilm.nn.scalar_mix import ScalarMix
+from __future__ import annotations
 
-__all__ = ["CharCNN", "Highway", "ProjectedLSTM", "ScalarMix"]
+from bilm._lazy import lazy_exports
+
+_EXPORTS = {"CharCNN": "bilm.nn.char_cnn", "Highway": "bilm.nn.highway",
+            "ProjectedLSTM": "bilm.nn.lstm", "ScalarMix": "bilm.nn.scalar_mix",
+            "WeightEntry": "bilm.nn.layout"}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

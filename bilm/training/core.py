@@ -40,12 +40,12 @@ import tensorflow as tf
 from bilm.data.dataset import BidirectionalLMDataset, LMDataset, read_lines
 from bilm.data.sentences import SentenceDataset
 from bilm.data.vocabulary import UnicodeCharsVocabulary, Vocabulary
-from bilm.encoders import encoder_protocol
+from bilm.encoders import encoder_protocol, truncated_encoder
 from bilm.evaluation import eval_max_tokens
 from bilm.io.checkpoints import restore_first_intact
 from bilm.io.files import DiskFullError, Progress, is_disk_full, output_error
-from bilm.io.hdf5 import load_tf1_checkpoint, save_weights, training_variables
-from bilm.model.lm import LanguageModel
+from bilm.io.hdf5 import load_tf1_checkpoint, save_weights
+from bilm.model.lm import LanguageModel, tf1_table, training_variables
 from bilm.options import BiLMOptions, OptionsError, load_options, save_options
 from bilm.training.distribute import (
     chief_value,
@@ -508,7 +508,7 @@ class _Trainer:
         slots = {}
         if isinstance(self.optimizer, Adagrad) and not weights_only:  # bilm-tf's slots
             slots = {id(v): self.optimizer.accumulators[n] for n, v in self.variables.items()}
-        step = load_tf1_checkpoint(self.lm, path, slots)
+        step = load_tf1_checkpoint(tf1_table(self.lm), path, slots)
         self.step.assign(step)
         logger.info("restored bilm-tf checkpoint %s (step %d)", path, step)
 
@@ -1107,10 +1107,7 @@ def dump_weights(tf_save_dir: str, outfile: str, ckpt_file: str | None = None,
     if n_layers is not None and n_layers != options.n_layers:
         if not 1 <= n_layers <= options.n_layers:
             raise ValueError(f"n_layers must be in [1, {options.n_layers}], got {n_layers}")
-        changes = {"n_layers": n_layers}
-        if options.encoder_type == "transformer":
-            changes["final_norm"] = False
-        inference = inference.replace(encoder=dataclasses.replace(options.encoder, **changes))
+        inference = inference.replace(encoder=truncated_encoder(options, n_layers))
         full = {e.h5_key: e for e in weight_table(encoder)}
         reduced = BiLMEncoder(inference, n_word_vocab=options.n_tokens_vocab)
         for entry in weight_table(reduced):
