@@ -34,7 +34,7 @@ KJV = ROOT.parent / "shared" / "corpus" / "kjv"
 def embed_all(options_file, weight_file, sentences, precision: str):
     import numpy as np
 
-    from bilm.inference.model import BidirectionalLanguageModel
+    from bilm.inference.language_model import BidirectionalLanguageModel
 
     model = BidirectionalLanguageModel(options_file, weight_file, stateful=False,
                                        precision=precision)

@@ -113,7 +113,7 @@ def embed(args) -> dict:
 
 def train(args) -> dict:
     tf1, bilm = import_bilm_tf()
-    from bilm.training.core import train as bilm_train  # bilm-tf's train()
+    from bilm.training import train as bilm_train  # bilm-tf's train()
 
     with open(args.options) as f:
         options = json.load(f)

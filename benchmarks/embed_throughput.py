@@ -63,7 +63,7 @@ def shape_options(name: str) -> dict:
 
 def write_model(name: str, tmp: str) -> tuple[str, str]:
     """Random-weight options and HDF5 weights of a shape (bilm-tf's file formats)."""
-    from bilm.io.hdf5 import save_weights
+    from bilm.io.weights import save_weights
     from bilm.model.encoder import BiLMEncoder
     from bilm.options import BiLMOptions
 
@@ -86,7 +86,7 @@ def time_ours(args) -> dict:
     import tensorflow as tf
 
     from bilm.data import Batcher
-    from bilm.inference.model import BidirectionalLanguageModel
+    from bilm.inference.language_model import BidirectionalLanguageModel
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)

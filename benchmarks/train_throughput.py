@@ -139,7 +139,7 @@ def main() -> None:
     import tensorflow as tf
 
     from bilm.data import BidirectionalLMDataset
-    from bilm.training.core import load_vocab, test, train
+    from bilm.training import load_vocab, test, train
 
     sys.path.insert(0, str(HERE))
     from roofline import matmul_ceiling
@@ -151,7 +151,7 @@ def main() -> None:
     skipped = _Skipped()
     logging.getLogger("bilm").addHandler(skipped)
     logging.getLogger("bilm").setLevel(logging.INFO)
-    logging.getLogger("bilm.training.core").setLevel(logging.DEBUG)  # overflow-skipped steps
+    logging.getLogger("bilm.training.loop").setLevel(logging.DEBUG)  # overflow-skipped steps
     vocab_file = str(KJV / "vocab.txt")
     if args.vocab_size:
         words = (KJV / "vocab.txt").read_text(encoding="utf-8").split()

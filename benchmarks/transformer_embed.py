@@ -5,7 +5,7 @@ One run, one CPU, the same weights on both sides: AllenNLP builds a random-weigh
 filters [[1,32],[2,32],[3,64],[4,128],[5,256],[6,512],[7,1024]], 2 highways, projection to
 512 after the highways, layer norm; ``bidirectional_language_model_transformer`` 512/2048,
 6 layers) and saves it as a ``model.tar.gz``; bilm imports that archive
-(``bilm.io.allennlp.import_allennlp``) and exports it (``bilm.training.core.dump_weights``). Before
+(``bilm.io.allennlp.import_allennlp``) and exports it (``bilm.export.dump_weights``). Before
 any timing both sides embed the first ``--check-sentences`` held-out sentences and the run
 stops unless every layer agrees to ``--tolerance`` (1e-4; AllenNLP's character ids must equal
 ``Batcher``'s exactly). Then, each in a fresh process (so that each peak RSS is its own):
@@ -215,7 +215,7 @@ def ours_worker(args: argparse.Namespace) -> dict:
 def ours_random_weights(config: dict, work: Path) -> tuple[Path, Path]:
     """--ours-only: the same shape with bilm's own random initialisation."""
     from bilm.io.allennlp import options_from_config
-    from bilm.io.hdf5 import save_weights
+    from bilm.io.weights import save_weights
     from bilm.model.encoder import BiLMEncoder
     from bilm.options import save_options
 
@@ -312,8 +312,8 @@ def main() -> None:
     configure_tf(args.threads, args.inter_threads)
     import tensorflow as tf
 
+    from bilm.export import dump_weights
     from bilm.io.allennlp import import_allennlp
-    from bilm.training.core import dump_weights
 
     sentences = read_sentences(args.data, n_sentences)
     check = sentences[: args.check_sentences]

@@ -17,9 +17,9 @@ _EXPORTS = {
     "UnicodeCharsVocabulary": "bilm.data",
     "BiLMOptions": "bilm.options",
     "load_options": "bilm.options",
-    "BidirectionalLanguageModel": "bilm.inference.model",
-    "dump_token_embeddings": "bilm.inference.model",
-    "dump_bilm_embeddings": "bilm.inference.model",
+    "BidirectionalLanguageModel": "bilm.inference.language_model",
+    "dump_token_embeddings": "bilm.inference.dumps",
+    "dump_bilm_embeddings": "bilm.inference.dumps",
     "weight_layers": "bilm.elmo",
 }
 

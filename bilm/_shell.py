@@ -20,7 +20,7 @@ def user_message(error: BaseException) -> str | None:
     Every exception that reaches a program's top is sorted here, in one place.
     """
     from bilm.data.vocabulary import VocabularyError
-    from bilm.io.files import is_disk_full
+    from bilm.io.output_errors import is_disk_full
     from bilm.options import OptionsError
 
     if isinstance(error, (UserError, OptionsError, VocabularyError)):

@@ -21,6 +21,10 @@ import sysconfig
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bilm.data.vocabulary import Vocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -197,18 +201,9 @@ def neighbour_table(model, heldout_file: Path, queries, max_sentences: int = 600
     return "\n".join(lines)
 
 
-def run_demo(out: Path, corpus: Path | None = None, n_batches: int | None = None,
-             quick: bool = False, progress: bool = True) -> dict:
-    """Run the demo into ``out``; returns its figures (perplexities, paths)."""
-    import tensorflow as tf
-
-    from bilm.data import BidirectionalLMDataset
-    from bilm.data.build_vocab import build_vocab
-    from bilm.inference.model import BidirectionalLanguageModel
-    from bilm.presets import preset
-    from bilm.training.core import dump_weights, load_vocab, test, train
-
-    out.mkdir(parents=True, exist_ok=True)
+def _corpus_step(out: Path, corpus: Path | None, quick: bool) -> tuple[Path, list]:
+    """[1/6] Python's documentation as a corpus in ``out/corpus``, or the user's; the
+    corpus and its neighbour-table queries."""
     if corpus is None:
         corpus = out / "corpus"
         stats = build_corpus(corpus, max_chars=300_000 if quick else 4_000_000)
@@ -218,13 +213,25 @@ def run_demo(out: Path, corpus: Path | None = None, n_batches: int | None = None
     else:
         queries = KJV_QUERIES if "kjv" in str(corpus).lower() else []
         print(f"[1/6] corpus: {corpus}")
-    train_glob, heldout_glob = str(corpus / "train" / "*"), str(corpus / "heldout" / "*")
-    if not glob.glob(train_glob) or not glob.glob(heldout_glob):
-        raise FileNotFoundError(f"{corpus} needs train/* and heldout/* text files")
+    return corpus, queries
+
+
+def _vocab_step(out: Path, train_glob: str) -> Path:
+    """[2/6] The vocabulary: tokens seen twice or more."""
+    from bilm.data.build_vocab import build_vocab
+
     vocab_file = out / "vocab.txt"
     vstats = build_vocab(train_glob, vocab_file, min_count=2, progress=False)
     print(f"[2/6] vocabulary: {vstats.n_written:,} entries (tokens seen twice or more) -> "
           f"{vocab_file}")
+    return vocab_file
+
+
+def _demo_options(vocab_file: Path, quick: bool) -> tuple[dict, Vocabulary]:
+    """The tiny preset (smaller still with ``quick``) sized to the vocabulary; and the
+    vocabulary."""
+    from bilm.presets import preset
+    from bilm.training.inputs import load_vocab
 
     options = preset("tiny")
     if quick:
@@ -233,21 +240,41 @@ def run_demo(out: Path, corpus: Path | None = None, n_batches: int | None = None
         options.update(batch_size=16, n_negative_samples_batch=256)
     vocab = load_vocab(str(vocab_file), options["char_cnn"]["max_characters_per_token"])
     options["n_tokens_vocab"] = vocab.size
-    if n_batches is None:
-        n_batches = 200 if quick else 1500
-    save_dir = out / "checkpoints"
+    return options, vocab
+
+
+def _train_step(options: dict, vocab: Vocabulary, train_glob: str, out: Path, save_dir: Path,
+                n_batches: int, progress: bool) -> str:
+    """[3/6] Train the tiny biLM; its checkpoint."""
+    from bilm.data import BidirectionalLMDataset
+    from bilm.training.loop import train
+
     print(f"[3/6] training a tiny biLM ({options['lstm']['dim']} LSTM units, "
           f"{n_batches} batches of {options['batch_size']} x {options['unroll_steps']})")
-    ckpt = train(options, BidirectionalLMDataset(train_glob, vocab, shuffle_on_load=True,
-                                                 seed=0),
+    return train(options, BidirectionalLMDataset(train_glob, vocab, shuffle_on_load=True,
+                                                  seed=0),
                  1, str(save_dir), str(out / "logs"), n_batches=n_batches, seed=0,
                  log_every=max(n_batches // 30, 1), progress=progress)
+
+
+def _evaluate_step(save_dir: Path, ckpt: str, vocab: Vocabulary, train_glob: str, heldout_glob: str,
+                   quick: bool) -> tuple[float, float]:
+    """[4/6] Held-out perplexity, and the unigram baseline's."""
+    from bilm.data import BidirectionalLMDataset
+    from bilm.evaluation import test
 
     ppl = test(str(save_dir / "options.json"), ckpt,
                BidirectionalLMDataset(heldout_glob, vocab, test=True),
                batch_size=16 if quick else 64, progress=False)
     baseline = unigram_perplexity(train_glob, heldout_glob, vocab)
     print(f"[4/6] held-out perplexity {ppl:.1f} (unigram baseline {baseline:.1f})")
+    return ppl, baseline
+
+
+def _curve_step(out: Path, save_dir: Path, ppl: float,
+                baseline: float) -> tuple[Path, Path | None]:
+    """The training curve as ``training_curve.csv``, and as a PNG with matplotlib (else
+    None)."""
     curve = read_training_log(save_dir / "training_log.csv")
     curve_csv = out / "training_curve.csv"
     curve_csv.write_text("batch,train_perplexity\n"
@@ -257,22 +284,61 @@ def run_demo(out: Path, corpus: Path | None = None, n_batches: int | None = None
         plot = None
         logger.info("matplotlib is not installed: no training_curve.png (pip install "
                     "'bilm-tf2[plot]'); the curve is in %s", curve_csv)
+    return curve_csv, plot
+
+
+def _export_step(out: Path, save_dir: Path):  # -> (BidirectionalLanguageModel, Path)
+    """[5/6] Export the weights and reload them for inference."""
+    from bilm.export import dump_weights
+    from bilm.inference.language_model import BidirectionalLanguageModel
 
     weights = out / "model" / "weights.hdf5"
     dump_weights(str(save_dir), str(weights))
     model = BidirectionalLanguageModel(weights.parent / "options.json", weights,
                                        stateful=False)
     print(f"[5/6] exported and reloaded: {weights}")
+    return model, weights
+
+
+def _neighbours_step(model, heldout_glob: str, queries) -> str:
+    """[6/6] The neighbour table of the queries, printed; the table."""
     table = neighbour_table(model, Path(glob.glob(heldout_glob)[0]), queries)
     print("[6/6] the same word in different contexts, and its nearest held-out occurrences:")
     print(table or "      (no example contexts for this corpus)")
-    tf.keras.backend.clear_session()
+    return table
+
+
+def _print_artifacts(out: Path, plot: Path | None) -> None:
     print(f"\nArtifacts in {out}: vocab.txt, checkpoints/, model/weights.hdf5, "
           f"model/options.json, training_curve.csv{', training_curve.png' if plot else ''}, "
           "logs/ (TensorBoard)")
     print(f"Next: bilm info --options {out}/model/options.json --weights {out}/model/weights.hdf5\n"
           f"      bilm embed sentences.txt out.hdf5 --options {out}/model/options.json "
           f"--weights {out}/model/weights.hdf5")
+
+
+def run_demo(out: Path, corpus: Path | None = None, n_batches: int | None = None,
+             quick: bool = False, progress: bool = True) -> dict:
+    """Run the demo into ``out``; returns its figures (perplexities, paths)."""
+    import tensorflow as tf
+
+    out.mkdir(parents=True, exist_ok=True)
+    corpus, queries = _corpus_step(out, corpus, quick)
+    train_glob, heldout_glob = str(corpus / "train" / "*"), str(corpus / "heldout" / "*")
+    if not glob.glob(train_glob) or not glob.glob(heldout_glob):
+        raise FileNotFoundError(f"{corpus} needs train/* and heldout/* text files")
+    vocab_file = _vocab_step(out, train_glob)
+    options, vocab = _demo_options(vocab_file, quick)
+    if n_batches is None:
+        n_batches = 200 if quick else 1500
+    save_dir = out / "checkpoints"
+    ckpt = _train_step(options, vocab, train_glob, out, save_dir, n_batches, progress)
+    ppl, baseline = _evaluate_step(save_dir, ckpt, vocab, train_glob, heldout_glob, quick)
+    curve_csv, plot = _curve_step(out, save_dir, ppl, baseline)
+    model, weights = _export_step(out, save_dir)
+    table = _neighbours_step(model, heldout_glob, queries)
+    tf.keras.backend.clear_session()
+    _print_artifacts(out, plot)
     return {"perplexity": ppl, "unigram": baseline, "weights": str(weights),
             "plot": str(plot) if plot else None, "curve": str(curve_csv), "table": table}
 

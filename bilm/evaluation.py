@@ -1,17 +1,31 @@
-"""Per-sentence log-probabilities and perplexities under a trained biLM (``bilm score``)."""
+"""Evaluating a trained biLM from a loaded model (no trainer, no strategy): held-out
+perplexities (bilm-tf's ``test``, ``run_test.py``; ``bilm evaluate``) and per-sentence
+log-probabilities and perplexities (``bilm score``)."""
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import tensorflow as tf
 
-from bilm.data.sentences import sentence_batch
+from bilm.data.dataset import BidirectionalLMDataset, LMDataset
+from bilm.data.sentences import SentenceDataset, sentence_batch
 from bilm.data.vocabulary import Vocabulary
+from bilm.io.progress import Progress
+from bilm.model.lm import LanguageModel
+from bilm.options import BiLMOptions
+from bilm.training.inputs import _as_options, _dataset
+from bilm.training.run_folder import RunError
+from bilm.training.runs import load_language_model, load_run
 
-__all__ = ["EVAL_LOGITS", "SentenceScore", "eval_max_tokens", "score_sentences"]
+__all__ = ["EVAL_LOGITS", "SentenceScore", "eval_max_tokens", "evaluate_run",
+           "heldout_perplexity", "score_sentences", "test"]
+
+logger = logging.getLogger(__name__)
 
 # Most softmax logits (float32) one batch of whole sentences may take per direction when
 # scoring or evaluating: the full softmax over the vocabulary is the largest tensor, so a
@@ -27,6 +41,99 @@ def eval_max_tokens(batch_size: int, n_vocab: int) -> int:
     most :data:`EVAL_LOGITS` logits over an ``n_vocab``-word softmax."""
     return max(min(batch_size * 64, EVAL_LOGITS // max(n_vocab, 1)), 1)
 
+
+# -- held-out perplexity ---------------------------------------------------------------------------
+
+def _perplexity(lm: LanguageModel, data: BidirectionalLMDataset | LMDataset,
+                batch_size: int, progress: bool) -> float:
+    """bilm-tf's held-out perplexity: unroll_steps 1, LSTM states carried, full softmax,
+    exp of the mean batch loss (the mean of both directions for a biLM)."""
+
+    @tf.function
+    def eval_step(batch, states):
+        return lm(batch, states, training=False)
+
+    states = lm.zero_states(batch_size)
+    losses = []
+    with Progress("evaluate", unit="batches", enabled=progress) as bar:
+        for batch in data.iter_batches(batch_size, 1):
+            batch = {k: tf.constant(v) for k, v in batch.items() if v is not None}
+            loss, states = eval_step(batch, states)
+            losses.append(float(loss))
+            bar.update()
+    if not losses:
+        raise RunError(f"the held-out text is smaller than one batch of {batch_size} rows; "
+                       "lower the batch size")
+    perplexity = math.exp(float(np.mean(losses)))
+    logger.info("held-out perplexity %.2f over %d batches", perplexity, len(losses))
+    return perplexity
+
+
+def _sentence_perplexity(lm: LanguageModel, data: SentenceDataset, batch_size: int,
+                         progress: bool, max_tokens: int | None = None) -> float:
+    """AllenNLP's formula for held-out perplexity, over each sentence's own targets (not
+    AllenNLP's padded-batch figure, see docs/transformer.md): each sentence scored whole,
+    full softmax, exp(1/2 (NLL_forward + NLL_backward) / N) over the N forward targets. A
+    batch holds at most ``batch_size`` sentences and ``max_tokens`` rows x steps (default:
+    :func:`eval_max_tokens`); the result does not depend on the batching (to
+    float rounding)."""
+
+    @tf.function(reduce_retracing=True)
+    def logprobs(batch):
+        return tf.reduce_sum(lm.sentence_logprobs(batch), axis=1)  # shape (d,)
+
+    if max_tokens is None:
+        max_tokens = eval_max_tokens(batch_size, lm.options.n_tokens_vocab or 1)
+    total, n_targets = np.zeros(lm.n_directions), 0
+    with Progress("evaluate", unit="batches", enabled=progress) as bar:
+        for batch in data.iter_batches(batch_size, max_tokens=max_tokens):
+            n_targets += int(np.maximum(batch["lengths"] - 1, 0).sum())
+            total += logprobs({k: tf.constant(v) for k, v in batch.items()
+                               if v is not None}).numpy()
+            bar.update()
+    if not n_targets:
+        raise RunError(f"the held-out files matching {data.filepattern!r} hold no sentence")
+    perplexity = math.exp(-float(total.mean()) / n_targets)
+    logger.info("held-out perplexity %.2f over %d targets", perplexity, n_targets)
+    return perplexity
+
+
+def heldout_perplexity(lm: LanguageModel,
+                       data: BidirectionalLMDataset | LMDataset | SentenceDataset,
+                       batch_size: int = 256, progress: bool = True,
+                       max_tokens: int | None = None) -> float:
+    """Held-out perplexity of a loaded language model, by its encoder's protocol (see
+    :func:`test`)."""
+    if lm.protocol == "sentences":
+        return _sentence_perplexity(lm, data, batch_size, progress, max_tokens)
+    return _perplexity(lm, data, batch_size, progress)
+
+
+def test(options: BiLMOptions | dict | str, ckpt_file: str,
+         data: BidirectionalLMDataset | LMDataset | SentenceDataset, batch_size: int = 256,
+         progress: bool = True, max_tokens: int | None = None) -> float:
+    """Held-out perplexity (bilm-tf's ``test``), by the encoder's protocol: bilm-tf's for
+    the LSTM (unroll_steps 1, states carried across batches, full softmax; ``data`` an
+    LMDataset), AllenNLP's for the transformer (sentences whole; ``data`` a test-mode
+    SentenceDataset, in batches of at most ``batch_size`` sentences and ``max_tokens`` rows x
+    steps, default :func:`eval_max_tokens`)."""
+    options = _as_options(options).replace(batch_size=batch_size, unroll_steps=1)
+    return heldout_perplexity(load_language_model(options, ckpt_file), data, batch_size,
+                              progress, max_tokens)
+
+
+def evaluate_run(save_dir: str, test_prefix: str, vocab_file: str | None = None,
+                 batch_size: int = 256, progress: bool = True,
+                 max_tokens: int | None = None) -> float:
+    """Held-out perplexity of a run's latest checkpoint on the files matching
+    ``test_prefix`` (bilm-tf's ``run_test.py``), by the encoder's protocol (see
+    :func:`test`)."""
+    loaded = load_run(save_dir, vocab_file)
+    data = _dataset(loaded.options, test_prefix, loaded.vocab, None, test=True)
+    return heldout_perplexity(loaded.lm, data, batch_size, progress, max_tokens)
+
+
+# -- sentence scores ------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class SentenceScore:
@@ -100,3 +207,16 @@ def score_sentences(lm, vocab: Vocabulary, sentences: Iterable[Sequence[str]],
             buffer, steps = [], 0
     if buffer:
         yield from flush(buffer)
+
+
+def corpus_perplexity(scores: Iterable[SentenceScore]) -> float:
+    """The perplexity of a whole text from its sentences' scores (``bilm score``'s closing
+    line): exp of the total loss over the total predictions, each sentence's loss the mean of
+    its directions; 1.0 for no sentence."""
+    total_lp, total_n = 0.0, 0
+    for sc in scores:
+        bwd = sc.logprob_backward
+        directions = [sc.logprob_forward] + ([] if bwd is None else [bwd])
+        total_lp += sum(directions) / len(directions)
+        total_n += sc.n_predictions
+    return math.exp(-total_lp / max(total_n, 1))

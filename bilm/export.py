@@ -1,6 +1,8 @@
-"""Export a biLM as a TensorFlow SavedModel with the TF Hub ELMo interface.
+"""Export a trained biLM: bilm-tf's HDF5 weights and an inference ``options.json`` from a
+run's checkpoint (:func:`dump_weights`; no trainer, no strategy), or a TensorFlow SavedModel
+with the TF Hub ELMo interface (:func:`export_savedmodel`).
 
-The exported model needs TensorFlow only (no ``bilm``)::
+The exported SavedModel needs TensorFlow only (no ``bilm``)::
 
     elmo = tf.saved_model.load("elmo_savedmodel")
     out = elmo.signatures["default"](strings=tf.constant(["the cat sat"]))
@@ -23,17 +25,60 @@ module's default output: code written for ``hub.KerasLayer(".../elmo/3")`` follo
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 
 import tensorflow as tf
 
+from bilm.encoders import truncated_encoder
 from bilm.io.files import atomic_dir
+from bilm.io.weights import save_weights
 from bilm.keras import ELMoEmbedding
+from bilm.model.encoder import BiLMEncoder
+from bilm.nn.layout import weight_table
+from bilm.options import load_options, save_options
+from bilm.training.run_folder import TrainingRun
+from bilm.training.runs import _load_first_intact, _run_checkpoints
 
-__all__ = ["export_savedmodel"]
+__all__ = ["dump_weights", "export_savedmodel"]
 
 logger = logging.getLogger(__name__)
+
+
+def dump_weights(tf_save_dir: str, outfile: str, ckpt_file: str | None = None,
+                 n_layers: int | None = None, overwrite: bool = True) -> None:
+    """Latest checkpoint of ``tf_save_dir`` -> HDF5 weights in bilm-tf's layout (no softmax),
+    with an ``options.json`` fit for inference (``n_characters`` 262) written beside
+    ``outfile``.
+
+    ``n_layers`` keeps the token layer and the first ``n_layers`` contextual layers (the
+    "reduced ELMo"): their weights and values are the full model's (a Transformer's then lacks
+    the top layer's normalization, which only the full model's top layer had).
+    ``overwrite=False`` replaces neither file if it exists, not even one that another
+    process wrote meanwhile (:class:`~bilm.io.files.OutputExistsError`).
+    """
+    options = load_options(os.path.join(tf_save_dir, "options.json"))
+    candidates = ([ckpt_file] if ckpt_file is not None
+                  else _run_checkpoints(TrainingRun(tf_save_dir)))
+    lm, ckpt_file = _load_first_intact(options, candidates, tf_save_dir)
+    encoder = lm.encoder
+    inference = options
+    if options.char_cnn is not None:
+        inference = inference.replace(char_cnn=dataclasses.replace(options.char_cnn,
+                                                                   n_characters=262))
+    if n_layers is not None and n_layers != options.n_layers:
+        if not 1 <= n_layers <= options.n_layers:
+            raise ValueError(f"n_layers must be in [1, {options.n_layers}], got {n_layers}")
+        inference = inference.replace(encoder=truncated_encoder(options, n_layers))
+        full = {e.h5_key: e for e in weight_table(encoder)}
+        reduced = BiLMEncoder(inference, n_word_vocab=options.n_tokens_vocab)
+        for entry in weight_table(reduced):
+            entry.set(full[entry.h5_key].get())
+        encoder = reduced
+    save_weights(encoder, outfile, overwrite=overwrite)
+    save_options(inference, os.path.join(os.path.dirname(os.path.abspath(outfile)),
+                                         "options.json"), overwrite=overwrite)
 
 
 class _ELMoModule(tf.__internal__.tracking.AutoTrackable):

@@ -35,9 +35,8 @@ from bilm.data.vocabulary import (
     PAD_CHAR,
     _special_chars,
 )
-from bilm.inference.model import contextual_layers
-from bilm.io.hdf5 import load_weights
-from bilm.model.encoder import BiLMEncoder
+from bilm.inference.language_model import contextual_layers
+from bilm.inference.loader import load_encoder
 from bilm.nn.scalar_mix import ScalarMix
 from bilm.options import BiLMOptions, OptionsError, load_options
 
@@ -180,19 +179,16 @@ class ELMoEmbedding(keras.layers.Layer):
         if self.bilm_options.char_cnn is None:
             raise OptionsError("ELMoEmbedding needs a character-input model (the options "
                                "have no 'char_cnn' section)")
-        self.bilm = BiLMEncoder(self.bilm_options, use_character_inputs=True, n_directions=2)
+        self.weight_file = None if weight_file is None else os.fspath(weight_file)
+        self.bilm = load_encoder(self.bilm_options, self.weight_file, trainable=trainable_bilm)
         self.layer_names = self.bilm.contextualizer.layer_output_names()
         valid = OUTPUTS + tuple(self.layer_names)
         if output not in valid:
             raise ValueError(f"output={output!r}; choose from {', '.join(valid)}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        self.weight_file = None if weight_file is None else os.fspath(weight_file)
         self.output_name, self.trainable_bilm = output, trainable_bilm
         self.do_layer_norm, self.dropout_rate = do_layer_norm, dropout
-        if self.weight_file is not None:
-            load_weights(self.bilm, self.weight_file)
-        self.bilm.trainable = trainable_bilm
         self.scalar_mix = ScalarMix(self.bilm.n_layers + 1, do_layer_norm=do_layer_norm,
                                     name="scalar_mix")
         self.dropout_layer = keras.layers.Dropout(dropout)

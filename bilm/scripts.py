@@ -2,7 +2,8 @@
 ``bin/restart.py``, ``bin/dump_weights.py``) with bilm-tf's flags, installed as commands.
 
 Thin shells over the library, as the ``bilm`` command is (neither calls the other): each
-parses bilm-tf's flags and calls one function of :mod:`bilm.training.core`.
+parses bilm-tf's flags and calls one function of :mod:`bilm.training.runs`,
+:mod:`bilm.evaluation` or :mod:`bilm.export`.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def train_elmo(argv: Sequence[str] | None = None) -> None:
 
     def body(args: argparse.Namespace) -> None:
         from bilm.presets import merge_options, preset
-        from bilm.training.core import start_training
+        from bilm.training.runs import start_training
 
         options = preset("original")
         if args.options:
@@ -67,7 +68,7 @@ def run_test(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--batch_size", type=int, default=256)
 
     def body(args: argparse.Namespace) -> None:
-        from bilm.training.core import evaluate_run
+        from bilm.evaluation import evaluate_run
 
         ppl = evaluate_run(args.save_dir, args.test_prefix, vocab_file=args.vocab_file,
                            batch_size=args.batch_size)
@@ -90,7 +91,7 @@ def restart(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--n_train_tokens", type=int, help="override the options' n_train_tokens")
 
     def body(args: argparse.Namespace) -> None:
-        from bilm.training.core import resume_training
+        from bilm.training.runs import resume_training
 
         changes = {k: getattr(args, k) for k in ("n_epochs", "batch_size", "n_train_tokens")
                    if getattr(args, k) is not None}
@@ -109,7 +110,7 @@ def dump_weights_main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--outfile", required=True)
 
     def body(args: argparse.Namespace) -> None:
-        from bilm.training.core import dump_weights
+        from bilm.export import dump_weights
 
         dump_weights(args.save_dir, args.outfile)
 

@@ -92,7 +92,7 @@ def train_bilm(corpus: Path, workdir: Path, n_batches: int) -> tuple[Path, Path]
     from bilm.data import BidirectionalLMDataset
     from bilm.data.build_vocab import build_vocab
     from bilm.presets import preset
-    from bilm.training.core import dump_weights, load_vocab, test, train
+    from bilm.training import dump_weights, load_vocab, test, train
 
     weights = workdir / "model" / "weights.hdf5"
     if weights.exists():

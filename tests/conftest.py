@@ -89,8 +89,9 @@ def make_model_files(directory: Path, options: dict, seed: int = 0) -> tuple[Pat
     import keras
     import numpy as np
 
-    from bilm.io.hdf5 import save_weights, weight_table
+    from bilm.io.weights import save_weights
     from bilm.model.encoder import BiLMEncoder
+    from bilm.nn.layout import weight_table
     from bilm.options import BiLMOptions
 
     keras.utils.set_random_seed(seed)

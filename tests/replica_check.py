@@ -14,7 +14,8 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-from bilm.training.core import _dataset, load_vocab, train  # noqa: E402
+from bilm.training.inputs import _dataset, load_vocab  # noqa: E402
+from bilm.training.loop import train  # noqa: E402
 from tests.test_training import tiny_options  # noqa: E402
 
 kjv, tmp = sys.argv[1], sys.argv[2]

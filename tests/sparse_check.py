@@ -18,8 +18,8 @@ if N_REPLICAS > 1:
         cpu, [tf.config.LogicalDeviceConfiguration()] * N_REPLICAS)
 
 from bilm.options import BiLMOptions  # noqa: E402
-from bilm.training.core import _Trainer  # noqa: E402
 from bilm.training.distribute import make_strategy  # noqa: E402
+from bilm.training.trainer import Trainer  # noqa: E402
 
 VOCAB = 300  # rows of the softmax; a batch touches a few dozen
 
@@ -43,7 +43,7 @@ STRATEGY = make_strategy(N_REPLICAS)
 
 
 def run(options, sparse):
-    trainer = _Trainer(options, STRATEGY, seed=4, sparse_updates=sparse)
+    trainer = Trainer(options, STRATEGY, seed=4, sparse_updates=sparse)
     states = trainer.distributed_states()
     for batch in batches(options, 4):
         _, _, states, _ = trainer.train_step(trainer.distribute_batch(batch), states)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bilm import Batcher, BidirectionalLanguageModel, dump_bilm_embeddings
-from bilm.inference.model import dump_token_embeddings
+from bilm.inference.dumps import dump_token_embeddings
 from tests.conftest import assert_f32_close
 
 LINES = ["the first line .", "", "Ünïcödé tökens wörk", "   ", "y" * 200 + " short",

@@ -90,11 +90,12 @@ def test_export_first_layers_keeps_their_values(name, tmp_path):
     import json
 
     from bilm import Batcher, BidirectionalLanguageModel
-    from bilm.training.core import _Trainer, dump_weights
+    from bilm.export import dump_weights
+    from bilm.training.trainer import Trainer
 
     options = {**VARIANTS[name], "n_tokens_vocab": len(WORDS), "n_negative_samples_batch": 4}
     save = tmp_path / "run"
-    trainer = _Trainer(BiLMOptions.from_dict(options), tf.distribute.get_strategy())
+    trainer = Trainer(BiLMOptions.from_dict(options), tf.distribute.get_strategy())
     rng = np.random.default_rng(3)
     for v in trainer.variables.values():  # far from the initial values, to see every layer
         v.assign(rng.normal(0, 0.5, v.shape).astype(np.float32))
@@ -152,3 +153,43 @@ def test_transformer_step_with_xla_and_in_bfloat16():
     num = sum(float(np.sum((gb - g) ** 2)) for g, gb in zip(grads, results["bf16"][1], strict=True))
     den = sum(float(np.sum(g**2)) for g in grads)
     assert math.sqrt(num / den) < 0.05
+
+
+# -- the registry ------------------------------------------------------------------------------
+
+def test_registering_a_taken_name_fails():
+    from bilm.encoders import EncoderSpec, get_spec, register
+    from bilm.encoders.lstm import LSTMOptions
+
+    lstm = get_spec("lstm")
+    with pytest.raises(ValueError, match="encoder type 'lstm' is already registered"):
+        register(EncoderSpec("lstm", LSTMOptions, lstm.network))
+    assert get_spec("lstm") is lstm  # the first registration stands
+
+
+def test_an_unknown_encoder_type_lists_the_registered_ones():
+    from bilm.encoders import names
+    from bilm.options import OptionsError
+
+    with pytest.raises(OptionsError) as err:
+        BiLMOptions.from_dict({"encoder": {"type": "gru", "dim": 8}}, source="o.json")
+    listed = ", ".join(map(repr, names()))
+    assert str(err.value) == f"option 'encoder.type' in o.json must be one of {listed}, got 'gru'"
+    assert {"lstm", "transformer"} <= set(names())
+
+
+def test_options_encoders_and_presets_import_no_tensorflow():
+    """Options are parsed before TensorFlow starts (bilm --help, every argument check): the
+    registry, the built-in encoders' options and the presets stay TensorFlow-free."""
+    import subprocess
+    import sys
+
+    code = ("import sys, bilm.options, bilm.encoders, bilm.presets\n"
+            "from bilm.options import BiLMOptions\n"
+            f"o = BiLMOptions.from_dict({{'encoder': {TRANSFORMER!r}}})\n"
+            "bilm.encoders.describe_encoder(o), bilm.encoders.truncated_encoder(o, 1)\n"
+            "assert sorted(bilm.presets.PRESETS) and bilm.encoders.names()\n"
+            "print('tensorflow' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False", out.stderr

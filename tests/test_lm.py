@@ -154,9 +154,9 @@ def test_mixed_bfloat16_loss_and_gradients_close_to_float32():
 
 
 def _trainer(**changes):
-    from bilm.training.core import _Trainer
+    from bilm.training.trainer import Trainer
 
-    return _Trainer(char_lm_options(dropout=0.0, **changes), tf.distribute.get_strategy())
+    return Trainer(char_lm_options(dropout=0.0, **changes), tf.distribute.get_strategy())
 
 
 def test_mixed_bfloat16_steps_reduce_the_loss():

@@ -184,7 +184,7 @@ def test_token_cache_grows_amortised(tiny_model):
 
 
 def test_token_cache_bound_clears(tiny_model, monkeypatch):
-    from bilm.inference import model as model_module
+    from bilm.inference import cache as model_module
 
     monkeypatch.setattr(model_module, "TOKEN_CACHE_LIMIT", 3000)
     options_file, weight_file = tiny_model
@@ -257,7 +257,7 @@ def test_embed_batches_bounded_by_tokens(tiny_model, jit):
 
 
 def test_plan_batches_and_xla_rows():
-    from bilm.inference.model import plan_batches, xla_rows
+    from bilm.inference.batching import plan_batches, xla_rows
 
     def run(steps, batch_size=8, max_tokens=128, jit=True):
         out = []

@@ -114,7 +114,7 @@ def test_the_preemption_watcher_ending_with_the_cluster_prints_no_traceback():
 
     import tensorflow as tf
 
-    from bilm.training.core import _quiet_peer_watcher
+    from bilm.training.hooks import _quiet_peer_watcher
 
     previous, printed = threading.excepthook, []
     try:

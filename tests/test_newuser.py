@@ -335,6 +335,6 @@ def test_pip_wheel_builds_with_the_dependencies(tmp_path):
         names = z.namelist()
         meta = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
         entry = z.read(next(n for n in names if n.endswith(".dist-info/entry_points.txt")))
-    assert "bilm/cli.py" in names and "bilm/export.py" in names
+    assert "bilm/cli/__init__.py" in names and "bilm/export.py" in names
     assert "Requires-Dist: tensorflow>=2.16" in meta and "Requires-Dist: h5py" in meta
     assert b"bilm = bilm.cli:main" in entry

@@ -6,6 +6,7 @@ import os
 import pytest
 
 import bilm.options as options_module
+import bilm.schema as schema_module
 from bilm.options import BiLMOptions, LSTMOptions, OptionsError, load_options, save_options
 
 RELEASED = {  # elmo_2x4096_512_2048cnn_2xhighway_options.json as AllenNLP ships it
@@ -325,7 +326,7 @@ def test_dict_options_warn_without_a_file_once(caplog):
 
 
 def test_declared_untyped_keys_do_not_warn(tmp_path, caplog, monkeypatch):
-    monkeypatch.setattr(options_module, "UNTYPED_KEYS", frozenset({"vocab_file", "lstm.init"}))
+    monkeypatch.setattr(schema_module, "UNTYPED_KEYS", frozenset({"vocab_file", "lstm.init"}))
     d = json.loads(json.dumps(RELEASED))
     d["vocab_file"] = "vocab.txt"
     d["lstm"]["init"] = "orthogonal"

@@ -19,8 +19,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bilm.training.core import dump_weights, evaluate_run, load_run, resume_training
+from bilm.evaluation import evaluate_run
+from bilm.export import dump_weights
 from bilm.training.run_folder import LOCK_FILE, RunBusyError, RunError, RunLock, TrainingRun
+from bilm.training.runs import load_run, resume_training
 from tests.test_runs import TEXT, copy_run, start
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}

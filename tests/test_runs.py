@@ -18,16 +18,11 @@ import tensorflow as tf
 
 from bilm.data import BidirectionalLMDataset, LMDataset, Vocabulary
 from bilm.data.dataset import DataError
-from bilm.training.core import (
-    TrainingError,
-    _Trainer,
-    evaluate_run,
-    load_run,
-    resume_training,
-    start_training,
-    train,
-)
+from bilm.evaluation import evaluate_run
+from bilm.training.loop import TrainingError, train
 from bilm.training.run_folder import RunError, TrainingRun
+from bilm.training.runs import load_run, resume_training, start_training
+from bilm.training.trainer import Trainer
 
 TEXT = ("the light was good .\nand god saw the light .\nthe earth was without form .\n"
         "and darkness was upon the face of the deep .\n")
@@ -176,7 +171,7 @@ def test_empty_training_files_are_an_error(corpus, tmp_path, time_limit):
 
 
 def test_no_checkpoint_holds_non_finite_weights(corpus, tmp_path, monkeypatch):
-    step = _Trainer.train_step
+    step = Trainer.train_step
 
     def poisoned(self, batch, states):  # an accumulator explodes during batch 2
         out = step(self, batch, states)
@@ -185,7 +180,7 @@ def test_no_checkpoint_holds_non_finite_weights(corpus, tmp_path, monkeypatch):
             acc.assign(tf.fill(acc.shape, float("nan")))
         return out
 
-    monkeypatch.setattr(_Trainer, "train_step", poisoned)
+    monkeypatch.setattr(Trainer, "train_step", poisoned)
     save = tmp_path / "run"
     with pytest.raises(TrainingError, match=r"non-finite \(NaN/inf\) by batch 2; not saved. "
                        r"The last good checkpoint is .*model-1"):

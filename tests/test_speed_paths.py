@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from bilm import Batcher, BidirectionalLanguageModel
-from bilm.inference.model import dump_bilm_embeddings
+from bilm.inference.dumps import dump_bilm_embeddings
 from bilm.nn.lstm import ProjectedLSTM
 from tests.conftest import assert_f32_close
 

@@ -13,9 +13,12 @@ import tensorflow as tf
 from bilm import Batcher, BidirectionalLanguageModel, BiLMOptions
 from bilm.data import BidirectionalLMDataset, LMDataset, UnicodeCharsVocabulary
 from bilm.demo import unigram_perplexity
+from bilm.evaluation import test as evaluate
+from bilm.export import dump_weights
 from bilm.model.lm import tf1_table
-from bilm.training.core import _Trainer, dump_weights, load_vocab, train
-from bilm.training.core import test as evaluate
+from bilm.training.inputs import load_vocab
+from bilm.training.loop import train
+from bilm.training.trainer import Trainer
 from tests.conftest import ROOT
 
 TINY = {
@@ -44,7 +47,7 @@ def test_end_to_end_train_test_export_load(kjv, tmp_path):
     # loss on a fixed held-out batch, before and after training
     probe = next(BidirectionalLMDataset(heldout, vocab, test=True).iter_batches(32, 20))
     probe = {k: tf.constant(v) for k, v in probe.items()}
-    fresh = _Trainer(BiLMOptions.from_dict(options),
+    fresh = Trainer(BiLMOptions.from_dict(options),
                      tf.distribute.get_strategy(), seed=0)
     before = float(fresh.lm(probe, training=False)[0])
 
@@ -53,7 +56,7 @@ def test_end_to_end_train_test_export_load(kjv, tmp_path):
     assert json.loads((save / "options.json").read_text())["n_tokens_vocab"] == vocab.size
     assert list(log.iterdir())  # TensorBoard events
 
-    trained = _Trainer(BiLMOptions.from_dict(options),
+    trained = Trainer(BiLMOptions.from_dict(options),
                        tf.distribute.get_strategy())
     trained.restore(ckpt, weights_only=True)
     after = float(trained.lm(probe, training=False)[0])
@@ -134,7 +137,7 @@ def test_bilm_tf_tf1_checkpoint_restores(tmp_path):
     vocab = load_vocab(vocab_file, 20)
     options = tiny_options(vocab, n_negative_samples_batch=4, batch_size=2, unroll_steps=3)
     opts = BiLMOptions.from_dict(options)
-    trainer = _Trainer(opts, tf.distribute.get_strategy())
+    trainer = Trainer(opts, tf.distribute.get_strategy())
     rng = np.random.default_rng(0)
     names, tensors = [], []
     for entry in tf1_table(trainer.lm):

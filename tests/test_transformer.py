@@ -16,11 +16,13 @@ import pytest
 import tensorflow as tf
 
 from bilm import Batcher, BidirectionalLanguageModel, weight_layers
-from bilm.encoders.transformer import TransformerContextualizer, positional_encoding
+from bilm.evaluation import evaluate_run
+from bilm.export import dump_weights
 from bilm.io.allennlp import ArchiveError, import_allennlp, lenient_json, read_archive
 from bilm.nn.layer_norm import layer_norm
+from bilm.nn.transformer import TransformerContextualizer, positional_encoding
 from bilm.options import BiLMOptions
-from bilm.training.core import dump_weights, evaluate_run, resume_training, start_training
+from bilm.training.runs import resume_training, start_training
 from tests.conftest import SHARED, need_shared
 
 FIXTURE = SHARED / "fixtures" / "allennlp-transformer"
@@ -275,7 +277,7 @@ def test_a_transformer_trains_resumes_exactly_and_embeds(corpus, tmp_path):
     model = BidirectionalLanguageModel(out.parent / "options.json", out)
     sentences = [["the", "light", "was", "good", "."], ["and", "god", "saw"]]
     lm_out = model(Batcher(None, 10).batch_sentences(sentences))["lm_embeddings"].numpy()
-    from bilm.training.core import load_language_model
+    from bilm.training.runs import load_language_model
 
     lm = load_language_model(str(tmp_path / "full" / "options.json"), full)
     from bilm.data import UnicodeCharsVocabulary

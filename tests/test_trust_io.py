@@ -206,7 +206,7 @@ def odd_lines(tmp_path_factory) -> Path:
 def test_library_readers_end_lines_at_newline_only(odd_lines, tmp_path):
     from bilm.data import LMDataset, Vocabulary
     from bilm.data.build_vocab import build_vocab
-    from bilm.training.core import count_corpus
+    from bilm.training.inputs import count_corpus
 
     tokens = [line.split() for line in LINES]
     assert count_corpus(str(odd_lines)) == (sum(map(len, tokens)), sum(map(bool, tokens)))
@@ -215,7 +215,7 @@ def test_library_readers_end_lines_at_newline_only(odd_lines, tmp_path):
     assert stats.n_tokens == sum(map(len, tokens))
     vocab = Vocabulary(vocab_file, validate_file=True)
     assert list(LMDataset(str(odd_lines), vocab, test=True).iter_tokens()) == tokens
-    from bilm.inference.model import _count_lines, _read_sentences, _sentence_to_index
+    from bilm.inference.dumps import _count_lines, _read_sentences, _sentence_to_index
 
     assert _count_lines(str(odd_lines)) == len(LINES)
     assert list(_read_sentences(str(odd_lines))) == tokens
@@ -241,7 +241,7 @@ def test_allennlp_vocabulary_ends_tokens_at_newline_only(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def odd_run(odd_lines, tmp_path_factory) -> dict[str, Path]:
     """A one-batch training run on text with those lines."""
-    from bilm.training.core import start_training
+    from bilm.training.runs import start_training
 
     d = tmp_path_factory.mktemp("odd_run")
     (d / "train.txt").write_bytes(odd_lines.read_bytes() * 10)
@@ -288,7 +288,7 @@ def test_score_gives_one_score_per_line(odd_run, odd_lines, tmp_path):
 def test_read_lines_cuts_long_lines_at_whitespace_only():
     import io
 
-    from bilm.data.dataset import read_lines
+    from bilm.data.lines import read_lines
 
     def pieces(data: bytes, max_bytes: int, errors: str = "strict") -> list:
         return list(read_lines(io.BytesIO(data), errors, max_bytes))
@@ -445,9 +445,8 @@ def test_transformer_evaluation_and_scoring_are_bounded_by_tokens(tmp_path, monk
     from bilm import BiLMOptions
     from bilm.data import UnicodeCharsVocabulary
     from bilm.data.sentences import SentenceDataset
-    from bilm.evaluation import score_sentences
+    from bilm.evaluation import _sentence_perplexity, score_sentences
     from bilm.model.lm import LanguageModel
-    from bilm.training.core import _sentence_perplexity
 
     n_vocab = 6000
     budget = (1 << 24) // n_vocab  # at most 16M logits a direction (64 MB) in a batch
@@ -502,7 +501,7 @@ def test_transformer_evaluate_peak_memory_is_bounded(kjv, tmp_path):
     sentences at once took 4.7 GB on KJV's held-out), the same perplexity as in small
     batches."""
     from bilm.presets import preset
-    from bilm.training.core import start_training
+    from bilm.training.runs import start_training
 
     options = preset("transformer-tiny")
     run = tmp_path / "run"

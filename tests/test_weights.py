@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 
 from bilm import BidirectionalLanguageModel
-from bilm.io.hdf5 import WeightFileError, load_weights, save_weights, weight_table
+from bilm.io.formats import WeightFileError
+from bilm.io.weights import load_weights, save_weights
 from bilm.model.encoder import BiLMEncoder
+from bilm.nn.layout import weight_table
 from bilm.options import BiLMOptions
 from tests.conftest import TINY_OPTIONS, make_model_files
 

@@ -8,8 +8,9 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 
-from bilm.data.dataset import read_lines
-from bilm.io.files import Progress, atomic_path
+from bilm.data.lines import read_lines
+from bilm.io.files import atomic_path
+from bilm.io.progress import Progress
 
 __all__ = ["VocabStats", "build_vocab"]
 

@@ -5,43 +5,33 @@ LSTM state carried across batches follows real text. Shards are streamed line by
 many GB is never loaded whole), and a line ends at "\\n" only. One line costs bounded memory
 whatever its length: a line of more than :data:`MAX_LINE_BYTES` is read in pieces cut at
 whitespace, and a sentence of more than :data:`MAX_LINE_TOKENS` tokens is split into pieces
-(each its own sentence; counted and reported).
+(each its own sentence; counted and reported). Lines are read by :mod:`bilm.data.lines`, and
+packed into windows by :mod:`bilm.data.packing`.
 """
 
 from __future__ import annotations
 
-import codecs
 import glob
-import itertools
 import logging
 import os
 import random
-import re
-from collections.abc import Callable, Iterator, Sequence
-from typing import BinaryIO
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from bilm.data.lines import MAX_LINE_BYTES, read_lines
+from bilm.data.packing import Batch, Segment, _get_batch, replay
 from bilm.data.vocabulary import UNK, UnicodeCharsVocabulary, Vocabulary
 
+# MAX_LINE_BYTES, read_lines (bilm.data.lines) and Batch (bilm.data.packing) stay importable
+# from here.
 __all__ = ["MAX_LINE_BYTES", "MAX_LINE_TOKENS", "Batch", "BidirectionalLMDataset", "DataError",
            "LMDataset", "read_lines"]
 
 logger = logging.getLogger(__name__)
 
-# token_ids, tokens_characters (None for a word-input vocabulary, as in bilm-tf),
-# next_token_id, and the same keys with '_reverse' for a biLM
-Batch = dict[str, np.ndarray | None]
-
-# (n_batches, batch_size, num_steps): a stretch of a run read with one batch geometry
-Segment = tuple[int, int, int]
-
 # invalid UTF-8 lines reported one by one per shard, then counted
 _MAX_REPORTED_BAD_LINES = 5
-
-# Bytes of a line read (and decoded) at a time: a longer line (a shard without newlines, say)
-# comes in pieces cut at whitespace, so that reading one line never holds more than this.
-MAX_LINE_BYTES = 1 << 20
 # Most tokens of one training sentence: a longer line is split into pieces of this many, each
 # its own sentence (bilm-tf kept a line whole, whatever it cost: 100 MB without a newline took
 # 9 GB). Real sentences are far shorter; a paragraph or a document per line is split.
@@ -50,75 +40,6 @@ MAX_LINE_TOKENS = 10_000
 # Most characters a shard's shuffle buffer holds (with at most ``shuffle_buffer`` lines): a
 # corpus of ordinary lines never fills it, so its shuffle is the line-count one.
 SHUFFLE_BUFFER_CHARS = 1 << 28
-
-# greedy: everything up to the last whitespace character (any that str.split() splits at)
-_UP_TO_LAST_SPACE = re.compile(r".*\s", re.DOTALL)
-_LEADING_NON_SPACE = re.compile(r"\S*")
-
-
-def read_lines(f: BinaryIO, errors: str = "strict", max_bytes: int = MAX_LINE_BYTES,
-               ) -> Iterator[tuple[int, str | UnicodeDecodeError, bool]]:
-    """The lines of a binary file as ``(line number, text, whole)``, in bounded memory.
-
-    A line ends at ``b"\\n"`` only: never at ``\\r``, ``\\x0b``, ``\\x0c``, ``\\x1c``-``\\x1e``,
-    ``\\x85``, U+2028 or U+2029, where universal newlines or ``str.splitlines()`` would break
-    it (so line i is always line i, in every reader). The text keeps its ``"\\n"``.
-
-    A line of at most ``max_bytes`` bytes comes whole (``whole`` True). A longer one comes in
-    pieces (``whole`` False) of at most about ``max_bytes`` characters, cut at whitespace so
-    that no token spans two pieces: ``" ".join`` of the pieces' tokens is the line's tokens,
-    except that a token longer than ``max_bytes`` characters is cut to that many (no
-    vocabulary holds such a token, and the character CNN sees only its first bytes).
-
-    With ``errors="strict"``, a line that is not valid UTF-8 comes as one
-    ``UnicodeDecodeError`` instead of its text (``start``/``end`` are byte offsets in the
-    line; pieces of it that came before are not taken back); other ``errors`` handlers
-    (e.g. ``"replace"``) apply as in :meth:`bytes.decode`.
-    """
-    new_decoder = codecs.getincrementaldecoder("utf-8")
-    lineno = 0
-    while True:
-        raw = f.readline(max_bytes)
-        if not raw:
-            return
-        lineno += 1
-        if raw.endswith(b"\n") or len(raw) < max_bytes:  # the common case: the whole line
-            try:
-                yield lineno, raw.decode("utf-8", errors), True
-            except UnicodeDecodeError as e:
-                yield lineno, e, True
-            continue
-        decoder, carry, offset, dropping = new_decoder(errors), "", 0, False
-        while True:
-            last = not raw or raw.endswith(b"\n") or len(raw) < max_bytes
-            try:
-                text = decoder.decode(raw, final=last)
-            except UnicodeDecodeError as e:
-                e.start, e.end = e.start + offset, e.end + offset
-                while not last:  # skip the rest of the line
-                    raw = f.readline(max_bytes)
-                    last = not raw or raw.endswith(b"\n") or len(raw) < max_bytes
-                yield lineno, e, False
-                break
-            offset += len(raw)
-            if dropping:  # the rest of a token already cut to max_bytes characters
-                cut = _LEADING_NON_SPACE.match(text).end()
-                dropping = cut == len(text)
-                text = text[cut:]
-            text, carry = carry + text, ""
-            if last:
-                if text:
-                    yield lineno, text, False
-                break
-            m = _UP_TO_LAST_SPACE.match(text)
-            if m is None:  # no whitespace: all one token, so far
-                carry = text
-            else:
-                yield lineno, text[: m.end()], False
-                carry = text[m.end():]
-            if len(carry) > max_bytes:
-                carry, dropping = carry[:max_bytes], True
-            raw = f.readline(max_bytes)
 
 
 class DataError(ValueError):
@@ -336,37 +257,6 @@ class LMDataset:
         yield from replay(history, (batch_size, num_steps), self._sentences(), batches, rows)
 
 
-def _consume(iterator: Iterator, n: int) -> None:
-    for _ in itertools.islice(iterator, n):
-        pass
-
-
-def replay(history: Sequence[Segment], geometry: tuple[int, int], source: Iterator,
-           batches: Callable[[Iterator, int, int, tuple[int, int] | None], Iterator[Batch]],
-           own: tuple[int, int] | None = None) -> Iterator[Batch]:
-    """Batches from ``source`` with ``geometry`` (rows, steps), after replaying ``history``;
-    ``batches(source, rows, steps, own)`` builds only the ``own`` = (start, stop) rows of each
-    batch (None: all), and replayed stretches of another geometry are read, not built.
-
-    Each history segment reads on from where the previous one left ``source``; consecutive
-    segments of one geometry are one stretch, and when the last one has ``geometry`` the
-    stream goes on within it (partly read rows kept), exactly as an uninterrupted run."""
-    segments: list[Segment] = []
-    for n, rows, steps in history:  # one segment per stretch of the same geometry
-        if segments and segments[-1][1:] == (rows, steps):
-            segments[-1] = (segments[-1][0] + n, rows, steps)
-        elif n > 0:
-            segments.append((n, rows, steps))
-    skip = 0  # the same geometry continues: the same rows, partial sentences kept
-    if segments and segments[-1][1:] == tuple(geometry):
-        skip = segments.pop()[0]
-    for n, rows, steps in segments:
-        _consume(batches(source, rows, steps, (0, 0)), n)
-    current = batches(source, *geometry, own)
-    _consume(current, skip)
-    yield from current
-
-
 class _Sentence:
     """One sentence of a stream: its length at once, its ids encoded only when a row this
     process fills reads it (a worker fills only its own rows of the global batch), and its
@@ -401,51 +291,6 @@ class _Sentence:
                 if word != UNK:
                     out[j] = vocab.word_to_char_ids(word)
         return out
-
-
-def _get_batch(generator: Iterator[_Sentence], batch_size: int, num_steps: int,
-               max_word_length: int | None, rows: tuple[int, int] | None = None,
-               ) -> Iterator[Batch]:
-    """bilm-tf's packing: row i continues its own sentence stream; in test mode the last,
-    incomplete batch is dropped. Only ``rows`` = (start, stop) of the ``batch_size`` rows are
-    filled and returned (all by default): the others are followed by their lengths alone,
-    so that every worker of a cluster reads the same stream and builds just its slice."""
-    start, stop = rows or (0, batch_size)
-    cur_stream: list[list | None] = [None] * batch_size  # [sentence, position]
-    no_more_data = False
-    while True:
-        inputs = np.zeros([stop - start, num_steps], np.int32)
-        targets = np.zeros([stop - start, num_steps], np.int32)
-        char_inputs = (np.zeros([stop - start, num_steps, max_word_length], np.int32)
-                       if max_word_length is not None else None)
-        for i in range(batch_size):
-            own = start <= i < stop
-            cur_pos = 0
-            while cur_pos < num_steps:
-                stream = cur_stream[i]
-                if stream is None or stream[0].n - stream[1] <= 1:
-                    try:
-                        stream = cur_stream[i] = [next(generator), 0]
-                    except StopIteration:
-                        no_more_data = True
-                        break
-                sentence, offset = stream
-                how_many = min(sentence.n - offset - 1, num_steps - cur_pos)
-                next_pos = cur_pos + how_many
-                if own:
-                    ids = sentence.ids()
-                    inputs[i - start, cur_pos:next_pos] = ids[offset : offset + how_many]
-                    targets[i - start, cur_pos:next_pos] = ids[offset + 1 : offset + how_many + 1]
-                    if char_inputs is not None:
-                        char_inputs[i - start, cur_pos:next_pos] = sentence.chars(
-                            offset, offset + how_many)
-                stream[1] = offset + how_many
-                cur_pos = next_pos
-            if no_more_data:
-                break
-        if no_more_data:
-            return
-        yield {"token_ids": inputs, "tokens_characters": char_inputs, "next_token_id": targets}
 
 
 class BidirectionalLMDataset:

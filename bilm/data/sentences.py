@@ -10,7 +10,8 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from bilm.data.dataset import MAX_LINE_TOKENS, Batch, LMDataset, Segment, replay
+from bilm.data.dataset import MAX_LINE_TOKENS, LMDataset
+from bilm.data.packing import Batch, Segment, replay
 from bilm.data.vocabulary import PAD_CHAR, UnicodeCharsVocabulary, Vocabulary
 
 __all__ = ["SentenceDataset", "sentence_batch"]

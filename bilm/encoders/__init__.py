@@ -1,9 +1,11 @@
-"""Contextualizers: what turns token vectors into ELMo's contextual layers.
+"""Encoders: what turns token vectors into ELMo's contextual layers, by name.
 
-Every encoder implements :class:`Contextualizer`; training, evaluation, checkpoints, export,
-inference, the Keras layer, the SavedModel, scoring and the command line go through it and
-never name an encoder's internals. Adding an encoder is one module here, its options class
-(:mod:`bilm.options`) and a line in :func:`build_contextualizer`.
+Each encoder is one module here holding its options section, presets and hooks, registered as
+an :class:`EncoderSpec` (:mod:`bilm.encoders.registry`); its network, a
+:class:`Contextualizer`, is in :mod:`bilm.nn`. Training, evaluation, checkpoints, export,
+inference, the Keras layer, the SavedModel, scoring and the command line go through the
+functions below and never name an encoder. Adding one is a module that calls
+:func:`register`; options.json's ``"encoder": {"type": "<name>", ...}`` then selects it.
 
     lstm         bilm-tf's projected LSTM stacks: stateful; trained on bilm-tf's packed
                  streams with the state carried (``protocol = "streams"``)
@@ -13,58 +15,49 @@ never name an encoder's internals. Adding an encoder is one module here, its opt
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bilm._lazy import lazy_exports
-from bilm.options import BiLMOptions
+from bilm.encoders.registry import (
+    EncoderOptions,
+    EncoderSpec,
+    ModelOptions,
+    get_spec,
+    names,
+    register,
+    spec_for,
+)
 
 if TYPE_CHECKING:
-    from bilm.encoders.base import Contextualizer
+    from bilm.nn.contextualizer import Contextualizer
 
-__all__ = ["Contextualizer", "State", "build_contextualizer", "describe_encoder",
-           "encoder_protocol", "truncated_encoder"]
+__all__ = ["Contextualizer", "EncoderOptions", "EncoderSpec", "State", "build_contextualizer",
+           "describe_encoder", "encoder_protocol", "get_spec", "names", "register", "spec_for",
+           "truncated_encoder"]
 
 # the network classes need TensorFlow: imported on first use, so options tools stay light
-__getattr__, _ = lazy_exports(__name__, {"Contextualizer": "bilm.encoders.base",
-                                         "State": "bilm.encoders.base"})
+__getattr__, _ = lazy_exports(__name__, {"Contextualizer": "bilm.nn.contextualizer",
+                                         "State": "bilm.nn.contextualizer"})
 
-def encoder_protocol(options: BiLMOptions) -> str:
+
+def encoder_protocol(options: ModelOptions) -> str:
     """How the options' encoder trains and is evaluated (see :class:`Contextualizer`)."""
-    return options.encoder.protocol
+    return spec_for(options).options.protocol
 
 
-def build_contextualizer(options: BiLMOptions, n_directions: int = 2,
+def build_contextualizer(options: ModelOptions, n_directions: int = 2,
                          compute_dtype: str = "float32") -> Contextualizer:
     """The contextualizer the options describe (``options.encoder``)."""
-    kind = options.encoder_type
-    if kind == "lstm":
-        from bilm.encoders.lstm import LSTMContextualizer
-
-        return LSTMContextualizer(options.encoder, n_directions=n_directions,
-                                  input_dropout=options.dropout, compute_dtype=compute_dtype)
-    if kind == "transformer":
-        from bilm.encoders.transformer import TransformerContextualizer
-
-        return TransformerContextualizer(options.encoder, n_directions=n_directions,
-                                         compute_dtype=compute_dtype)
-    raise ValueError(f"unknown encoder type {kind!r}")
+    return spec_for(options).network(options.encoder, n_directions=n_directions,
+                                     input_dropout=options.dropout,
+                                     compute_dtype=compute_dtype)
 
 
-def describe_encoder(options: BiLMOptions) -> str:
+def describe_encoder(options: ModelOptions) -> str:
     """One line for ``bilm info``: the encoder's type and shape."""
-    enc = options.encoder
-    if enc.type == "lstm":
-        return (f"lstm: {enc.n_layers} layers, dim {enc.dim}, projection {enc.projection_dim}, "
-                f"skip connections {enc.use_skip_connections}")
-    return (f"{enc.type}: {enc.n_layers} layers, dim {enc.dim}, hidden {enc.hidden_dim}, "
-            f"{enc.n_heads} heads")
+    return spec_for(options).describe_options(options.encoder)
 
 
-def truncated_encoder(options: BiLMOptions, n_layers: int):
+def truncated_encoder(options: ModelOptions, n_layers: int) -> Any:
     """The encoder options of the first ``n_layers`` layers (``bilm export --layers``)."""
-    import dataclasses
-
-    changes: dict = {"n_layers": n_layers}
-    if options.encoder_type == "transformer":  # the lower layers' top was not normalized
-        changes["final_norm"] = False
-    return dataclasses.replace(options.encoder, **changes)
+    return spec_for(options).truncated(options.encoder, n_layers)

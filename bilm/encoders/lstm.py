@@ -1,131 +1,114 @@
-"""bilm-tf's encoder: per direction a stack of projected, clipped LSTMs (optionally with skip
-connections), stateful as bilm-tf's inference was, trained on packed streams."""
+"""The ``lstm`` encoder (bilm-tf's): its options section, presets, ``bilm info`` line and
+registration.
+
+The network (:mod:`bilm.nn.lstm_stack`) is imported only when one is built: options are
+parsed before TensorFlow starts (``bilm --help``, every argument check), so this module stays
+TensorFlow-free.
+"""
 
 from __future__ import annotations
 
-import tensorflow as tf
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
-from bilm.encoders.base import Contextualizer
-from bilm.nn.dropout import Rows
-from bilm.nn.layout import WeightEntry
-from bilm.nn.lstm import ProjectedLSTM
-from bilm.options import LSTMOptions
+from bilm.encoders.registry import EncoderSpec, register
+from bilm.schema import OptionsError, Rule, Section, where
 
-__all__ = ["LSTMContextualizer", "LSTMState"]
+__all__ = ["PRESETS", "SPEC", "LSTMOptions"]
 
-LSTMState = tuple[tf.Tensor, tf.Tensor]  # (c, h), each (n_directions, batch, size)
+_LSTM_RULES = {
+    "dim": Rule("int", low=1),
+    "projection_dim": Rule("int", low=1),
+    "n_layers": Rule("int", low=1),
+    "cell_clip": Rule("float", low=0, low_open=True, nullable=True, omit_default=True),
+    "proj_clip": Rule("float", low=0, low_open=True, nullable=True, omit_default=True),
+    "use_skip_connections": Rule("bool", none_is_default=True),
+}
 
 
-class LSTMContextualizer(Contextualizer):
-    """The LSTM stacks of a biLM (``options.lstm``); the state is per layer (c, h).
+@dataclass(frozen=True)
+class LSTMOptions(Section):
+    """The ``lstm`` section: sizes and clipping of the projected LSTM stacks (bilm-tf's
+    encoder; the section keeps its bilm-tf name, so every bilm-tf options.json loads)."""
 
-    ``input_dropout`` (the options' ``dropout``) drops each layer's input in training, as
-    bilm-tf's ``DropoutWrapper``.
-    """
+    type: ClassVar[str] = "lstm"
+    # carries its state from call to call; trains on bilm-tf's packed streams (see
+    # bilm.encoders.Contextualizer)
+    stateful: ClassVar[bool] = True
+    protocol: ClassVar[str] = "streams"
+    RULES: ClassVar[Mapping[str, Rule]] = _LSTM_RULES
+    PREFIX: ClassVar[str] = "lstm"
 
-    def __init__(self, options: LSTMOptions, n_directions: int = 2, input_dropout: float = 0.0,
-                 compute_dtype: str = "float32", **kwargs) -> None:
-        kwargs.setdefault("name", "lstm")
-        super().__init__(options, options.n_layers, options.projection_dim, n_directions,
-                         **kwargs)
-        self.input_dropout = input_dropout
-        p = options.projection_dim
-        self.lstms = [
-            ProjectedLSTM(
-                input_dim=p, dim=options.dim, projection_dim=p, n_directions=n_directions,
-                cell_clip=options.cell_clip, proj_clip=options.proj_clip,
-                use_projection=options.use_projection,
-                residual=options.use_skip_connections and k > 0, compute_dtype=compute_dtype,
-                name=f"lstm_{k}",
+    dim: int  # LSTM cell size
+    projection_dim: int  # output size of each layer (= token embedding size)
+    n_layers: int = 1  # bilm-tf's default when the key is absent
+    cell_clip: float | None = None  # clip cell state to +-cell_clip (None: no clip)
+    proj_clip: float | None = None  # clip projected output to +-proj_clip
+    use_skip_connections: bool = False  # add input to output from the 2nd layer on
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    source: str | None = field(default=None, compare=False, repr=False)  # file, for messages
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.projection_dim > self.dim:
+            raise OptionsError(
+                f"option 'lstm.projection_dim'{where(self.source)} ({self.projection_dim}) "
+                f"must not exceed 'lstm.dim' ({self.dim})"
             )
-            for k in range(options.n_layers)
-        ]
-        self.built = True
 
-    def initial_state(self, batch_size: int | tf.Tensor) -> list[LSTMState]:
-        """Zero (c, h) for each layer."""
-        return [layer.zero_state(batch_size) for layer in self.lstms]
+    @property
+    def use_projection(self) -> bool:
+        """bilm-tf builds the projection (``W_P_0``) only when it shrinks the output."""
+        return self.projection_dim < self.dim
 
-    def run(self, x: tf.Tensor, lengths: tf.Tensor | None = None,
-            initial_states: list[LSTMState] | None = None, training: bool = False,
-            dropout_seed: tf.Tensor | None = None, skip_finished_rows: bool = False,
-            rows: Rows | None = None) -> tuple[list[tf.Tensor], list[LSTMState]]:
-        """Run the stacks over per-direction streams.
+    @property
+    def width(self) -> int:
+        """The model width: the token embedding size and each layer's output per direction."""
+        return self.projection_dim
 
-        Args:
-            x: (n_directions, T, batch, width) token embeddings, time-major, each direction
-                already in its reading order.
-            lengths: (batch,) valid steps, or None when every step is valid.
-            initial_states: per layer (c, h); zeros if None.
-            training, dropout_seed: dropout on each layer's input (training); with a (2,)
-                seed it is stateless, each layer folding in its index.
-            skip_finished_rows: compute only the rows still inside their sentence at each
-                step (see :meth:`ProjectedLSTM.call`).
-            rows: where the batch's rows lie in a replicated step's global batch (the
-                dropout masks follow the global row; :data:`bilm.nn.dropout.Rows`).
-        Returns:
-            per layer outputs (n_directions, T, batch, width), and final states.
-        """
-        if rows is not None:  # a Keras layer's argument: tensors only (constants, for XLA)
-            rows = tuple(tf.convert_to_tensor(r, tf.int32) for r in rows)
-        outputs, states = [], []
-        for k, layer in enumerate(self.lstms):
-            state = None if initial_states is None else initial_states[k]
-            seed = (None if dropout_seed is None
-                    else tf.random.experimental.stateless_fold_in(dropout_seed, k))
-            x, final = layer(x, lengths=lengths, initial_state=state,
-                             input_dropout=self.input_dropout, training=training,
-                             dropout_seed=seed, skip_finished_rows=skip_finished_rows,
-                             dropout_rows=rows)
-            outputs.append(x)
-            states.append(final)
-        return outputs, states
 
-    def stream_top(self, x, state, training=False, seed=None, rows=None):
-        outputs, finals = self.run(x, initial_states=state, training=training,
-                                   dropout_seed=seed, rows=rows)
-        return outputs[-1], finals
+_FILTERS = [[1, 32], [2, 32], [3, 64], [4, 128], [5, 256], [6, 512], [7, 1024]]
 
-    def sentence_layers(self, x, lengths, state=None, training=False, seed=None,
-                        skip_finished_rows=False, rows=None):
-        # the backward LSTM reads each sentence reversed within its length
-        xt = tf.transpose(x, [1, 0, 2])  # shape (T, batch, width)
-        x_bwd = tf.reverse_sequence(xt, lengths, seq_axis=0, batch_axis=1)
-        streams = tf.stack([xt, x_bwd][: self.n_directions])
-        outputs, finals = self.run(streams, lengths, state, training, seed,
-                                   skip_finished_rows=skip_finished_rows, rows=rows)
-        layers = []
-        for out in outputs:  # shape (d, T, batch, width)
-            directions = [out[0]]
-            if self.n_directions == 2:
-                directions.append(tf.reverse_sequence(out[1], lengths, seq_axis=0,
-                                                      batch_axis=1))
-            layers.append(tf.transpose(tf.stack(directions), [0, 2, 1, 3]))
-        return layers, finals
 
-    def weight_entries(self) -> list[WeightEntry]:
-        table = []
-        for k, layer in enumerate(self.lstms):
-            for d in range(self.n_directions):
-                h5 = f"RNN_{d}/RNN/MultiRNNCell/Cell{k}/LSTMCell"
-                tf1 = f"lm/RNN_{d}/rnn/multi_rnn_cell/cell_{k}/lstm_cell"
-                # a 1-layer model's cells, as bilm-tf's own reader names them (no MultiRNNCell)
-                alias = f"RNN_{d}/RNN/LSTMCell" if self.n_layers == 1 else None
-                parts = [(layer.kernel, "W_0", "kernel"), (layer.bias, "B", "bias")]
-                if layer.projection is not None:
-                    parts.append((layer.projection, "W_P_0", "projection/kernel"))
-                for variable, h5_name, tf1_name in parts:
-                    table.append(WeightEntry(
-                        variable, f"{h5}/{h5_name}", f"{tf1}/{tf1_name}", d,
-                        alias=alias and f"{alias}/{h5_name}", name=f"lstm_{k}/{h5_name}"))
-        return table
+def _shape(dim: int, proj: int, n_highway: int, filters=_FILTERS, char_dim: int = 16,
+           negatives: int = 8192, batch_size: int = 128) -> dict[str, Any]:
+    return {
+        "lstm": {"dim": dim, "projection_dim": proj, "n_layers": 2, "cell_clip": 3,
+                 "proj_clip": 3, "use_skip_connections": True},
+        "char_cnn": {"filters": filters, "n_highway": n_highway, "embedding": {"dim": char_dim},
+                     "n_characters": 261, "max_characters_per_token": 50,
+                     "activation": "relu"},
+        "bidirectional": True, "dropout": 0.1, "batch_size": batch_size, "unroll_steps": 20,
+        "n_negative_samples_batch": negatives, "all_clip_norm_val": 10.0,
+        "learning_rate": 0.2, "n_epochs": 10,
+    }
 
-    def layer_output_names(self) -> list[str]:
-        # TF Hub ELMo's names, kept for its users
-        return [f"lstm_outputs{k}" for k in range(1, self.n_layers + 1)]
 
-    def default_jit(self, inference: bool = False) -> bool:
-        # XLA fuses each step's gate arithmetic: faster up to 2048 units on CPU, slower
-        # beyond (its matmuls lose to oneDNN's). Inference without XLA skips finished rows
-        # (dynamic shapes), which wins from 2048 units on. See docs/performance.md.
-        return self.options.dim <= (1024 if inference else 2048)
+PRESETS: dict[str, dict[str, Any]] = {
+    # bilm-tf's train_elmo.py (the released ELMo): 4096 / 512, 2 highways
+    "original": _shape(4096, 512, 2),
+    "medium": _shape(2048, 256, 1),
+    "small": _shape(1024, 128, 1),
+    # minutes on a laptop CPU: a few hundred thousand parameters
+    "tiny": _shape(256, 64, 1, filters=[[1, 32], [2, 32], [3, 64], [4, 128]], char_dim=8,
+                   negatives=1024, batch_size=64),
+}
+
+
+def _network(options: LSTMOptions, *, n_directions: int, input_dropout: float,
+             compute_dtype: str):
+    """The LSTM stacks; ``input_dropout`` (the options' ``dropout``) on each layer's input."""
+    from bilm.nn.lstm_stack import LSTMContextualizer
+
+    return LSTMContextualizer(options, n_directions=n_directions, input_dropout=input_dropout,
+                              compute_dtype=compute_dtype)
+
+
+def _describe(enc: LSTMOptions) -> str:
+    return (f"lstm: {enc.n_layers} layers, dim {enc.dim}, projection {enc.projection_dim}, "
+            f"skip connections {enc.use_skip_connections}")
+
+
+SPEC = register(EncoderSpec("lstm", LSTMOptions, _network, presets=PRESETS,
+                            describe=_describe))

@@ -1,4 +1,5 @@
-"""Using a run's checkpoints when some are damaged: try the newest, fall back to the newest
+"""Our checkpoints: how they are named and how many are kept (the one place that says so),
+and using a run's checkpoints when some are damaged: try the newest, fall back to the newest
 intact one with a warning that names the damaged one, or one line when none is intact.
 
 A checkpoint is verified by restoring it: TensorFlow's tensor bundles carry a CRC32C of every
@@ -6,7 +7,8 @@ tensor and check it on every read (``DataLossError``), and a truncated or missin
 or ``.data`` file fails to open or to read. Restoring is what every use of a checkpoint does
 anyway, so the check costs nothing when the newest is intact; a failed restore is followed by
 a full restore of the next checkpoint, which overwrites every value the failed one set (the
-restore asserts that every object matched).
+restore asserts that every object matched). TensorFlow is imported on the first restore
+only: run folders read the names here without it.
 """
 
 from __future__ import annotations
@@ -16,19 +18,29 @@ import os
 import re
 from collections.abc import Callable, Sequence
 
-import tensorflow as tf
+from bilm.training.run_errors import RunError
 
-from bilm.training.run_folder import RunError
-
-__all__ = ["CheckpointError", "restore_first_intact"]
+__all__ = ["CHECKPOINTS_KEPT", "CHECKPOINT_NAME", "TF1_CHECKPOINT_NAME", "CheckpointError",
+           "restore_first_intact"]
 
 logger = logging.getLogger(__name__)
 
-# What a damaged checkpoint raises while restoring: TensorFlow's errors (DataLossError for a
-# checksum, NotFoundError for a missing file, OutOfRangeError for a short one, ...), and
-# tf.train.Checkpoint's ValueError/AssertionError for an index that lost entries, and the
-# checkpoint reader's IndexError ("Read less bytes than requested") for a short data file.
-_DAMAGE = (tf.errors.OpError, ValueError, AssertionError, KeyError, IndexError, OSError)
+#: Our checkpoints' prefix (tf.train.CheckpointManager's ``checkpoint_name``): ``model-N``.
+CHECKPOINT_NAME = "model"
+#: How many checkpoints a run keeps (the CheckpointManager's ``max_to_keep``): the last 2.
+CHECKPOINTS_KEPT = 2
+#: bilm-tf's checkpoints' prefix (``model.ckpt-N``), which a run folder also recognizes.
+TF1_CHECKPOINT_NAME = "model.ckpt"
+
+
+def _damage() -> tuple[type[BaseException], ...]:
+    """What a damaged checkpoint raises while restoring: TensorFlow's errors (DataLossError for
+    a checksum, NotFoundError for a missing file, OutOfRangeError for a short one, ...), and
+    tf.train.Checkpoint's ValueError/AssertionError for an index that lost entries, and the
+    checkpoint reader's IndexError ("Read less bytes than requested") for a short data file."""
+    import tensorflow as tf
+
+    return (tf.errors.OpError, ValueError, AssertionError, KeyError, IndexError, OSError)
 
 
 class CheckpointError(RunError):
@@ -60,10 +72,11 @@ def restore_first_intact(restore: Callable[[str], None], candidates: Sequence[st
     if not candidates:
         raise CheckpointError(f"no checkpoint in {where}; run bilm train first")
     failures = []
+    damage = _damage()
     for path in candidates:
         try:
             restore(path)
-        except _DAMAGE as e:
+        except damage as e:
             if isinstance(e, RunError):
                 raise
             failures.append(f"{_name(path)} ({describe(e)})")

@@ -1,5 +1,8 @@
-"""Small I/O helpers: atomic writes that clean up after themselves, disk-full and
-unwritable-path errors that name the user's path, and progress reporting."""
+"""Safe outputs: atomic writes that clean up after themselves (a temporary file beside the
+output, published only on success and never over an output that appeared meanwhile), and a
+free-space check for HDF5 writers. Their errors (:mod:`bilm.io.output_errors`) name the
+user's path; a stop signal while writing removes the temporary file
+(:mod:`bilm.io.stop_signals`)."""
 
 from __future__ import annotations
 
@@ -12,15 +15,25 @@ import os
 import re
 import secrets
 import shutil
-import signal
-import socket
 import sys
-import threading
-import time
+import time  # noqa: F401 (bilm.io.files.time: the clock tests patch, as when Progress was here)
 from collections.abc import Iterator
+
+from bilm.io.output_errors import (
+    DiskFullError,
+    OutputError,
+    OutputExistsError,
+    is_disk_full,
+    output_error,
+)
+from bilm.io.processes import _HOST, _pid_alive
+from bilm.io.progress import Progress
+from bilm.io.stop_signals import OutputInterrupted, _SignalsInterrupt
 
 logger = logging.getLogger(__name__)
 
+# DiskFullError, OutputError, OutputExistsError, OutputInterrupted and Progress live in their
+# own modules and stay importable from here.
 __all__ = [
     "DiskFullError",
     "OutputError",
@@ -33,141 +46,6 @@ __all__ = [
     "is_disk_full",
     "remove_stale_parts",
 ]
-
-
-class OutputError(OSError):
-    """An output cannot be written: the message names the user's path and the reason."""
-
-    def __str__(self) -> str:  # the message alone, without OSError's "[Errno N]"
-        return self.args[1] if len(self.args) > 1 else super().__str__()
-
-
-class DiskFullError(OutputError):
-    """The disk (file system) holding an output is full."""
-
-    def __init__(self, path: str | os.PathLike[str], detail: str = "") -> None:
-        path = os.fspath(path)
-        super().__init__(errno.ENOSPC, f"the disk is full: cannot write {path}"
-                         f"{f' ({detail})' if detail else ''}; free some space or write "
-                         "elsewhere (earlier outputs are untouched)")
-        self.path = path
-
-
-class OutputExistsError(OutputError):
-    """The output exists (or appeared while it was being written, from another process) and
-    the command was not asked to replace it: nothing was replaced."""
-
-    def __init__(self, path: str | os.PathLike[str], appeared: bool = False) -> None:
-        path = os.fspath(path)
-        what = ("appeared while this command was writing it (another process?)" if appeared
-                else "exists")
-        super().__init__(errno.EEXIST, f"{path} {what}; nothing was replaced; pass "
-                         "--overwrite to replace it")
-        self.path = path
-
-
-class OutputInterrupted(KeyboardInterrupt):
-    """A stop signal (SIGINT, SIGTERM, SIGHUP) arrived while an output was being written;
-    its temporary file is removed and the message says so. ``signum`` is the signal (the
-    command line exits with 128 + ``signum``, as a shell reports a process it killed)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-        self.outputs: list[tuple[str, str, bool]] = []  # (temporary file, output, published)
-
-    def __str__(self) -> str:
-        text = f"stopped by {signal.Signals(self.signum).name}"
-        notes = [f"{path} was written" if published else
-                 f"removed the unfinished {tmp}; {path} was not written"
-                 for tmp, path, published in self.outputs]
-        return f"{text}: {'; '.join(notes)}" if notes else text
-
-
-# The signals that stop a command: each raises OutputInterrupted while an output is written.
-_STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP")
-                      if hasattr(signal, n))
-
-
-class _SignalsInterrupt:
-    """While an output is written, a stop signal raises :class:`OutputInterrupted` (whose
-    cleanup removes the temporary file) instead of killing the process on the spot.
-
-    Only in the main thread, and only for signals left at their default (a program's own
-    handler, e.g. training's save-then-stop, is kept). A second signal during the cleanup is
-    ignored; ``hold()`` defers a signal until the output is published (or not)."""
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._holding = False
-        self._previous: dict[int, object] = {}
-
-    def __enter__(self) -> _SignalsInterrupt:
-        if threading.current_thread() is not threading.main_thread():
-            return self
-        for sig in _STOP_SIGNALS:
-            try:
-                current = signal.getsignal(sig)
-                default = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
-                if current is default:
-                    self._previous[sig] = signal.signal(sig, self._handle)
-            except (OSError, ValueError):  # not settable here
-                continue
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum: int, frame) -> None:
-        if self.received is not None:
-            return  # already stopping: let the cleanup finish
-        self.received = signum
-        if not self._holding:
-            raise OutputInterrupted(signum)
-
-    @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
-        """Defer a signal until the block ends (the publishing rename or link)."""
-        self._holding = True
-        try:
-            yield
-        finally:
-            self._holding = False
-        if self.received is not None:
-            raise OutputInterrupted(self.received)
-
-
-def is_disk_full(error: BaseException) -> bool:
-    """True for an error caused by a full disk (OSError ENOSPC, or TensorFlow's and HDF5's
-    wrapped forms of it, which only carry the message)."""
-    if isinstance(error, DiskFullError):
-        return True
-    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    text = str(error)
-    return "No space left on device" in text or "errno = 28" in text
-
-
-_REASONS = {
-    errno.EROFS: "the file system is read-only",
-    errno.EACCES: "permission denied",
-    errno.EPERM: "permission denied",
-    errno.ENOTDIR: "a file is in the way of a folder on that path",
-    errno.EEXIST: "a file is in the way of a folder on that path",
-    errno.ENOSPC: "the disk is full",
-    errno.EDQUOT: "the disk quota is exceeded",
-}
-
-
-def output_error(path: str, error: OSError) -> OutputError:
-    """``error`` (raised while writing ``path`` or its temporary file) as a one-line
-    :class:`OutputError` naming ``path``, never the temporary name or a bare errno."""
-    if is_disk_full(error):
-        return DiskFullError(path)
-    reason = _REASONS.get(error.errno or -1, error.strerror or str(error))
-    where = os.path.dirname(os.path.abspath(path))
-    return OutputError(error.errno, f"cannot write {path}: {reason} (folder {where})")
 
 
 def _ensure_dir(path: str, directory: str) -> None:
@@ -187,21 +65,8 @@ def _ensure_dir(path: str, directory: str) -> None:
 # Temporary names: ".<name>.<host>.<pid>.<random>.part" beside the final path. The host and
 # pid say who is writing, so that a later run can tell a leftover of a killed process (kill
 # -9, power loss) from a write in progress, and remove it.
-_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"
-
-
 def _part_name(path: str) -> str:
     return (f".{os.path.basename(path)}.{_HOST}.{os.getpid()}.{secrets.token_hex(4)}.part")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
 
 
 def remove_stale_parts(path: str | os.PathLike[str]) -> list[str]:
@@ -416,126 +281,3 @@ def check_free_space(directory: str | os.PathLike[str], needed: int, path: str,
         return  # cannot tell: let the write itself report
     if st.f_bavail * st.f_frsize < needed + reserve:
         raise DiskFullError(path)
-
-
-def _stderr_is_terminal() -> bool:
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-class Progress:
-    """Progress of a long loop: one stream, one total.
-
-    On a terminal, a `tqdm <https://tqdm.github.io>`_ bar on stderr (log records are routed
-    above it); otherwise one log line every ``interval`` seconds (or a plain stderr line when
-    the program configured no logging at all). Rates and ETAs are measured from the end of
-    the first update, so start-up and compilation do not inflate the ETA.
-
-    Args:
-        desc: a label. total: the count to reach (None: unknown). unit: what is counted.
-        enabled: False makes every call a no-op. initial: already done (a resumed run).
-        interval: seconds between log lines when stderr is not a terminal.
-    """
-
-    def __init__(self, desc: str, total: int | None = None, unit: str = "it",
-                 enabled: bool = True, initial: int = 0, interval: float = 30.0) -> None:
-        self.desc, self.total, self.unit = desc, total, unit
-        self.enabled = enabled
-        self.done = initial
-        self.postfix = ""
-        self._interval = interval
-        self._tty = enabled and _stderr_is_terminal()
-        self._bar = None  # made at the first update: its clock then skips the warm-up
-        self._redirect = None
-        self._t0: float | None = None
-        self._n0 = initial
-        self._last_emit = 0.0
-        self._emitted_at = -1
-
-    def __enter__(self) -> Progress:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def set_postfix(self, text: str) -> None:
-        """Extra text shown after the counts (e.g. the latest perplexity)."""
-        self.postfix = text
-        if self._bar is not None:
-            self._bar.set_postfix_str(text, refresh=False)
-
-    def update(self, n: int = 1) -> None:
-        self.done += n
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if self._t0 is None:  # the first update ends the warm-up
-            self._t0, self._n0, self._last_emit = now, self.done, now
-            if self._tty:
-                self._open_bar()
-            return
-        if self._bar is not None:
-            self._bar.update(n)
-        elif now - self._last_emit >= self._interval:
-            self._emit(now)
-
-    def _open_bar(self) -> None:
-        from tqdm import tqdm
-        from tqdm.contrib.logging import logging_redirect_tqdm
-
-        self._bar = tqdm(total=self.total, initial=self.done, desc=self.desc, unit=self.unit,
-                         dynamic_ncols=True, mininterval=0.5, smoothing=0.1, leave=True,
-                         file=sys.stderr)
-        if self.postfix:
-            self._bar.set_postfix_str(self.postfix, refresh=False)
-        # log records print above the bar instead of breaking it
-        self._redirect = logging_redirect_tqdm()
-        self._redirect.__enter__()
-
-    def line(self, now: float | None = None) -> str:
-        """The log line: counts, rate and ETA (rate measured after the first update)."""
-        now = time.perf_counter() if now is None else now
-        rate = None
-        if self._t0 is not None and now > self._t0 and self.done > self._n0:
-            rate = (self.done - self._n0) / (now - self._t0)
-        text = f"{self.desc}: {self.done:,}"
-        if self.total is not None:
-            text += f"/{self.total:,}"
-        text += f" {self.unit}"
-        if rate:
-            text += f", {rate:,.1f} {self.unit}/s"
-            if self.total is not None:
-                text += f", ETA {_fmt_time(max(self.total - self.done, 0) / rate)}"
-        if self.postfix:
-            text += f", {self.postfix}"
-        return text
-
-    def _emit(self, now: float) -> None:
-        self._last_emit, self._emitted_at = now, self.done
-        text = self.line(now)
-        if logger.hasHandlers():
-            logger.info("%s", text)
-        else:  # a library user who configured no logging still sees progress
-            print(text, file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if not self.enabled:
-            return
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-            if self._redirect is not None:
-                self._redirect.__exit__(None, None, None)
-                self._redirect = None
-        elif not self._tty and self._t0 is not None and self._emitted_at != self.done:
-            self._emit(time.perf_counter())  # the final count, once
-        self.enabled = False
-
-
-def _fmt_time(seconds: float) -> str:
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"

@@ -1,39 +1,27 @@
-"""Weight I/O: HDF5 weight files and TF1 checkpoints, through one table.
+"""bilm-tf's HDF5 weight files: the built-in weight format (:mod:`bilm.io.formats`).
 
-:func:`weight_table` lists every encoder variable beside its HDF5 dataset and TF1 checkpoint
-variable: the token embedder's entries (:meth:`bilm.model.token_embedder.TokenEmbedder.
-weight_entries`) then the contextualizer's (:mod:`bilm.encoders`), each declared explicitly
-where the variable is made. Readers, writers, checkpoints and the set of trained variables
-only walk that table (plus the softmax), so no variable can be missed.
+Reading refuses what could make a file read other files or exhaust memory (soft and external
+links, virtual and external datasets) and names the file and dataset of every problem;
+:func:`list_datasets` (``bilm info``) and :func:`read_embedding_file` (token-input models'
+word embeddings) are HDF5-only. Loading and saving a network's weights in any format:
+:mod:`bilm.io.weights`.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import re
+from collections.abc import Sequence
 
 import h5py
 import numpy as np
 
-from bilm.io.files import atomic_path, check_free_space
-from bilm.nn.layout import WeightEntry, WeightOwner, weight_table
+from bilm.io.formats import WeightFileError, WeightFormat, check_values, register_format
+from bilm.nn.layout import WeightEntry
 
 # No TensorFlow at import: reading HDF5 files needs none (the command line lists them first).
 
-__all__ = [
-    "WeightEntry",
-    "WeightFileError",
-    "list_datasets",
-    "load_weights",
-    "read_embedding_file",
-    "save_weights",
-    "weight_table",
-]
-
-
-class WeightFileError(ValueError):
-    """A weight file lacks a dataset, holds an unexpected one, or a shape does not match."""
+__all__ = ["HDF5", "WeightFileError", "list_datasets", "read_embedding_file"]
 
 
 def _walk(group: h5py.Group, prefix: str = ""):
@@ -143,20 +131,7 @@ def _read_dataset(f: h5py.File, key: str, path: str) -> np.ndarray:
         value = dset[...]
     except _H5_ERRORS:
         raise WeightFileError(f"{path}: {_DAMAGED}: dataset '{key}' cannot be read") from None
-    if value.dtype.kind not in "fiu":
-        raise WeightFileError(f"{path}: dataset '{key}' holds {value.dtype} values, not numbers")
-    n_bad = value.size - np.count_nonzero(np.isfinite(value))
-    if n_bad:
-        raise WeightFileError(
-            f"{path}: dataset '{key}' holds {n_bad} non-finite values (NaN/inf); the file is "
-            "damaged or the training diverged")
-    with np.errstate(over="ignore"):
-        value = value.astype(np.float32, copy=False)
-    n_big = value.size - np.count_nonzero(np.isfinite(value))
-    if n_big:  # finite in a float64 file, inf as float32
-        raise WeightFileError(
-            f"{path}: dataset '{key}' holds {n_big} values beyond float32's range")
-    return value
+    return check_values(value, key, path)
 
 
 def list_datasets(path: str | os.PathLike[str],
@@ -190,106 +165,44 @@ def read_embedding_file(path: str | os.PathLike[str]) -> np.ndarray:
         return _read_dataset(f, "embedding", path)
 
 
-# Datasets a weight file may hold that inference does not use (training's softmax).
-_IGNORED = ("softmax/",)
+class _Reader:
+    """An open HDF5 weight file (:class:`bilm.io.formats.WeightReader`)."""
 
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.file = _open(path)
 
-def load_weights(encoder: WeightOwner, weight_file: str | os.PathLike[str],
-                 embedding_weight_file: str | os.PathLike[str] | None = None) -> None:
-    """Assign every weight of ``encoder`` from a bilm-tf HDF5 file.
+    def __enter__(self) -> _Reader:
+        return self
 
-    The word embedding of a token-input model comes from ``embedding_weight_file`` when given.
-    Raises :class:`WeightFileError` (one line, naming the file and the HDF5 key) for a missing
-    dataset, a shape mismatch (both shapes), a dataset the options do not account for, NaN/inf
-    values, data stored outside the file (external or virtual datasets, soft or external
-    links anywhere in the file), or a truncated or damaged file.
-    """
-    path = os.fspath(weight_file)
-    table = weight_table(encoder)
-    with _open(path) as f:
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()
+
+    def names(self) -> set[str]:
         try:
-            present = _datasets(f)
+            return _datasets(self.file)
         except _H5_ERRORS:
-            raise WeightFileError(f"{path}: {_DAMAGED}") from None
-        for entry in table:
-            key_path = path
-            if entry.h5_key == "embedding" and embedding_weight_file is not None:
-                key_path = os.fspath(embedding_weight_file)
-                value = read_embedding_file(embedding_weight_file)
-            elif entry.h5_key in present:
-                value = _read_dataset(f, entry.h5_key, path)
-            elif entry.alias in present:
-                value = _read_dataset(f, entry.alias, path)
-            else:
-                raise WeightFileError(
-                    f"{path}: missing dataset '{entry.h5_key}' (expected shape {entry.shape}); "
-                    "do the options match this weight file?"
-                )
-            if tuple(value.shape) != entry.shape:
-                raise WeightFileError(
-                    f"{key_path}: dataset '{entry.h5_key}' has shape {tuple(value.shape)}, the "
-                    f"options imply {entry.shape}"
-                )
-            entry.set(value)
-        expected = {e.h5_key for e in table} | {e.alias for e in table if e.alias}
-        ignored = _IGNORED
-        # a token-input model of a char-CNN biLM
-        if not getattr(encoder, "use_character_inputs", True):
-            ignored += ("char_embed", "CNN")
-        unexpected = sorted(k for k in present - expected
-                            if not k.startswith(ignored) and k != "embedding")
-        if unexpected:
-            raise WeightFileError(
-                f"{path}: datasets {unexpected} are not used by the options (more layers, "
-                "highways or filters in the file than in options.json?)"
-            )
+            raise WeightFileError(f"{self.path}: {_DAMAGED}") from None
+
+    def read(self, name: str) -> np.ndarray:
+        return _read_dataset(self.file, name, self.path)
 
 
-def save_weights(encoder: WeightOwner, outfile: str | os.PathLike[str],
-                 overwrite: bool = True) -> None:
-    """Write ``encoder``'s weights in bilm-tf's HDF5 layout (atomically; an existing
-    ``outfile`` is replaced only when ``overwrite``, see :func:`~bilm.io.files.atomic_path`). An
-    entry's alias is written too, as an HDF5 hard link (a 1-layer LSTM's cells under both
-    AllenNLP's ``MultiRNNCell/Cell0`` names and the plain ``LSTMCell`` names bilm-tf's
-    reader expects)."""
-    table = weight_table(encoder)
-    with atomic_path(outfile, overwrite=overwrite) as tmp, h5py.File(tmp, "w") as f:
-        check_free_space(os.path.dirname(tmp), sum(4 * math.prod(e.shape) for e in table),
-                         os.fspath(outfile))
+def _write(path: str, table: Sequence[WeightEntry]) -> None:
+    """Every entry as a float32 dataset; an entry's alias as an HDF5 hard link (a 1-layer
+    LSTM's cells under both AllenNLP's ``MultiRNNCell/Cell0`` names and the plain
+    ``LSTMCell`` names bilm-tf's reader expects; no second copy of the data)."""
+    with h5py.File(path, "w") as f:
         for entry in table:
             f.create_dataset(entry.h5_key, data=entry.get().astype(np.float32))
-            if entry.alias:  # another reader's name: a hard link, no second copy of the data
+            if entry.alias:
                 f[entry.alias] = f[entry.h5_key]
 
 
-def load_tf1_checkpoint(table: list[WeightEntry], path: str,
-                        slots: dict[int, object] | None = None) -> int:
-    """Restore a bilm-tf (TF1) training checkpoint into ``table``'s variables (a language
-    model's :func:`~bilm.model.lm.tf1_table`) without TF1.
+def _sniff(path: str) -> bool:
+    with open(path, "rb") as f:
+        return f.read(8) == b"\x89HDF\r\n\x1a\n"
 
-    ``slots`` maps ``id(variable)`` to its Adagrad accumulator, restored from
-    ``<name>/Adagrad`` when present. Returns the checkpoint's ``global_step`` (0 if absent).
-    Raises :class:`WeightFileError` naming a missing variable or a shape mismatch.
-    """
-    import tensorflow as tf
 
-    reader = tf.train.load_checkpoint(path)
-    shapes = reader.get_variable_to_shape_map()
+HDF5 = register_format(WeightFormat("hdf5", (".hdf5", ".h5"), _Reader, _write, _sniff))
 
-    def read(name: str, expected: tuple[int, ...]) -> np.ndarray:
-        if name not in shapes:
-            raise WeightFileError(f"{path}: missing variable '{name}' (expected shape "
-                                  f"{expected}); do the options match this checkpoint?")
-        value = reader.get_tensor(name)
-        if tuple(value.shape) != expected:
-            raise WeightFileError(f"{path}: variable '{name}' has shape {tuple(value.shape)}, "
-                                  f"the options imply {expected}")
-        return value
-
-    for entry in table:
-        entry.set(read(entry.tf1_key, entry.shape))
-        slot = (slots or {}).get(id(entry.variable))
-        if slot is not None and f"{entry.tf1_key}/Adagrad" in shapes:
-            WeightEntry(slot, entry.h5_key, entry.tf1_key, entry.direction).set(
-                read(f"{entry.tf1_key}/Adagrad", entry.shape))
-    return int(reader.get_tensor("global_step")) if "global_step" in shapes else 0

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from bilm._lazy import lazy_exports
 
-_EXPORTS = {name: "bilm.inference.model" for name in (
-    "BidirectionalLanguageModel", "dump_bilm_embeddings", "dump_token_embeddings",
-    "reduce_embeddings")}
+_EXPORTS = {
+    "BidirectionalLanguageModel": "bilm.inference.language_model",
+    "dump_bilm_embeddings": "bilm.inference.dumps",
+    "dump_token_embeddings": "bilm.inference.dumps",
+    "reduce_embeddings": "bilm.inference.dumps",
+}
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

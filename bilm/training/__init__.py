@@ -1,9 +1,11 @@
-"""Training: the trainer and its step, the loop, run folders, optimizers, distribution and
-the multi-worker launcher.
+"""Training: the trainer and its step (trainer), the loop (loop) and what runs around its
+steps (hooks), a run's inputs (inputs), starting, resuming and loading runs (runs), run
+folders, optimizers, distribution and the multi-worker launcher.
 
 bilm-tf's ``bilm.training`` names (``train``, ``test``, ``load_vocab``, ``dump_weights``,
-``load_options_latest_checkpoint``) and ours are importable from here; TensorFlow is imported
-on first use, so the run-folder and launcher modules stay light.
+``load_options_latest_checkpoint``) and ours are importable from here (``test`` and
+``evaluate_run`` live in :mod:`bilm.evaluation`, ``dump_weights`` in :mod:`bilm.export`);
+TensorFlow is imported on first use, so the run-folder and launcher modules stay light.
 """
 
 from __future__ import annotations
@@ -11,21 +13,22 @@ from __future__ import annotations
 from bilm._lazy import lazy_exports
 
 _EXPORTS = {
-    "Adagrad": "bilm.training.core",
-    "LoadedRun": "bilm.training.core",
-    "TrainingError": "bilm.training.core",
-    "TrainingInterrupted": "bilm.training.core",
-    "count_tokens": "bilm.training.core",
-    "dump_weights": "bilm.training.core",
-    "evaluate_run": "bilm.training.core",
-    "load_language_model": "bilm.training.core",
-    "load_options_latest_checkpoint": "bilm.training.core",
-    "load_run": "bilm.training.core",
-    "load_vocab": "bilm.training.core",
-    "resume_training": "bilm.training.core",
-    "start_training": "bilm.training.core",
-    "test": "bilm.training.core",
-    "train": "bilm.training.core",
+    "Adagrad": "bilm.training.optimizers",
+    "LoadedRun": "bilm.training.runs",
+    "Trainer": "bilm.training.trainer",
+    "TrainingError": "bilm.training.loop",
+    "TrainingInterrupted": "bilm.training.hooks",
+    "count_tokens": "bilm.training.inputs",
+    "dump_weights": "bilm.export",
+    "evaluate_run": "bilm.evaluation",
+    "load_language_model": "bilm.training.runs",
+    "load_options_latest_checkpoint": "bilm.training.runs",
+    "load_run": "bilm.training.runs",
+    "load_vocab": "bilm.training.inputs",
+    "resume_training": "bilm.training.runs",
+    "start_training": "bilm.training.runs",
+    "test": "bilm.evaluation",
+    "train": "bilm.training.loop",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -11,14 +11,13 @@
 
 A bilm-tf training directory (options.json + TF1 checkpoints) is a run too: it has no
 run.json or vocab.txt, so the vocabulary must be named and the data stream starts afresh.
-No TensorFlow here: the command line reads runs before it starts TensorFlow.
+No TensorFlow here: the command line reads runs before it starts TensorFlow. The lock is
+:mod:`bilm.training.run_lock`; checkpoint names are :mod:`bilm.io.checkpoints`'.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import errno
 import glob
 import hashlib
 import json
@@ -26,18 +25,19 @@ import logging
 import os
 import re
 import shutil
-import socket
-import sys
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from bilm.data.vocabulary import Vocabulary
-from bilm.io.files import _pid_alive, atomic_path
+from bilm.io.checkpoints import CHECKPOINT_NAME, TF1_CHECKPOINT_NAME
+from bilm.io.files import atomic_path
+from bilm.training.run_errors import RunBusyError, RunError
+from bilm.training.run_lock import LOCK_FILE, RunLock, owned, writes_run
 
-__all__ = ["RunBusyError", "RunError", "RunLock", "RunState", "TrainingRun",
-           "vocabulary_digest"]
+# RunBusyError, RunError, RunLock, LOCK_FILE, owned and writes_run live in run_errors and
+# run_lock, and stay importable from here.
+__all__ = ["LOCK_FILE", "RunBusyError", "RunError", "RunLock", "RunState", "TrainingRun",
+           "owned", "vocabulary_digest", "writes_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,20 +45,12 @@ RUN_FILE = "run.json"
 VOCAB_FILE = "vocab.txt"
 LOG_FILE = "training_log.csv"
 OPTIONS_FILE = "options.json"
-LOCK_FILE = ".bilm-run.lock"
 BOOKKEEPING_FILE = "checkpoint"  # tf.train's list of a folder's checkpoints
 
 # Checkpoint prefixes: ours (tf.train.CheckpointManager, "model-N") and bilm-tf's
 # ("model.ckpt-N"); a checkpoint exists when its .index file does.
-_CHECKPOINT_INDEX = re.compile(r"^(?P<prefix>model(?:\.ckpt)?-(?P<step>\d+))\.index$")
-
-
-class RunError(ValueError):
-    """A training directory cannot be used as asked (the message says why and what to do)."""
-
-
-class RunBusyError(RunError):
-    """Another process holds the run folder (trains or resumes into it)."""
+_CHECKPOINT_INDEX = re.compile(rf"^(?P<prefix>(?:{re.escape(CHECKPOINT_NAME)}|"
+                               rf"{re.escape(TF1_CHECKPOINT_NAME)})-(?P<step>\d+))\.index$")
 
 
 def vocabulary_digest(vocab: Vocabulary) -> str:
@@ -314,8 +306,9 @@ class TrainingRun:
     # -- clearing ---------------------------------------------------------------------------
 
     _RUN_FILES = (OPTIONS_FILE, RUN_FILE, VOCAB_FILE, LOG_FILE, "checkpoint")
-    _RUN_PATTERNS = ("model-*.index", "model-*.data-*", "model-*_temp",
-                     "events.out.tfevents.*", "model.ckpt-*")
+    _RUN_PATTERNS = (f"{CHECKPOINT_NAME}-*.index", f"{CHECKPOINT_NAME}-*.data-*",
+                     f"{CHECKPOINT_NAME}-*_temp", "events.out.tfevents.*",
+                     f"{TF1_CHECKPOINT_NAME}-*")
 
     def clear(self) -> list[str]:
         """Remove the files of an earlier run (and nothing else) from the directory."""
@@ -337,159 +330,3 @@ class TrainingRun:
             if os.path.isdir(p) and re.search(r"-\d+_temp$", p):
                 shutil.rmtree(p, ignore_errors=True)
                 logger.info("removed an unfinished checkpoint %s", p)
-
-
-
-# -- one process per run folder -------------------------------------------------------------
-
-_HOST = socket.gethostname()
-
-
-def writes_run() -> bool:
-    """Whether this process writes into the run: True unless it is a non-chief worker of a
-    cluster (TF_CONFIG's 'chief' task, else worker 0; SLURM's task 0), read from the
-    environment without TensorFlow, as :func:`bilm.training.distribute.is_chief` decides."""
-    raw = os.environ.get("TF_CONFIG")
-    if raw:
-        try:
-            config = json.loads(raw)
-            task, cluster = config.get("task", {}), config.get("cluster", {})
-            if task.get("type") == "chief":
-                return True
-            return (task.get("type") == "worker" and int(task.get("index", 0)) == 0
-                    and "chief" not in cluster)
-        except (ValueError, TypeError, AttributeError):
-            return True  # make_strategy reports a malformed TF_CONFIG
-    procid = os.environ.get("SLURM_PROCID")
-    return procid is None or procid == "0"
-
-
-class RunLock:
-    """One process at a time trains (or resumes, or imports) into a run folder.
-
-    The lock is the file ``SAVE_DIR/.bilm-run.lock``, held with ``flock`` for as long as the
-    process runs: the kernel frees it when the process ends however it ends (kill -9
-    included), so a lock left by a dead process never blocks. The file records the owner
-    (command, pid, host, start time) for the message a second process gets, and is removed
-    on release. On a file system without ``flock``, the file is created exclusively instead
-    and a leftover of a dead process of this host is taken over. Reading a run (evaluate,
-    export, score) takes no lock.
-
-    Raises :class:`RunBusyError` (one line naming the owner) when another process holds it.
-    """
-
-    def __init__(self, save_dir: str | os.PathLike[str], command: str) -> None:
-        self.save_dir = os.fspath(save_dir)
-        self.path = os.path.join(self.save_dir, LOCK_FILE)
-        self.command = command
-        self._fd: int | None = None
-
-    def __enter__(self) -> RunLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-    def _owner(self) -> str:
-        try:
-            with open(self.path, encoding="utf-8") as f:
-                owner = json.loads(f.read(4096) or "{}")
-            return (f"{owner['command']} (pid {owner['pid']} on {owner['host']}, since "
-                    f"{owner['started']})")
-        except (OSError, ValueError, KeyError, TypeError):
-            return "another process"
-
-    def _busy(self) -> RunBusyError:
-        return RunBusyError(f"{self.save_dir} is in use by {self._owner()}; wait for it to end "
-                            "or stop it, or use another --save-dir")
-
-    def acquire(self) -> None:
-        try:
-            os.makedirs(self.save_dir, exist_ok=True)
-        except FileExistsError:
-            raise RunError(f"--save-dir {self.save_dir} is a file, not a folder") from None
-        import fcntl
-
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                raise self._busy() from None
-            except OSError as e:
-                os.close(fd)
-                if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
-                    raise
-                self._acquire_exclusive()
-                return
-            # The previous owner may have removed the file between our open and our lock:
-            # then we hold a lock on a file nobody else sees, and must start again.
-            try:
-                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            os.close(fd)
-        self._fd = fd
-        self._write_owner(fd)
-
-    def _write_owner(self, fd: int) -> None:
-        owner = {"command": self.command, "pid": os.getpid(), "host": _HOST,
-                 "started": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": sys.argv[1:]}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(owner).encode("utf-8"), 0)
-
-    def _acquire_exclusive(self) -> None:
-        """Without flock: create the file exclusively; one of a dead process of this host
-        (its pid gone) is stale and taken over."""
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
-            except FileExistsError:
-                try:
-                    with open(self.path, encoding="utf-8") as f:
-                        owner = json.loads(f.read(4096) or "{}")
-                    stale = owner.get("host") == _HOST and not _pid_alive(int(owner["pid"]))
-                except (OSError, ValueError, KeyError, TypeError):
-                    stale = False
-                if not stale:
-                    raise self._busy() from None
-                logger.warning("removed a stale lock of a process that no longer runs (%s)",
-                               self._owner())
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(self.path)
-                continue
-            self._fd = fd
-            self._write_owner(fd)
-            return
-        raise self._busy()
-
-    def release(self) -> None:
-        if self._fd is None:
-            return
-        with contextlib.suppress(OSError):
-            os.remove(self.path)  # still held: no other process can have taken it
-        os.close(self._fd)
-        self._fd = None
-
-
-@contextlib.contextmanager
-def owned(save_dir: str | os.PathLike[str], command: str) -> Iterator[None]:
-    """Hold the run folder's lock (:class:`RunLock`) when this process writes into the run
-    (every process but a cluster's non-chief workers, which write nothing there)."""
-    key = os.path.realpath(save_dir)
-    if not writes_run() or key in _HELD:  # (held already: this process's own, re-entered)
-        yield
-        return
-    with RunLock(save_dir, command):
-        _HELD.add(key)
-        try:
-            yield
-        finally:
-            _HELD.discard(key)
-
-
-_HELD: set[str] = set()  # the run folders this process holds

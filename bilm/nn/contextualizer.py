@@ -1,4 +1,4 @@
-"""The interface every encoder implements (see :mod:`bilm.encoders`)."""
+"""The interface every encoder's network implements (see :mod:`bilm.encoders`)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from bilm.encoders.registry import EncoderOptions
 from bilm.nn.dropout import Rows
 from bilm.nn.layout import WeightEntry
-from bilm.options import EncoderOptions
 
 __all__ = ["Contextualizer", "State"]
 

@@ -1,0 +1,168 @@
+"""``bilm`` commands that make a training run: vocab, train, resume, launch, import-allennlp,
+demo. Each checks its arguments, calls the library, prints."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+from bilm._shell import UserError
+from bilm.cli.checks import (
+    check_output,
+    check_replicas,
+    need_file,
+    need_glob,
+    need_run,
+    start_tensorflow,
+)
+
+if TYPE_CHECKING:
+    from bilm.options import BiLMOptions
+
+__all__ = ["cmd_demo", "cmd_import_allennlp", "cmd_launch", "cmd_resume", "cmd_train",
+           "cmd_vocab"]
+
+
+def cmd_vocab(args: argparse.Namespace) -> None:
+    need_glob(args.train_prefix, "TRAIN_PREFIX", "training")
+    check_output(args.output, args.overwrite)
+    from bilm.data.build_vocab import build_vocab
+
+    stats = build_vocab(args.train_prefix, args.output, min_count=args.min_count,
+                        max_size=args.max_size,
+                        max_characters_per_token=args.max_characters_per_token,
+                        progress=not args.quiet, overwrite=args.overwrite)
+    def n(count: int, word: str) -> str:
+        return f"{count} {word}{'' if count == 1 else 's'}"
+
+    print(f"{n(stats.n_written, 'entry').replace('entrys', 'entries')} written to "
+          f"{args.output} ({n(stats.n_tokens, 'token')}, {n(stats.n_types, 'type')}, "
+          f"{stats.n_long} longer than {args.max_characters_per_token - 2} bytes)")
+
+
+# Command-line flags that override the options' training keys (flag dest -> options key).
+_TRAIN_FLAGS = {"batch_size": "batch_size", "n_epochs": "n_epochs",
+                "n_train_tokens": "n_train_tokens", "learning_rate": "learning_rate",
+                "dropout": "dropout", "precision": "precision", "jit_compile": "jit_compile"}
+
+
+def _flag_changes(args: argparse.Namespace) -> dict:
+    return {key: getattr(args, dest) for dest, key in _TRAIN_FLAGS.items()
+            if getattr(args, dest, None) is not None}
+
+
+def _train_options(args: argparse.Namespace) -> BiLMOptions:
+    """The preset, merged with --options FILE, then the flags; parsed and validated once,
+    before TensorFlow starts."""
+    from bilm.options import BiLMOptions, read_options_json
+    from bilm.presets import merge_options, preset
+
+    options = preset(args.preset)
+    source = f"preset {args.preset!r}"
+    if args.options:
+        need_file(args.options, "options file")
+        override = read_options_json(args.options)  # OptionsError: not JSON, HDF5, not UTF-8
+        if not isinstance(override, dict):
+            raise UserError(f"{args.options} must hold a JSON object of options, "
+                            f"not a {type(override).__name__}")
+        options = merge_options(options, override)
+        source = f"{args.options} (over {source})"
+    options.update(_flag_changes(args))
+    return BiLMOptions.from_dict(options, source=source)
+
+
+def _checkpoint_flags(args: argparse.Namespace) -> dict:
+    """The checkpoint interval flags; none given: the library's default (bilm train: every
+    10 minutes; bilm resume: as the run was started)."""
+    if args.checkpoint_every is None and args.checkpoint_minutes is None:
+        return {}
+    return {"checkpoint_every": args.checkpoint_every,
+            "checkpoint_minutes": args.checkpoint_minutes or None}
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    need_glob(args.train_prefix, "--train-prefix", "training")
+    need_file(args.vocab, "vocabulary file")
+    options = _train_options(args)
+    from bilm.training.run_folder import TrainingRun, writes_run
+
+    if writes_run():  # (a cluster's other workers write nothing into the folder)
+        TrainingRun(args.save_dir).check_new(args.overwrite)  # a run, or the user's files
+    start_tensorflow(args)
+    check_replicas(args.n_gpus)
+    from bilm.training.runs import start_training
+
+    ckpt = start_training(args.save_dir, options, args.train_prefix, args.vocab,
+                          n_gpus=args.n_gpus, seed=args.seed, n_batches=args.n_batches,
+                          overwrite=args.overwrite, progress=not args.quiet,
+                          collective_timeout=args.collective_timeout,
+                          **_checkpoint_flags(args))
+    print(f"checkpoint: {ckpt}")
+
+
+def cmd_resume(args: argparse.Namespace) -> None:
+    need_run(args.save_dir)
+    need_file(args.vocab, "vocabulary file")
+    if args.train_prefix:
+        need_glob(args.train_prefix, "--train-prefix", "training")
+    changes = _flag_changes(args)
+    if args.unroll_steps is not None:
+        changes["unroll_steps"] = args.unroll_steps
+    start_tensorflow(args)
+    check_replicas(args.n_gpus)
+    from bilm.training.runs import resume_training
+
+    ckpt = resume_training(args.save_dir, train_prefix=args.train_prefix, vocab_file=args.vocab,
+                           n_gpus=args.n_gpus, n_batches=args.n_batches, changes=changes,
+                           progress=not args.quiet, collective_timeout=args.collective_timeout,
+                           **_checkpoint_flags(args))
+    print(f"checkpoint: {ckpt}")
+
+
+def cmd_launch(args: argparse.Namespace) -> None:
+    command = list(args.worker_command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command or command[0] not in ("train", "resume"):
+        raise UserError("bilm launch runs 'train' or 'resume' as several workers: bilm launch "
+                        "--workers 2 -- train ...")
+    from bilm.training.launch import launch_local
+
+    code = launch_local(args.workers, command)
+    if code:
+        sys.exit(code)
+
+
+def cmd_import_allennlp(args: argparse.Namespace) -> None:
+    need_file(args.archive, "archive")
+    from bilm.training.run_folder import TrainingRun
+
+    TrainingRun(args.save_dir).check_new(args.overwrite)  # a run, or the user's own files
+    from bilm.io.allennlp import import_allennlp, read_archive
+
+    archive = read_archive(args.archive)  # a broken or hostile archive fails before TensorFlow
+    start_tensorflow(args)
+    ckpt = import_allennlp(archive, args.save_dir, overwrite=args.overwrite)
+    print(f"checkpoint: {ckpt}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file; --output needs a folder")
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise UserError(f"{out} is not empty; pass --overwrite or another --output")
+    if args.corpus:
+        corpus = Path(args.corpus)
+        if not corpus.is_dir():
+            raise UserError(f"corpus folder not found: {corpus}")
+        for part in ("train", "heldout"):
+            need_glob(str(corpus / part / "*"), "--corpus", part)
+    start_tensorflow(args)
+    from bilm.demo import run_demo
+
+    run_demo(out, Path(args.corpus) if args.corpus else None, n_batches=args.n_batches,
+             quick=args.quick, progress=not args.quiet)

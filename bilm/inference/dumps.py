@@ -1,0 +1,224 @@
+"""Embedding dumps to HDF5: every vocabulary token's embedding (:func:`dump_token_embeddings`)
+and every line of a text file's (:func:`dump_bilm_embeddings`, reduced per sentence by
+:func:`reduce_embeddings`), with the readers of the text file's sentences."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator, Sequence
+
+import h5py
+import numpy as np
+
+from bilm.data.batcher import Batcher
+from bilm.data.vocabulary import UnicodeCharsVocabulary
+from bilm.inference.language_model import BidirectionalLanguageModel
+from bilm.io.files import atomic_path, check_free_space
+from bilm.io.progress import Progress
+from bilm.options import OptionsError, load_options
+
+__all__ = ["LAYERS", "LAYOUTS", "POOLS", "dump_bilm_embeddings", "dump_token_embeddings",
+           "reduce_embeddings"]
+
+logger = logging.getLogger(__name__)
+
+
+def _read_max_chars(options_file: str | os.PathLike[str]) -> int:
+    options = load_options(options_file)
+    if options.char_cnn is None:
+        raise OptionsError(f"{options_file}: a word-input model has no character CNN")
+    return options.char_cnn.max_characters_per_token
+
+
+def dump_token_embeddings(vocab_file: str | os.PathLike[str],
+                          options_file: str | os.PathLike[str],
+                          weight_file: str | os.PathLike[str],
+                          outfile: str | os.PathLike[str], batch_size: int = 4096,
+                          progress: bool = True, overwrite: bool = True) -> None:
+    """Write the context-independent embedding of every vocabulary token (bilm-tf's layout).
+
+    ``outfile`` gets dataset ``embedding`` (n_vocab, dim), rows in file order; a
+    token-input :class:`BidirectionalLanguageModel` reads it as ``embedding_weight_file``.
+    The file is written atomically; ``overwrite=False`` never replaces an existing one, not
+    even one that another process wrote meanwhile (:class:`~bilm.io.files.OutputExistsError`).
+    """
+    max_chars = _read_max_chars(options_file)
+    vocab = UnicodeCharsVocabulary(vocab_file, max_chars)
+    model = BidirectionalLanguageModel(options_file, weight_file, stateful=False)
+    ids = vocab.word_char_ids + 1
+    bar = Progress("dump_token_embeddings", total=len(ids), unit="tokens", enabled=progress)
+    parts = []
+    for i in range(0, len(ids), batch_size):
+        parts.append(model.embed_tokens(ids[i : i + batch_size]).numpy())
+        bar.update(len(parts[-1]))
+    bar.close()
+    dim = model.encoder.dim
+    embeddings = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
+    embeddings = embeddings.astype(np.float32)
+    with atomic_path(outfile, overwrite=overwrite) as tmp, h5py.File(tmp, "w") as f:
+        check_free_space(os.path.dirname(tmp), embeddings.nbytes, os.fspath(outfile))
+        f.create_dataset("embedding", data=embeddings)
+
+
+# Choices of dump_bilm_embeddings (and ``bilm embed``); the first of each is the default.
+LAYERS = ("all", "top", "average")
+POOLS = ("none", "mean", "max")
+LAYOUTS = ("bilm", "allennlp")
+
+
+def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+
+
+def reduce_embeddings(embeddings: np.ndarray, layers: str = "all",
+                      pool: str = "none") -> np.ndarray:
+    """Select layers and pool tokens of one sentence's ``lm_embeddings``.
+
+    Args:
+        embeddings: (n_layers + 1, n_tokens, dim), as :meth:`embed_sentences` yields.
+        layers: ``"all"`` keeps every layer; ``"top"`` the top LSTM layer; ``"average"`` the
+            mean of all n_layers + 1 layers (AllenNLP's ``--top`` / ``--average``).
+        pool: ``"none"`` keeps one vector per token; ``"mean"`` / ``"max"`` reduce over the
+            sentence's tokens. A sentence without tokens (a blank line) pools to zeros.
+
+    Returns:
+        float32: (n_layers + 1, n_tokens, dim) for all layers, (n_tokens, dim) for top or
+        average; pooling drops the n_tokens axis.
+    """
+    _check_choice("layers", layers, LAYERS)
+    _check_choice("pool", pool, POOLS)
+    out = embeddings
+    if layers == "top":
+        out = out[-1]  # shape (n_tokens, dim)
+    elif layers == "average":
+        out = out.mean(axis=0)  # shape (n_tokens, dim)
+    if pool != "none":
+        token_axis = out.ndim - 2
+        if out.shape[token_axis] == 0:  # mean/max of nothing: zeros, so every line has a row
+            out = np.zeros(out.shape[:token_axis] + out.shape[token_axis + 1 :], np.float32)
+        elif pool == "mean":
+            out = out.mean(axis=token_axis)
+        else:
+            out = out.max(axis=token_axis)
+    return out.astype(np.float32, copy=False)
+
+
+def _count_lines(path: str) -> int:
+    """Lines of a text file as :func:`_read_sentences` reads them (a last line without its
+    newline counts)."""
+    n, last = 0, b"\n"
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            n, last = n + chunk.count(b"\n"), chunk[-1:]
+    return n + (last != b"\n")
+
+
+def _read_sentences(path: str | os.PathLike[str]) -> Iterator[list[str]]:
+    """The whitespace tokens of each line of a UTF-8 text file: a line ends at "\\n" only
+    (never at \\r, \\x0b, \\x0c, \\x1c-\\x1e, \\x85, U+2028 or U+2029, which universal newlines
+    or ``str.splitlines()`` would break it at), so sentence i is line i, as training reads
+    the same file. UnicodeDecodeError for text that is not UTF-8."""
+    with open(path, encoding="utf-8", newline="\n") as f:
+        for line in f:
+            yield line.split()
+
+
+def _sentence_to_index(path: str) -> dict[str, str]:
+    """AllenNLP's ``sentence_to_index``: each stripped line -> its line index as a string (a
+    repeated line maps to its last occurrence, as in AllenNLP); lines end at "\\n" only."""
+    with open(path, encoding="utf-8", newline="\n") as f:
+        return {line.strip(): str(index) for index, line in enumerate(f)}
+
+
+def dump_bilm_embeddings(vocab_file: str | os.PathLike[str] | None,
+                         dataset_file: str | os.PathLike[str],
+                         options_file: str | os.PathLike[str],
+                         weight_file: str | os.PathLike[str],
+                         outfile: str | os.PathLike[str], stateful: bool = True,
+                         batch_size: int = 64, progress: bool = True, *, layers: str = "all",
+                         pool: str = "none", layout: str = "bilm",
+                         max_tokens: int | None = None, precision: str = "float32",
+                         overwrite: bool = True) -> None:
+    """Embed every line of a tokenized text file (one sentence per line) into HDF5.
+
+    ``outfile`` gets one dataset per line, key ``str(line_index)``, float32; with the defaults
+    its shape is (n_layers + 1, n_tokens, 2 * dim) (bilm-tf's layout) and a blank
+    line gives n_tokens 0.
+
+    With the defaults this is bilm-tf's computation: one sentence at a time, LSTM state
+    carried from line to line. ``stateful=False`` embeds up to ``batch_size`` sentences at a
+    time, grouped by length, each from a zero state: deterministic and many times faster;
+    ``max_tokens`` bounds a batch's rows x time steps (default ``batch_size * 64``, see
+    :meth:`BidirectionalLanguageModel.embed_sentences`), so a very long line is embedded
+    alone. The file is streamed and the output is written atomically. ``vocab_file`` only
+    caches char ids.
+
+    ``layers`` (all | top | average) and ``pool`` (none | mean | max) reduce each sentence
+    as :func:`reduce_embeddings` does: e.g. top + mean gives one (2 * dim,) vector
+    per line, zeros for a blank line. ``layout="allennlp"`` adds AllenNLP's ``elmo`` command's
+    ``sentence_to_index`` dataset: shape (1,), a JSON string mapping each stripped line to its
+    key (it holds every distinct line in memory while writing). ``precision="bfloat16"``
+    computes in bfloat16 (see :class:`BidirectionalLanguageModel`); the file stays float32.
+    ``overwrite=False`` never replaces an existing ``outfile``, not even one that another
+    process wrote meanwhile (:class:`~bilm.io.files.OutputExistsError`).
+    """
+    _check_dump_arguments(layers, pool, layout, batch_size, max_tokens)
+    dataset_file = os.fspath(dataset_file)
+    if not os.path.exists(dataset_file):
+        raise FileNotFoundError(f"dataset file not found: {dataset_file}")
+    max_chars = _read_max_chars(options_file)
+    model = BidirectionalLanguageModel(options_file, weight_file, stateful=stateful,
+                                       max_batch_size=1 if stateful else batch_size,
+                                       precision=precision)
+    total = _count_lines(dataset_file)
+    bar = Progress("dump_bilm_embeddings", total=total, unit="sentences", enabled=progress)
+    batcher = Batcher(vocab_file, max_chars) if stateful else None
+    embeddings = _sentence_embeddings(model, dataset_file, batcher, batch_size, max_tokens)
+    n_blank = 0
+    with atomic_path(outfile, overwrite=overwrite) as tmp, h5py.File(tmp, "w") as fout:
+        folder = os.path.dirname(tmp)
+        for index, emb in enumerate(embeddings):
+            n_blank += emb.shape[1] == 0
+            data = reduce_embeddings(emb, layers, pool)
+            check_free_space(folder, data.nbytes, os.fspath(outfile))
+            fout.create_dataset(str(index), data=data)
+            bar.update()
+        if layout == "allennlp":
+            index_json = json.dumps(_sentence_to_index(dataset_file))
+            check_free_space(folder, len(index_json.encode()), os.fspath(outfile))
+            fout.create_dataset("sentence_to_index", (1,), dtype=h5py.string_dtype())[0] = (
+                index_json)
+    bar.close()
+    if n_blank and pool != "none":
+        logger.warning("%d blank line(s) have no tokens: their pooled vectors are zeros",
+                       n_blank)
+
+
+def _check_dump_arguments(layers: str, pool: str, layout: str, batch_size: int,
+                          max_tokens: int | None) -> None:
+    """ValueError for a choice or size :func:`dump_bilm_embeddings` does not take."""
+    _check_choice("layers", layers, LAYERS)
+    _check_choice("pool", pool, POOLS)
+    _check_choice("layout", layout, LAYOUTS)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    if max_tokens is not None and max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1; got {max_tokens}")
+
+
+def _sentence_embeddings(model: BidirectionalLanguageModel, dataset_file: str,
+                         batcher: Batcher | None, batch_size: int,
+                         max_tokens: int | None) -> Iterator[np.ndarray]:
+    """The lm_embeddings of each line of ``dataset_file``: with ``batcher``, one sentence at a
+    time with the model's carried state (bilm-tf's computation); without, batched and
+    stateless (:meth:`~BidirectionalLanguageModel.embed_sentences`)."""
+    if batcher is not None:
+        for sentence in _read_sentences(dataset_file):
+            ids = batcher.batch_sentences([sentence])
+            yield model(ids)["lm_embeddings"].numpy()[0]
+    else:
+        yield from model.embed_sentences(_read_sentences(dataset_file),
+                                         batch_size=batch_size, max_tokens=max_tokens)
