@@ -21,7 +21,7 @@ MODULE_EXCEPTIONS: dict[str, str] = {
 # Functions above MAX_FUNCTION_LINES (module:function): tables, or argument parsers' lists.
 FUNCTION_EXCEPTIONS: dict[str, str] = {}
 MAX_MODULE_LINES = 400
-MAX_FUNCTION_LINES = 60
+MAX_FUNCTION_LINES = 60  # not counting the docstring
 
 
 def _module_name(path: Path) -> str:
@@ -142,6 +142,10 @@ def test_modules_and_functions_stay_readable():
         for node in ast.walk(ast.parse(text)):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 length = node.end_lineno - node.lineno + 1
+                doc = node.body[0]  # a docstring is documentation, not length to read through
+                if (isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant)
+                        and isinstance(doc.value.value, str)):
+                    length -= doc.end_lineno - doc.lineno + 1
                 key = f"{name}:{node.name}"
                 if length > MAX_FUNCTION_LINES and key not in FUNCTION_EXCEPTIONS:
                     long_functions.append(f"{key}: {length} lines")
