@@ -178,7 +178,7 @@ FAKE_WORKER = textwrap.dedent('''
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
-    log = logging.getLogger("bilm.training.core")
+    log = logging.getLogger("bilm.training.loop")
     log.info("seed 12345")
     log.info("train: 1/2 batches (worker %d)", index)
     log.warning("a warning of worker %d\\nits second line", index)
@@ -215,17 +215,17 @@ def test_launch_shows_the_chief_as_it_is_and_only_the_others_warnings_prefixed(t
     assert r.stdout.splitlines() == ["checkpoint: run/model-2 (worker 0)"], r.stdout
     chief = [line for line in r.stderr.splitlines() if not line.startswith("[worker ")]
     assert [re.sub(r"^\d\d:\d\d:\d\d ", "", line) for line in chief] == [
-        "INFO bilm.training.core: seed 12345",
-        "INFO bilm.training.core: train: 1/2 batches (worker 0)",
-        "WARNING bilm.training.core: a warning of worker 0", "its second line",
-        "INFO bilm.training.core: done (worker 0)"], r.stderr
+        "INFO bilm.training.loop: seed 12345",
+        "INFO bilm.training.loop: train: 1/2 batches (worker 0)",
+        "WARNING bilm.training.loop: a warning of worker 0", "its second line",
+        "INFO bilm.training.loop: done (worker 0)"], r.stderr
     # worker 1: its warning (both lines), its logged traceback and its error line, prefixed
     other = [line[len("[worker 1] "):] for line in r.stderr.splitlines()
              if line.startswith("[worker 1] ")]
     text = "\n".join(other)
-    assert "WARNING bilm.training.core: a warning of worker 1" in text, r.stderr
+    assert "WARNING bilm.training.loop: a warning of worker 1" in text, r.stderr
     assert "its second line" in other
-    assert "ERROR bilm.training.core: worker 1 failed" in text
+    assert "ERROR bilm.training.loop: worker 1 failed" in text
     assert "Traceback (most recent call last):" in other
     assert "RuntimeError: a bug on worker 1" in other
     assert "bilm: error: something the user can fix" in other
@@ -242,7 +242,7 @@ def test_launch_shows_the_last_lines_of_a_worker_that_fails(tmp_path):
     # after the line saying so: what it wrote last (the lines not shown before)
     tail = two[failed + 1 :]
     assert tail[-2:] == ["some chatter", "the last words of worker 2"], two
-    assert tail[-3].endswith("INFO bilm.training.core: about to fail"), two
+    assert tail[-3].endswith("INFO bilm.training.loop: about to fail"), two
     assert "some chatter" not in two[:failed], two
     assert "[worker 2] checkpoint: run/model-2 (worker 2)" not in lines  # stdout: not a failure
 
@@ -261,9 +261,9 @@ CHATTY_WORKER = textwrap.dedent('''
     signal.signal(signal.SIGTERM, stop)
     for k in range(20000):  # ~1 MB on each stream
         sys.stdout.write(f"chatter {k} " + "x" * 40 + "\\n")
-        sys.stderr.write(f"12:00:00 INFO bilm.training.core: batch {k} " + "x" * 20 + "\\n")
+        sys.stderr.write(f"12:00:00 INFO bilm.training.loop: batch {k} " + "x" * 20 + "\\n")
     sys.stdout.flush()
-    sys.stderr.write("12:00:00 WARNING bilm.training.core: ready\\n")
+    sys.stderr.write("12:00:00 WARNING bilm.training.loop: ready\\n")
     sys.stderr.flush()
     time.sleep(120)
 ''')
@@ -279,7 +279,7 @@ def test_launch_drains_the_pipes_and_forwards_signals(tmp_path):
                                     stderr=subprocess.PIPE, text=True, env=ENV)
     # each worker says it is ready once it has written its megabytes: worker 1's could only
     # be written if the launcher drained its pipes
-    ready, lines, both = "12:00:00 WARNING bilm.training.core: ready", [], threading.Event()
+    ready, lines, both = "12:00:00 WARNING bilm.training.loop: ready", [], threading.Event()
 
     def read() -> None:
         waiting = {ready, f"[worker 1] {ready}"}
