@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from bilm.io import files as _io
+from bilm.io import progress
 from bilm.io.files import DiskFullError, OutputError, Progress, atomic_dir, atomic_path
 
 
@@ -127,7 +128,7 @@ def test_progress_without_a_terminal_is_one_stream(caplog, monkeypatch):
     caplog.set_level(logging.INFO, logger="bilm")
     # the first update comes 100 s after the start (compilation); then 1 s a batch, a pause
     clock = iter([100.0, 101.0, 102.0, 103.0, 131.0, 132.0, 133.0])
-    monkeypatch.setattr(_io.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
     bar = Progress("train", total=10, initial=4, unit="batches", interval=30.0)  # resumed at 4
     for _ in range(5):
         bar.update()
@@ -145,7 +146,7 @@ def test_progress_without_a_terminal_is_one_stream(caplog, monkeypatch):
 def test_progress_eta_skips_the_warm_up(monkeypatch, caplog):
     caplog.set_level(logging.INFO, logger="bilm")
     times = iter([600.0, 601.0, 602.0, 603.0, 604.0])  # the first batch ends at 600 s
-    monkeypatch.setattr(_io.time, "perf_counter", lambda: next(times))
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(times))
     bar = Progress("embed", total=100, unit="batches", interval=0.5)
     for _ in range(5):
         bar.update()

@@ -16,7 +16,6 @@ import re
 import secrets
 import shutil
 import sys
-import time  # noqa: F401 (bilm.io.files.time: the clock tests patch, as when Progress was here)
 from collections.abc import Iterator
 
 from bilm.io.output_errors import (
