@@ -166,8 +166,12 @@ def test_sigterm_during_embed_removes_the_unfinished_output(tiny_model, tmp_path
 def test_every_stop_signal_removes_the_temporary_file(tmp_path, name):
     """The same for every output written through atomic_path (no TensorFlow here)."""
     out = tmp_path / "out.txt"
+    # a shell's background job starts with SIGINT (and nohup with SIGHUP) ignored, which
+    # atomic_path rightly leaves alone: the child starts from the default dispositions
     code = ("import os, signal, sys\nfrom bilm.io.files import atomic_path\n"
             "from bilm._shell import run_main\n"
+            "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+            "signal.signal(signal.SIGHUP, signal.SIG_DFL)\n"
             "def write():\n"
             f"    with atomic_path({str(out)!r}) as tmp, open(tmp, 'w') as f:\n"
             "        f.write('half')\n"
