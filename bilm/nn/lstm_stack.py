@@ -3,13 +3,17 @@ with skip connections), stateful as bilm-tf's inference was, trained on packed s
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import tensorflow as tf
 
-from bilm.encoders.lstm import LSTMOptions
 from bilm.nn.contextualizer import Contextualizer
 from bilm.nn.dropout import Rows
 from bilm.nn.layout import WeightEntry
 from bilm.nn.lstm import ProjectedLSTM
+
+if TYPE_CHECKING:  # the options type only: bilm.nn never imports bilm.encoders
+    from bilm.encoders.lstm import LSTMOptions
 
 __all__ = ["LSTMContextualizer", "LSTMState"]
 

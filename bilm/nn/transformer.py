@@ -18,16 +18,19 @@ backward one by its key columns: the same at every real position). Layer norm is
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from bilm.encoders.transformer import TransformerOptions
 from bilm.nn.contextualizer import Contextualizer
 from bilm.nn.dropout import Rows, stateless_dropout
 from bilm.nn.layer_norm import layer_norm
 from bilm.nn.layout import WeightEntry
+
+if TYPE_CHECKING:  # the options type only: bilm.nn never imports bilm.encoders
+    from bilm.encoders.transformer import TransformerOptions
 
 __all__ = ["TransformerContextualizer", "positional_encoding"]
 
