@@ -345,7 +345,7 @@ def unseeded_launch(kjv, tmp_path_factory) -> dict:
 def test_an_unseeded_launch_shares_the_chiefs_seed_and_equals_one_process(unseeded_launch):
     d, seed = unseeded_launch["dir"], unseeded_launch["seed"]
     err = unseeded_launch["launched"].stderr
-    seeds = re.findall(r"INFO bilm\.training: seed (\d+)$", err, re.M)
+    seeds = re.findall(r"INFO bilm\.training\.loop: seed (\d+)$", err, re.M)
     assert seeds == [str(seed)], (seeds, seed)  # logged once, the seed run.json records
     state = json.loads((d / "two" / "run.json").read_text())
     assert state["data_seed"] == seed
