@@ -14,7 +14,8 @@ import pytest
 
 from bilm.io import files as _io
 from bilm.io import progress
-from bilm.io.files import DiskFullError, OutputError, Progress, atomic_dir, atomic_path
+from bilm.io.files import DiskFullError, OutputError, atomic_dir, atomic_path
+from bilm.io.progress import Progress
 
 
 @pytest.fixture
@@ -164,7 +165,7 @@ def test_progress_final_line_once(caplog):
 
 
 def test_progress_prints_when_no_logging_is_configured():
-    code = ("from bilm.io.files import Progress\n"
+    code = ("from bilm.io.progress import Progress\n"
             "p = Progress('train', total=2, unit='batches')\np.update(); p.update(); p.close()")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=60)

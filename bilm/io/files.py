@@ -26,19 +26,17 @@ from bilm.io.output_errors import (
     output_error,
 )
 from bilm.io.processes import _HOST, _pid_alive
-from bilm.io.progress import Progress
 from bilm.io.stop_signals import OutputInterrupted, _SignalsInterrupt
 
 logger = logging.getLogger(__name__)
 
-# DiskFullError, OutputError, OutputExistsError, OutputInterrupted and Progress live in their
-# own modules and stay importable from here.
+# DiskFullError, OutputError, OutputExistsError and OutputInterrupted (what atomic_path raises)
+# live in their own modules and stay importable from here.
 __all__ = [
     "DiskFullError",
     "OutputError",
     "OutputExistsError",
     "OutputInterrupted",
-    "Progress",
     "atomic_dir",
     "atomic_path",
     "check_free_space",
