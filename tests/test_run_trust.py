@@ -152,7 +152,9 @@ def test_two_trainings_into_one_new_folder_at_once(corpus, tmp_path):
     line naming it, and the folder holds one run's files only (items 4 and 5)."""
     save = tmp_path / "run"
     args = ["train", "--train-prefix", corpus["train"], "--vocab", corpus["vocab"],
-            "--options", corpus["options"], "--n-batches", 5000, "--checkpoint-every", 5,
+            # more batches than any machine trains before the SIGTERM below: the winner must
+            # still be training then (with 5,000 a slow resume let it finish first in CI)
+            "--options", corpus["options"], "--n-batches", 10**7, "--checkpoint-every", 5,
             "--no-jit", "--save-dir", save]
     procs = [subprocess.Popen([sys.executable, "-m", "bilm.cli", *map(str, args), "--seed",
                                str(seed)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
