@@ -176,7 +176,7 @@ class ELMoEmbedding(keras.layers.Layer):
             raise ValueError("give exactly one of options_file or options")
         self.bilm_options: BiLMOptions = (
             load_options(options_file) if options is None else BiLMOptions.from_dict(options))
-        if self.bilm_options.char_cnn is None:
+        if not self.bilm_options.use_character_inputs:
             raise OptionsError("ELMoEmbedding needs a character-input model (the options "
                                "have no 'char_cnn' section)")
         self.weight_file = None if weight_file is None else os.fspath(weight_file)
@@ -207,7 +207,7 @@ class ELMoEmbedding(keras.layers.Layer):
         one per contextual layer (``lstm_outputs{k}``, ...), ``elmo``, ``default``,
         ``sequence_len`` and ``mask``."""
         tokens, lengths = _tokens(inputs)
-        max_chars = self.bilm_options.char_cnn.max_characters_per_token
+        max_chars = self.bilm_options.max_characters_per_token
         ids = char_ids_from_tokens(tokens, lengths, max_chars)
         emb = self.bilm.embed_unique_tokens(ids, shifted=True)
         out, _ = contextual_layers(self.bilm, emb, lengths + 2)

@@ -16,10 +16,14 @@ import codecs
 import dataclasses
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
+from bilm.embedders.char_cnn import MAX_CHARACTERS_PER_TOKEN, CharCNNOptions
+from bilm.embedders.registry import BUILTIN_EMBEDDERS, EmbedderOptions
+from bilm.embedders.registry import get_spec as get_embedder
+from bilm.embedders.registry import names as embedder_names
 from bilm.encoders import get_spec, names
 from bilm.encoders.lstm import LSTMOptions
 from bilm.encoders.registry import EncoderOptions
@@ -28,7 +32,6 @@ from bilm.schema import (
     UNTYPED_KEYS,
     OptionsError,
     Rule,
-    Section,
     apply_rules,
     extra_keys,
     fail,
@@ -53,107 +56,6 @@ __all__ = [
 ]
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-
-# Upper bound of char_cnn.max_characters_per_token. Every released model uses 50 (a token is cut
-# to 48 UTF-8 bytes); 1000 bytes is far longer than any word (longer "tokens" are URLs or encoded
-# blobs), while memory grows linearly with it: the vocabulary's character-id table is
-# n_vocab x max_characters int32 (3.2 GB for the 793K-word 1B Word Benchmark vocabulary at 1000)
-# and the char CNN's activations are n_tokens x max_characters x n_filters floats. Without a
-# bound, a typo (1000000) got the process killed for memory instead of an error here.
-MAX_CHARACTERS_PER_TOKEN = 1000
-
-def _filters(raw: Any, key: str, source: str | None) -> tuple[tuple[int, int], ...]:
-    def is_int(x: Any) -> bool:
-        return isinstance(x, int) and not isinstance(x, bool) and x >= 1
-
-    def is_pair(x: Any) -> bool:
-        return (isinstance(x, Sequence) and not isinstance(x, str) and len(x) == 2
-                and is_int(x[0]) and is_int(x[1]))
-
-    if (not isinstance(raw, Sequence) or isinstance(raw, str) or not raw
-            or not all(is_pair(pair) for pair in raw)):
-        fail(key, source, "a non-empty list of [width, count] pairs of integers >= 1",
-             repr(raw))
-    return tuple((w, c) for w, c in raw)
-
-
-# max_characters_per_token's range is checked in __post_init__ (it depends on the filters).
-# AllenNLP's variant keys (projection_dim and below) are written back only when they differ
-# from bilm-tf's defaults.
-_CHAR_CNN_RULES = {
-    "filters": Rule("list", parse=_filters),
-    "n_highway": Rule("int", low=0, default=0),
-    "embedding_dim": Rule("int", low=1, name="embedding.dim"),
-    "n_characters": Rule("int", choices=(261, 262),
-                         choices_text="261 (training) or 262 (inference)"),
-    "activation": Rule("str", choices=("relu", "tanh"), choices_text="'relu' or 'tanh'"),
-    "max_characters_per_token": Rule("int"),
-    "projection_dim": Rule("int", low=1, nullable=True, omit_default=True),
-    "projection_location": Rule("str", nullable=True, choices=("after_highway", "after_cnn"),
-                                choices_text="'after_highway', 'after_cnn' or null",
-                                omit_default=True),
-    "layer_norm": Rule("bool", omit_default=True),
-    "highway_gate": Rule("str", choices=("transform", "carry"),
-                         choices_text="'transform' (bilm-tf) or 'carry' (AllenNLP)",
-                         omit_default=True),
-    "padding_row": Rule("str", choices=("zero", "learned"),
-                        choices_text="'zero' (bilm-tf) or 'learned' (AllenNLP)",
-                        omit_default=True),
-}
-
-
-@dataclass(frozen=True)
-class CharCNNOptions(Section):
-    """The ``char_cnn`` section: character embedding, convolutions, highway layers and the
-    projection to the model width (the token embedder).
-
-    bilm-tf's defaults; AllenNLP's character encoder (``CnnHighwayEncoder``, which Transformer
-    ELMo uses) sets ``projection_location`` (the projection is then always applied, after the
-    CNN or after the highways), ``layer_norm`` (after the projection), ``highway_gate:
-    carry`` (its gate weights the input: ``g x + (1 - g) relu(A x)``) and ``padding_row:
-    learned`` (262 stored character rows, the padding one learned).
-    """
-
-    RULES: ClassVar[Mapping[str, Rule]] = _CHAR_CNN_RULES
-    PREFIX: ClassVar[str] = "char_cnn"
-
-    filters: tuple[tuple[int, int], ...]  # (width, n_filters) per convolution
-    n_highway: int  # 0 when a file has no key
-    embedding_dim: int  # char_cnn.embedding.dim
-    n_characters: int = 262  # 261 in training files, 262 for inference (+ padding row)
-    max_characters_per_token: int = 50
-    activation: str = "relu"  # after the max-pool: relu | tanh
-    projection_dim: int | None = None  # None: the encoder's width
-    projection_location: str | None = None  # None: bilm-tf's (after the highways, if needed)
-    layer_norm: bool = False  # AllenNLP's layer norm after the projection
-    highway_gate: str = "transform"  # transform: bilm-tf's g relu(Ax) + (1-g) x; carry: AllenNLP
-    padding_row: str = "zero"  # zero: bilm-tf (not stored); learned: AllenNLP (stored)
-    extra: Mapping[str, Any] = field(default_factory=dict)
-    embedding_extra: Mapping[str, Any] = field(default_factory=dict)
-    source: str | None = field(default=None, compare=False, repr=False)  # file, for messages
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        widest = max(w for w, _ in self.filters)
-        low = max(widest, 3)  # a token needs its begin and end marks and 1 byte
-        if not low <= self.max_characters_per_token <= MAX_CHARACTERS_PER_TOKEN:
-            fail("char_cnn.max_characters_per_token", self.source,
-                 f"in [{low}, {MAX_CHARACTERS_PER_TOKEN}] (at least 3 and the widest "
-                 f"filter, {widest})", repr(self.max_characters_per_token))
-
-    @property
-    def n_filters(self) -> int:
-        """Total number of convolution filters (the CNN output size)."""
-        return sum(count for _, count in self.filters)
-
-    @property
-    def n_stored_characters(self) -> int:
-        """Rows of ``char_embed`` in a weight file: bilm-tf never stores the padding row (the
-        262nd); a learned one is stored (262)."""
-        if self.padding_row == "learned":
-            return 262
-        return 261 if self.n_characters == 262 else self.n_characters
-
 
 # Training keys: (name, rule, default). Defaults are bilm-tf's, except n_train_tokens whose
 # default is computed from the data by the trainer (None here).
@@ -200,6 +102,8 @@ class BiLMOptions:
 
     encoder: EncoderOptions
     char_cnn: CharCNNOptions | None = None
+    # a registered token embedder's section (bilm.embedders); None: bilm-tf's, by char_cnn
+    token_embedder: EmbedderOptions | None = None
     bidirectional: bool = True
     dropout: float = 0.1
     n_tokens_vocab: int | None = None
@@ -224,7 +128,9 @@ class BiLMOptions:
 
     def __post_init__(self) -> None:
         apply_rules(self, _TRAIN_RULES, "")
-        if self.share_embedding_softmax and self.char_cnn is not None:  # bilm-tf raises too
+        if self.token_embedder is not None:
+            _check_token_embedder(self.token_embedder, self.char_cnn, self.source)
+        if self.share_embedding_softmax and self.use_character_inputs:  # bilm-tf raises too
             raise OptionsError(
                 f"option 'share_embedding_softmax'{where(self.source)} must be false for a "
                 "character-input model (one with a 'char_cnn' section): only a word-input "
@@ -241,9 +147,32 @@ class BiLMOptions:
                  repr(negatives))
 
     @property
+    def embedder_type(self) -> str:
+        """The token embedder's registered name (:mod:`bilm.embedders`): the
+        ``token_embedder`` section's type, else bilm-tf's ``char_cnn`` or ``word``."""
+        if self.token_embedder is not None:
+            return self.token_embedder.type
+        return "char_cnn" if self.char_cnn is not None else "word"
+
+    @property
+    def embedder_options(self) -> Any:
+        """The token embedder's section (``char_cnn``'s for bilm-tf's; None for words)."""
+        return self.token_embedder if self.token_embedder is not None else self.char_cnn
+
+    @property
     def use_character_inputs(self) -> bool:
-        """True for a char-CNN model, False for a word-embedding model."""
+        """True for a character-input model (a char CNN, or a registered embedder of
+        characters), False for a word-embedding model."""
+        if self.token_embedder is not None:
+            return self.token_embedder.input == "chars"
         return self.char_cnn is not None
+
+    @property
+    def max_characters_per_token(self) -> int | None:
+        """Characters per token of a character-input model's ids (None for word input)."""
+        if not self.use_character_inputs:
+            return None
+        return self.embedder_options.max_characters_per_token
 
     @property
     def lstm(self) -> EncoderOptions | None:
@@ -269,7 +198,7 @@ class BiLMOptions:
         """Build from a parsed ``options.json``; ``source`` names the file in errors."""
         if not isinstance(d, Mapping):
             raise OptionsError(f"options{where(source)} must be a JSON object")
-        known = {"lstm", "encoder", "char_cnn", *_TRAIN_RULES}
+        known = {"lstm", "encoder", "char_cnn", "token_embedder", *_TRAIN_RULES}
         warn_unknown(d, known, "", source)
         encoder = _encoder_from_dict(d, source)
         char_cnn = d.get("char_cnn")
@@ -284,6 +213,7 @@ class BiLMOptions:
         return cls(
             encoder=encoder,
             char_cnn=CharCNNOptions.from_dict(char_cnn, source) if char_cnn else None,
+            token_embedder=_token_embedder_from_dict(d, source),
             present=frozenset(present),
             extra=extra_keys(d, known),
             source=source,
@@ -298,6 +228,9 @@ class BiLMOptions:
             d = {"encoder": {"type": self.encoder.type, **self.encoder.to_dict()}}
         if self.char_cnn is not None:
             d["char_cnn"] = self.char_cnn.to_dict()
+        if self.token_embedder is not None:
+            d["token_embedder"] = {"type": self.token_embedder.type,
+                                   **self.token_embedder.to_dict()}
         for key, _, default in _TRAIN_KEYS:
             value = getattr(self, key)
             if key in self.present or (value is not None and value != default):
@@ -329,6 +262,46 @@ def _encoder_from_dict(d: Mapping[str, Any], source: str | None) -> EncoderOptio
         fail("encoder.type", source, f"one of {', '.join(map(repr, names()))}", repr(kind))
     rest = {k: v for k, v in section.items() if k != "type"}
     return get_spec(kind).options.from_dict(rest, source)
+
+
+def _token_embedder_from_dict(d: Mapping[str, Any],
+                              source: str | None) -> EmbedderOptions | None:
+    """A registered token embedder's ``token_embedder`` section (None when absent: bilm-tf's
+    embedders are chosen by ``char_cnn``)."""
+    section = d.get("token_embedder")
+    if section is None:
+        return None
+    if not isinstance(section, Mapping):
+        raise OptionsError(f"option 'token_embedder'{where(source)} must be a JSON object")
+    kind = section.get("type")
+    sectioned = [n for n in embedder_names() if get_embedder(n).options is not None
+                 and n not in BUILTIN_EMBEDDERS]
+    if kind in BUILTIN_EMBEDDERS:
+        raise OptionsError(f"option 'token_embedder.type'{where(source)}: {kind!r} is "
+                           "bilm-tf's own embedder, chosen without this section (a 'char_cnn' "
+                           "section, or none for word input); remove 'token_embedder'")
+    if kind not in sectioned:
+        fail("token_embedder.type", source,
+             f"one of {', '.join(map(repr, sectioned))}" if sectioned
+             else "a registered token embedder (none is registered)", repr(kind))
+    rest = {k: v for k, v in section.items() if k != "type"}
+    return get_embedder(kind).options.from_dict(rest, source)
+
+
+def _check_token_embedder(section: Any, char_cnn: CharCNNOptions | None,
+                          source: str | None) -> None:
+    """A registered embedder's section is alone, and a character one says how many
+    characters its ids hold."""
+    if char_cnn is not None:
+        raise OptionsError(f"options{where(source)} have both 'char_cnn' and "
+                           "'token_embedder'; keep one")
+    if section.input == "chars":
+        n = getattr(section, "max_characters_per_token", None)
+        if (not isinstance(n, int) or isinstance(n, bool)
+                or not 3 <= n <= MAX_CHARACTERS_PER_TOKEN):
+            fail("token_embedder.max_characters_per_token", source,
+                 f"an integer in [3, {MAX_CHARACTERS_PER_TOKEN}] (a character embedder's "
+                 "ids hold this many characters per token)", repr(n))
 
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"

@@ -112,7 +112,9 @@ class TrainedRun:
         return self.export.parent / "options.json"
 
     def max_chars(self) -> int:
-        return json.loads(self.options_file.read_text())["char_cnn"]["max_characters_per_token"]
+        from bilm.options import load_options
+
+        return load_options(self.options_file).max_characters_per_token
 
     def reference(self) -> list[np.ndarray]:
         """The exported model's ``lm_embeddings`` of each of SENTENCES alone."""
@@ -144,7 +146,7 @@ def reference_embeddings(options_file: Path, weight_file: Path,
     from bilm import Batcher, BidirectionalLanguageModel
 
     model = BidirectionalLanguageModel(options_file, weight_file, stateful=False)
-    batcher = Batcher(None, model.options.char_cnn.max_characters_per_token)
+    batcher = Batcher(None, model.options.max_characters_per_token)
     return [model(batcher.batch_sentences([s]))["lm_embeddings"].numpy()[0, :, : len(s)]
             for s in sentences]
 

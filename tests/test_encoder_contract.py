@@ -77,12 +77,17 @@ def test_the_registry_lists_every_encoder():
         spec = get_spec(name)
         assert spec.name == name and spec.options.type == name
         assert PRESETS[name] in spec.presets and PRESETS[name] in ALL_PRESETS
-    # the third encoder is known to the package only through its registration
-    third = ENCODERS[-1]
+    # the third encoder and its token embedder are known to the package only through their
+    # registrations
+    from bilm.embedders import get_spec as get_embedder
+    from tests import third_embedder
+
+    assert get_embedder(third_embedder.NAME).options is third_embedder.CharBagOptions
     for path in (ROOT / "bilm").rglob("*.py"):
         text = path.read_text(encoding="utf-8")
-        assert f'"{third}"' not in text and f"'{third}'" not in text, path
-        assert "third_encoder" not in text, path
+        for third in (ENCODERS[-1], third_embedder.NAME):
+            assert f'"{third}"' not in text and f"'{third}'" not in text, path
+        assert "third_encoder" not in text and "third_embedder" not in text, path
 
 
 # dropout on every part an encoder drops (the transformer's is on by default)
@@ -340,6 +345,10 @@ def test_info_describes_the_model_and_checks_the_weights(run):
     spec = get_spec(run.name)
     if spec.describe is not None:
         assert spec.describe(options.encoder) in r.out
+    from bilm.embedders import get_spec as get_embedder
+
+    embedder = get_embedder(options.embedder_type)  # char_cnn, or the third one's char_bag
+    assert embedder.describe_options(options.embedder_options) in r.out.splitlines()
     assert "the weights match the options" in r.out
     # every stored parameter counted once (an alias names the same values again)
     sizes = {}

@@ -12,7 +12,9 @@ t .. t + window - 1 (positions outside the sentence read zeros): a layer k sees 
 tokens to its side. Padding is zeroed before every layer, so a sentence's values do not
 depend on its batch.
 
-Importing this module registers it (once); the contract suite (tests/test_encoder_contract.py)
+Its models use the third token embedder (``char_bag``, tests/third_embedder.py): a model
+built entirely from parts registered outside the package. Importing this module registers it
+(once); the contract suite (tests/test_encoder_contract.py)
 runs it as it runs the LSTM and the Transformer.
 """
 
@@ -31,7 +33,7 @@ from bilm.encoders import Contextualizer, EncoderSpec, get_spec, names, register
 from bilm.nn.dropout import Rows, stateless_dropout
 from bilm.nn.layout import WeightEntry
 from bilm.options import OptionsError
-from tests.conftest import TINY_OPTIONS
+from tests.third_embedder import TINY_CHAR_BAG
 
 __all__ = ["NAME", "TINY_CONV_OPTIONS", "ConvContextualizer", "ConvOptions"]
 
@@ -183,18 +185,16 @@ def _truncate(options: ConvOptions, n_layers: int) -> ConvOptions:
     return dataclasses.replace(options, n_layers=n_layers)
 
 
-_CHAR_CNN = TINY_OPTIONS["char_cnn"]
-
-# a tiny model (conftest's tiny character CNN): inference and the contract suite
+# a tiny model whose token embedder is registered outside the package too
+# (tests/third_embedder.py): inference and the contract suite
 TINY_CONV_OPTIONS = {"encoder": {"type": NAME, "dim": 8, "n_layers": 2, "window": 3},
-                     "char_cnn": _CHAR_CNN}
+                     "token_embedder": TINY_CHAR_BAG}
 
 PRESETS = {
     # minutes on a laptop CPU, like bilm's "tiny": Adagrad, sampled softmax
     f"{NAME}-tiny": {
         "encoder": {"type": NAME, "dim": 64, "n_layers": 2, "window": 3, "dropout": 0.1},
-        "char_cnn": {**_CHAR_CNN, "filters": [[1, 32], [2, 32], [3, 64]],
-                     "embedding": {"dim": 8}, "max_characters_per_token": 50},
+        "token_embedder": {**TINY_CHAR_BAG, "char_dim": 16, "max_characters_per_token": 50},
         "bidirectional": True, "dropout": 0.1, "batch_size": 32,
         "n_negative_samples_batch": 1024, "learning_rate": 0.2, "n_epochs": 10,
     },

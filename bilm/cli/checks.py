@@ -65,7 +65,7 @@ def need_options(path: str) -> BiLMOptions:
 
 def need_char_model(path: str, command: str) -> BiLMOptions:
     options = need_options(path)
-    if options.char_cnn is None:
+    if not options.use_character_inputs:
         raise UserError(f"{path} describes a word-input model (no 'char_cnn' section); "
                         f"bilm {command} needs a character-input model")
     return options

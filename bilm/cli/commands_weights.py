@@ -29,13 +29,12 @@ def cmd_info(args: argparse.Namespace) -> None:
         need_weights(args.weights)
     print(f"options: {args.options}")
     print(f"input: {'characters' if options.use_character_inputs else 'words'}")
+    from bilm.embedders import describe_embedder
     from bilm.encoders import describe_encoder
 
     print(describe_encoder(options))
-    if options.char_cnn is not None:
-        cnn = options.char_cnn
-        print(f"char_cnn: filters {[list(f) for f in cnn.filters]}, {cnn.n_highway} highway, "
-              f"embedding {cnn.embedding_dim}, n_characters {cnn.n_characters}")
+    if options.embedder_options is not None:  # bilm-tf's word input: nothing more to say
+        print(describe_embedder(options))
     if not args.weights:
         return
     from bilm.io.hdf5 import list_datasets

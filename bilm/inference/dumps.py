@@ -27,9 +27,9 @@ logger = logging.getLogger(__name__)
 
 def _read_max_chars(options_file: str | os.PathLike[str]) -> int:
     options = load_options(options_file)
-    if options.char_cnn is None:
+    if not options.use_character_inputs:
         raise OptionsError(f"{options_file}: a word-input model has no character CNN")
-    return options.char_cnn.max_characters_per_token
+    return options.max_characters_per_token
 
 
 def dump_token_embeddings(vocab_file: str | os.PathLike[str],

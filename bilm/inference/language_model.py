@@ -121,14 +121,14 @@ class BidirectionalLanguageModel:
                 lambda t: tf.Variable(t, trainable=False),
                 self.encoder.initial_state(max_batch_size))
         self._build_graphs()
-        max_chars = options.char_cnn.max_characters_per_token if use_character_inputs else None
+        max_chars = options.max_characters_per_token if use_character_inputs else None
         self._cache = TokenCache(self._embed_chars, self.encoder.dim, max_chars)
 
     def _build_graphs(self) -> None:
         """The model's ``tf.function`` graphs: the call, the stateless contextual layers (plain
         and XLA) and the character CNN."""
         if self.use_character_inputs:
-            spec = tf.TensorSpec([None, None, self.options.char_cnn.max_characters_per_token],
+            spec = tf.TensorSpec([None, None, self.options.max_characters_per_token],
                                  tf.int32)
         else:
             spec = tf.TensorSpec([None, None], tf.int32)
@@ -338,11 +338,11 @@ def _word_vocab_size(options: BiLMOptions, options_file: str | os.PathLike[str],
     """Rows of a word-input model's embedding (None for character input), once the inputs are
     checked against the options."""
     if use_character_inputs:
-        if options.char_cnn is None:
+        if not options.use_character_inputs:
             raise OptionsError(f"{options_file} has no 'char_cnn' section: this is a "
                                "word-input model; pass use_character_inputs=False")
         return None
-    if embedding_weight_file is None and options.char_cnn is not None:
+    if embedding_weight_file is None and options.use_character_inputs:
         raise ValueError("use_character_inputs=False needs embedding_weight_file "
                          "(write one with dump_token_embeddings)")
     source = embedding_weight_file or weight_file

@@ -1,7 +1,7 @@
 """The biLM encoder, defined once for training, evaluation and inference.
 
-    token ids ──► token embedder (bilm.model.token_embedder: char CNN → highway → projection, or a
-                  word embedding)
+    token ids ──► token embedder (bilm.embedders: bilm-tf's char CNN → highway → projection, a
+                  word embedding, or a registered one)
               ──► contextualizer (bilm.encoders: LSTM stacks, or Transformer stacks)
 
 Modes are arguments (``training``, ``lengths``, states), never a second network.
@@ -12,8 +12,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from bilm.embedders import TokenEmbedderLayer, build_token_embedder
 from bilm.encoders import Contextualizer, State, build_contextualizer
-from bilm.model.token_embedder import TokenEmbedder
 from bilm.nn.layout import WeightEntry
 from bilm.options import BiLMOptions
 
@@ -49,9 +49,9 @@ class BiLMEncoder(keras.layers.Layer):
             n_directions = 2 if options.bidirectional else 1
         self.options = options
         self.n_directions = n_directions
-        self.token_embedder = TokenEmbedder(options, use_character_inputs=use_character_inputs,
-                                            n_word_vocab=n_word_vocab,
-                                            compute_dtype=compute_dtype)
+        self.token_embedder: TokenEmbedderLayer = build_token_embedder(
+            options, use_character_inputs=use_character_inputs, n_word_vocab=n_word_vocab,
+            compute_dtype=compute_dtype)
         self.contextualizer: Contextualizer = build_contextualizer(
             options, n_directions=n_directions, compute_dtype=compute_dtype)
         self.use_character_inputs = self.token_embedder.use_character_inputs
@@ -73,7 +73,7 @@ class BiLMEncoder(keras.layers.Layer):
 
     def embed_tokens(self, ids: tf.Tensor, shifted: bool = True) -> tf.Tensor:
         """Context-independent token embeddings, (..., dim) float32: see
-        :meth:`bilm.model.token_embedder.TokenEmbedder.call`."""
+        :meth:`bilm.nn.token_embedding.TokenEmbedderLayer.call`."""
         return self.token_embedder(ids, shifted=shifted)
 
     def embed_unique_tokens(self, ids: tf.Tensor, shifted: bool = True) -> tf.Tensor:

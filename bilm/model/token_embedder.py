@@ -19,13 +19,15 @@ from bilm.nn.char_cnn import CharCNN
 from bilm.nn.highway import Highway
 from bilm.nn.layer_norm import LayerNorm
 from bilm.nn.layout import WeightEntry
+from bilm.nn.token_embedding import TokenEmbedderLayer
 from bilm.options import BiLMOptions
 
 __all__ = ["TokenEmbedder"]
 
 
-class TokenEmbedder(keras.layers.Layer):
-    """Token vectors of width ``dim`` from character ids (a char-CNN model) or word ids.
+class TokenEmbedder(TokenEmbedderLayer):
+    """bilm-tf's token vectors of width ``dim``: from character ids (a char-CNN model) or
+    word ids (the registered ``char_cnn`` and ``word`` embedders, :mod:`bilm.embedders`).
 
     Args:
         options: the model's options (``char_cnn`` for character input).
@@ -39,15 +41,12 @@ class TokenEmbedder(keras.layers.Layer):
     def __init__(self, options: BiLMOptions, dim: int | None = None,
                  use_character_inputs: bool | None = None, n_word_vocab: int | None = None,
                  compute_dtype: str = "float32", **kwargs) -> None:
-        kwargs.setdefault("name", "token_embedder")
-        super().__init__(**kwargs)
         if use_character_inputs is None:
             use_character_inputs = options.use_character_inputs
         cnn = options.char_cnn
         if dim is None:
             dim = cnn.projection_dim if cnn is not None and cnn.projection_dim else options.dim
-        self.dim = dim
-        self.use_character_inputs = use_character_inputs
+        super().__init__(dim, use_character_inputs, **kwargs)
         self.matmul_dtype = tf.as_dtype(compute_dtype)
         # a per-layer Keras policy (never the global one) for the CNN and highway layers
         policy = None if compute_dtype == "float32" else f"mixed_{compute_dtype}"
@@ -119,18 +118,6 @@ class TokenEmbedder(keras.layers.Layer):
         if self.norm is not None:
             x = self.norm(x)
         return tf.reshape(x, tf.concat([lead, [self.dim]], axis=0))
-
-    def embed_unique(self, ids: tf.Tensor, shifted: bool = True) -> tf.Tensor:
-        """As :meth:`call`, computing each distinct token once (exact, and faster: a batch of
-        text repeats most of its tokens)."""
-        if not self.use_character_inputs:
-            return self(ids, shifted=shifted)
-        n_chars = tf.shape(ids)[-1]
-        flat = tf.reshape(ids, [-1, n_chars])
-        unique, index = tf.raw_ops.UniqueV2(x=flat, axis=[0])
-        emb = self(unique, shifted=shifted)  # shape (n_unique, dim)
-        out = tf.gather(emb, index)
-        return tf.reshape(out, tf.concat([tf.shape(ids)[:-1], [self.dim]], axis=0))
 
     def weight_entries(self) -> list[WeightEntry]:
         """Every weight with its bilm-tf HDF5 key and TF1 checkpoint name."""

@@ -8,7 +8,7 @@ import keras
 import tensorflow as tf
 
 from bilm.data.vocabulary import PAD_CHAR
-from bilm.options import CharCNNOptions
+from bilm.embedders.char_cnn import CharCNNOptions
 
 
 class CharCNN(keras.layers.Layer):

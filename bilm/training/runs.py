@@ -59,7 +59,7 @@ def start_training(save_dir: str, options: BiLMOptions | dict | str, train_prefi
     if chief:
         run.check_new(overwrite)
     options = _as_options(options)
-    max_chars = options.char_cnn.max_characters_per_token if options.char_cnn else None
+    max_chars = options.max_characters_per_token
     vocab = load_vocab(vocab_file, max_chars)
     try:
         options = options.replace(n_tokens_vocab=vocab.size)
@@ -116,7 +116,7 @@ def resume_training(save_dir: str, *, train_prefix: str | None = None,
     if train_prefix is None:
         train_prefix = _recorded_prefix(save_dir, run, state)
     vocab_file = run.vocabulary_file(vocab_file, options.n_tokens_vocab, state)
-    max_chars = options.char_cnn.max_characters_per_token if options.char_cnn else None
+    max_chars = options.max_characters_per_token
     vocab = load_vocab(vocab_file, max_chars)
     if n_batches is None and state is not None and not {"n_epochs", "n_train_tokens"} & set(
             changes):
@@ -218,7 +218,7 @@ def load_run(save_dir: str, vocab_file: str | None = None,
     options = load_options(run.options_file)
     candidates = [checkpoint] if checkpoint is not None else _run_checkpoints(run)
     vocab_file = run.vocabulary_file(vocab_file, options.n_tokens_vocab, run.read_state())
-    max_chars = options.char_cnn.max_characters_per_token if options.char_cnn else None
+    max_chars = options.max_characters_per_token
     vocab = load_vocab(vocab_file, max_chars)
     lm, checkpoint = _load_first_intact(options, candidates, save_dir)
     return LoadedRun(save_dir, options, checkpoint, vocab_file, vocab, lm)

@@ -1,0 +1,116 @@
+"""The registry of token embedders: each one's options section, network and input kind, by
+the ``type`` its options.json section names (no TensorFlow: options are parsed before it
+starts).
+
+The built-in embedders (:mod:`bilm.embedders.char_cnn`, :mod:`bilm.embedders.word`) keep
+bilm-tf's layout of options.json (a ``char_cnn`` section, or none for word input) and register
+themselves when first looked up; another one is a module that calls :func:`register` and is
+selected by ``"token_embedder": {"type": "<name>", ...}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+__all__ = ["BUILTIN_EMBEDDERS", "INPUTS", "EmbedderOptions", "EmbedderSpec", "get_spec",
+           "names", "register"]
+
+_BUILTINS = ("bilm.embedders.char_cnn", "bilm.embedders.word")
+# bilm-tf's embedders, chosen by options.json's char_cnn section (or its absence), never by
+# a "token_embedder" section
+BUILTIN_EMBEDDERS = ("char_cnn", "word")
+
+# what an embedder reads: "chars", (..., max_characters_per_token) character ids made by
+# bilm.data's char vocabulary (bilm-tf's Batcher); "words", (...) word ids of the vocabulary
+INPUTS = ("chars", "words")
+
+
+class EmbedderOptions(Protocol):
+    """What a registered embedder's options class has (besides ``from_dict(d, source)``)."""
+
+    type: ClassVar[str]  # the embedder's name: ``"type"`` in options.json's section
+    input: ClassVar[str]  # "chars" or "words" (see INPUTS)
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class EmbedderSpec:
+    """Everything the toolkit knows about one token embedder."""
+
+    name: str  # "type" in options.json's "token_embedder" section
+    input: str  # "chars" or "words"
+    # (options: bilm.options.BiLMOptions, *, n_word_vocab: int | None, compute_dtype: str)
+    # -> bilm.nn.token_embedding.TokenEmbedderLayer; imports its network (TensorFlow) when
+    # called. A registered embedder finds its own section in ``options.token_embedder``.
+    network: Callable[..., Any]
+    # its options class: from_dict(d, source) / to_dict(); ClassVars type and input; a
+    # character embedder also has max_characters_per_token. None: the built-ins, which keep
+    # bilm-tf's keys (char_cnn) instead of a "token_embedder" section
+    options: type | None = None
+    describe: Callable[[Any], str] | None = None  # bilm info's line; default: type + fields
+
+    def describe_options(self, options: Any) -> str:
+        """``bilm info``'s line for this embedder's ``options`` (its section)."""
+        if self.describe is not None:
+            return self.describe(options)
+        if not dataclasses.is_dataclass(options):
+            return f"{self.name}: {options!r}"
+        shown = [f"{f.name} {getattr(options, f.name)}" for f in dataclasses.fields(options)
+                 if f.name not in ("extra", "source")]
+        return f"{self.name}: {', '.join(shown)}"
+
+
+_SPECS: dict[str, EmbedderSpec] = {}
+_loaded = False  # the built-ins are registered (or being registered)
+
+
+def _load_builtins() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True  # first: each built-in module calls register() while it is imported
+    try:
+        for module in _BUILTINS:
+            importlib.import_module(module)
+    except BaseException:
+        _loaded = False
+        raise
+
+
+def register(spec: EmbedderSpec) -> EmbedderSpec:
+    """Make ``spec`` known by its name (ValueError when the name is taken or the spec is
+    inconsistent)."""
+    _load_builtins()
+    if spec.name in _SPECS:
+        raise ValueError(f"token embedder type {spec.name!r} is already registered")
+    if spec.input not in INPUTS:
+        raise ValueError(f"token embedder type {spec.name!r}: input must be one of "
+                         f"{', '.join(map(repr, INPUTS))}, got {spec.input!r}")
+    if spec.options is not None:
+        declared = (getattr(spec.options, "type", spec.name),
+                    getattr(spec.options, "input", spec.input))
+        if declared != (spec.name, spec.input):
+            raise ValueError(f"token embedder type {spec.name!r}: its options class declares "
+                             f"type {declared[0]!r} and input {declared[1]!r}")
+    _SPECS[spec.name] = spec
+    return spec
+
+
+def get_spec(name: str) -> EmbedderSpec:
+    """The registered token embedder ``name`` (KeyError naming the registered ones)."""
+    _load_builtins()
+    if name not in _SPECS:
+        raise KeyError(f"unknown token embedder type {name!r}; registered: "
+                       f"{', '.join(map(repr, names()))}")
+    return _SPECS[name]
+
+
+def names() -> list[str]:
+    """The registered token embedder types, sorted."""
+    _load_builtins()
+    return sorted(_SPECS)
