@@ -58,6 +58,10 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 def cmd_embed(args: argparse.Namespace) -> None:
     need_file(args.input, "input file")
+    for flag in ("use_sentence_keys", "forget_sentences"):
+        if getattr(args, flag) and args.layout != "allennlp":
+            raise UserError(f"--{flag.replace('_', '-')} applies to --format allennlp only "
+                            "(AllenNLP's elmo layout); add --format allennlp or leave it out")
     check_output(args.output, args.overwrite, [args.input])
     options = need_char_model(args.options, "embed")
     if args.stateful and not options.encoder.stateful:
@@ -75,7 +79,9 @@ def cmd_embed(args: argparse.Namespace) -> None:
                              stateful=args.stateful, batch_size=args.batch_size,
                              progress=not args.quiet, layers=args.layers, pool=args.pool,
                              layout=args.layout, precision=args.precision,
-                             overwrite=args.overwrite)
+                             overwrite=args.overwrite,
+                             use_sentence_keys=args.use_sentence_keys,
+                             forget_sentences=args.forget_sentences)
     except UnicodeDecodeError as e:
         raise UserError(f"{args.input} is not UTF-8 text ({e.reason}); convert it, e.g. with "
                         "iconv") from None

@@ -85,6 +85,14 @@ def embedding_output_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", dest="layout", choices=["bilm", "allennlp"], default="bilm",
                    help="bilm: bilm-tf's dump_bilm_embeddings file; allennlp: also the "
                    "'sentence_to_index' dataset of AllenNLP's elmo command")
+    # AllenNLP 0.9's `allennlp elmo` flags, same meaning (bilm/inference/dumps.py says more)
+    p.add_argument("--use-sentence-keys", action="store_true",
+                   help="--format allennlp: key each dataset by its sentence (the line, "
+                   "stripped) instead of its line number; no 'sentence_to_index'. A repeated "
+                   "sentence, a blank line, or one holding '/' is refused before embedding")
+    p.add_argument("--forget-sentences", action="store_true",
+                   help="--format allennlp: leave out the 'sentence_to_index' dataset (keys "
+                   "stay line numbers)")
     p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
                    help="float32: exact (bilm-tf's numbers); bfloat16: bf16 matmuls, faster "
                    "on hardware with strong bf16 units, ~0.4%% relative error (the output "

@@ -85,7 +85,8 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 def _add_embed(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "embed", "embed a tokenized text file (one sentence per line)")
     p.add_argument("input", help="text file, one whitespace-tokenized sentence per line")
-    p.add_argument("output", help="HDF5 output: one dataset per line, key = line index")
+    p.add_argument("output", help="HDF5 output: one dataset per line, key = line index (the "
+                   "sentence with --format allennlp --use-sentence-keys)")
     model_flags(p)
     p.add_argument("--vocab", help="vocabulary file (optional: only caches character ids)")
     mode = p.add_mutually_exclusive_group()

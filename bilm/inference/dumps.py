@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from array import array
 from collections.abc import Iterator, Sequence
 
 import h5py
@@ -19,8 +20,8 @@ from bilm.io.files import atomic_path, check_free_space
 from bilm.io.progress import Progress
 from bilm.options import OptionsError, load_options
 
-__all__ = ["LAYERS", "LAYOUTS", "POOLS", "dump_bilm_embeddings", "dump_token_embeddings",
-           "reduce_embeddings"]
+__all__ = ["LAYERS", "LAYOUTS", "POOLS", "SentenceKeyError", "dump_bilm_embeddings",
+           "dump_token_embeddings", "reduce_embeddings"]
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +134,84 @@ def _sentence_to_index(path: str) -> dict[str, str]:
         return {line.strip(): str(index) for index, line in enumerate(f)}
 
 
+# AllenNLP 0.9's ``allennlp elmo`` (allennlp/commands/elmo.py, ElmoEmbedder.embed_file) has two
+# flags for its layout, taken here with the same meaning:
+# * --use-sentence-keys: the key of a line's dataset is the sentence itself, the line with
+#   surrounding whitespace stripped (``line.strip()``; inner whitespace is kept as it is), not
+#   its line number; no ``sentence_to_index`` is written. A sentence seen before is an error
+#   (AllenNLP: "Key already exists in OUT. To encode duplicate sentences, do not pass the
+#   --use-sentence-keys flag."), checked there as each key is written, so a run dies at the
+#   duplicate and leaves a half-written file; here a pre-scan of the input finds it before the
+#   model is loaded, and the output is written atomically as always.
+# * --forget-sentences: without --use-sentence-keys, no ``sentence_to_index`` is written (keys
+#   stay line numbers); with it, nothing changes (there is no index to leave out).
+# AllenNLP only warns that sentence keys "can fail if sentences contain forward slashes or
+# colons". In HDF5 (h5py) a '/' in a name makes groups ("a/b" is dataset "b" in group "a";
+# "a//b", "/a" and "a/" lose or change characters), a name "." is the file's root, a NUL ends
+# the name early and "" is no name: files that AllenNLP fails on half-way or writes with keys
+# that are not the sentences. A colon is an ordinary character. So such a line (and a blank
+# line, which AllenNLP refuses in every mode) is an error here, found by the same pre-scan.
+
+
+class SentenceKeyError(ValueError):
+    """A line that cannot be its own dataset key with ``use_sentence_keys``: a repeated
+    sentence, a blank line, or one HDF5 would not store under its text ('/', NUL, ".")."""
+
+
+def _quote(sentence: str, limit: int = 60) -> str:
+    return repr(sentence if len(sentence) <= limit else sentence[:limit] + "...")
+
+
+def _sentence_key_problem(key: str) -> str | None:
+    """Why ``key`` (a stripped line) cannot be an HDF5 dataset name as it is, or None."""
+    if not key:
+        return "a blank line has no sentence"
+    if "/" in key:
+        return f"the sentence {_quote(key)} holds a '/', which HDF5 reads as a group"
+    if "\0" in key:
+        return f"the sentence {_quote(key)} holds a NUL character, which ends an HDF5 name"
+    if key == ".":
+        return "the sentence '.' names the HDF5 file's root group"
+    return None
+
+
+def _read_sentence_keys(path: str) -> Iterator[str]:
+    """Each line of ``path`` with surrounding whitespace stripped: AllenNLP's sentence keys
+    (lines end at "\\n" only, as :func:`_read_sentences` reads them)."""
+    with open(path, encoding="utf-8", newline="\n") as f:
+        for line in f:
+            yield line.strip()
+
+
+def _check_sentence_keys(path: str) -> None:
+    """SentenceKeyError at the first line of ``path`` that cannot be its own key: one
+    :func:`_sentence_key_problem` names, or a repeat of an earlier sentence. Two passes over
+    the file that hold 16 bytes per line at most (the sentences' hashes, sorted), and then
+    only the sentences whose hashes repeat, so that a file of any size is checked first."""
+    hashes = array("q")
+    for index, key in enumerate(_read_sentence_keys(path)):
+        problem = _sentence_key_problem(key)
+        if problem:
+            raise SentenceKeyError(f"{path}:{index + 1}: {problem}, so it cannot be a "
+                                   "sentence key; without --use-sentence-keys the keys are "
+                                   "line numbers, which take any line")
+        hashes.append(hash(key))
+    ordered = np.sort(np.frombuffer(hashes, dtype=np.int64)) if hashes else np.zeros(0, np.int64)
+    repeated = set(ordered[1:][ordered[1:] == ordered[:-1]].tolist())
+    if not repeated:
+        return
+    first: dict[str, int] = {}  # a repeated hash's sentences (a collision is no duplicate)
+    for index, key in enumerate(_read_sentence_keys(path)):
+        if hash(key) not in repeated:
+            continue
+        if key in first:
+            raise SentenceKeyError(
+                f"{path}:{index + 1}: duplicate sentence {_quote(key)} (first on line "
+                f"{first[key] + 1}); a sentence key names one dataset. To encode duplicate "
+                "sentences, do not pass --use-sentence-keys")
+        first[key] = index
+
+
 def dump_bilm_embeddings(vocab_file: str | os.PathLike[str] | None,
                          dataset_file: str | os.PathLike[str],
                          options_file: str | os.PathLike[str],
@@ -141,7 +220,8 @@ def dump_bilm_embeddings(vocab_file: str | os.PathLike[str] | None,
                          batch_size: int = 64, progress: bool = True, *, layers: str = "all",
                          pool: str = "none", layout: str = "bilm",
                          max_tokens: int | None = None, precision: str = "float32",
-                         overwrite: bool = True) -> None:
+                         overwrite: bool = True, use_sentence_keys: bool = False,
+                         forget_sentences: bool = False) -> None:
     """Embed every line of a tokenized text file (one sentence per line) into HDF5.
 
     ``outfile`` gets one dataset per line, key ``str(line_index)``, float32; with the defaults
@@ -160,15 +240,25 @@ def dump_bilm_embeddings(vocab_file: str | os.PathLike[str] | None,
     as :func:`reduce_embeddings` does: e.g. top + mean gives one (2 * dim,) vector
     per line, zeros for a blank line. ``layout="allennlp"`` adds AllenNLP's ``elmo`` command's
     ``sentence_to_index`` dataset: shape (1,), a JSON string mapping each stripped line to its
-    key (it holds every distinct line in memory while writing). ``precision="bfloat16"``
+    key (it holds every distinct line in memory while writing). With ``layout="allennlp"``
+    only, AllenNLP's two flags: ``use_sentence_keys`` keys each dataset by its stripped line
+    instead of its index and writes no ``sentence_to_index``; the input is checked first, and
+    a repeated sentence, a blank line or one holding '/' or NUL, or ".", raises
+    :class:`SentenceKeyError` before the model is loaded. ``forget_sentences`` leaves
+    ``sentence_to_index`` out (the keys stay line indices). ``precision="bfloat16"``
     computes in bfloat16 (see :class:`BidirectionalLanguageModel`); the file stays float32.
     ``overwrite=False`` never replaces an existing ``outfile``, not even one that another
     process wrote meanwhile (:class:`~bilm.io.files.OutputExistsError`).
     """
     _check_dump_arguments(layers, pool, layout, batch_size, max_tokens)
+    if (use_sentence_keys or forget_sentences) and layout != "allennlp":
+        raise ValueError("use_sentence_keys and forget_sentences apply to layout='allennlp' "
+                         f"only; got layout={layout!r}")
     dataset_file = os.fspath(dataset_file)
     if not os.path.exists(dataset_file):
         raise FileNotFoundError(f"dataset file not found: {dataset_file}")
+    if use_sentence_keys:
+        _check_sentence_keys(dataset_file)  # before the model loads and the output opens
     max_chars = _read_max_chars(options_file)
     model = BidirectionalLanguageModel(options_file, weight_file, stateful=stateful,
                                        max_batch_size=1 if stateful else batch_size,
@@ -177,6 +267,7 @@ def dump_bilm_embeddings(vocab_file: str | os.PathLike[str] | None,
     bar = Progress("dump_bilm_embeddings", total=total, unit="sentences", enabled=progress)
     batcher = Batcher(vocab_file, max_chars) if stateful else None
     embeddings = _sentence_embeddings(model, dataset_file, batcher, batch_size, max_tokens)
+    keys = _read_sentence_keys(dataset_file) if use_sentence_keys else None
     n_blank = 0
     with atomic_path(outfile, overwrite=overwrite) as tmp, h5py.File(tmp, "w") as fout:
         folder = os.path.dirname(tmp)
@@ -184,9 +275,13 @@ def dump_bilm_embeddings(vocab_file: str | os.PathLike[str] | None,
             n_blank += emb.shape[1] == 0
             data = reduce_embeddings(emb, layers, pool)
             check_free_space(folder, data.nbytes, os.fspath(outfile))
-            fout.create_dataset(str(index), data=data)
+            key = str(index) if keys is None else next(keys, "")
+            if keys is not None and (_sentence_key_problem(key) or key in fout):
+                raise SentenceKeyError(f"{dataset_file}:{index + 1}: the file changed while "
+                                       "it was embedded: its sentences are no longer keys")
+            fout.create_dataset(key, data=data)
             bar.update()
-        if layout == "allennlp":
+        if layout == "allennlp" and not (use_sentence_keys or forget_sentences):
             index_json = json.dumps(_sentence_to_index(dataset_file))
             check_free_space(folder, len(index_json.encode()), os.fspath(outfile))
             fout.create_dataset("sentence_to_index", (1,), dtype=h5py.string_dtype())[0] = (
