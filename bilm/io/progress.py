@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["Progress"]
+
+# Fewer columns than this (0: the pseudo-terminals of some job runners) and tqdm draws nothing
+# readable (with 0, nothing at all, for as long as the loop runs): log lines instead.
+MIN_BAR_COLUMNS = 10
 
 
 def _stderr_is_terminal() -> bool:
@@ -18,13 +23,33 @@ def _stderr_is_terminal() -> bool:
         return False
 
 
+def _stderr_columns() -> int | None:
+    """The width of the terminal on stderr, as tqdm measures it (None: unknown)."""
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _bar_fits() -> bool:
+    """Whether stderr is a terminal wide enough for a bar."""
+    if not _stderr_is_terminal():
+        return False
+    columns = _stderr_columns()
+    if columns is not None and columns < MIN_BAR_COLUMNS:
+        logger.debug("stderr is a terminal %d columns wide: progress as log lines", columns)
+        return False
+    return True
+
+
 class Progress:
     """Progress of a long loop: one stream, one total.
 
     On a terminal, a `tqdm <https://tqdm.github.io>`_ bar on stderr (log records are routed
-    above it); otherwise one log line every ``interval`` seconds (or a plain stderr line when
-    the program configured no logging at all). Rates and ETAs are measured from the end of
-    the first update, so start-up and compilation do not inflate the ETA.
+    above it); otherwise, or on a terminal narrower than :data:`MIN_BAR_COLUMNS` (some job
+    runners' pseudo-terminals say 0), one log line every ``interval`` seconds (or a plain
+    stderr line when the program configured no logging at all). Rates and ETAs are measured
+    from the end of the first update, so start-up and compilation do not inflate the ETA.
 
     Args:
         desc: a label. total: the count to reach (None: unknown). unit: what is counted.
@@ -39,7 +64,7 @@ class Progress:
         self.done = initial
         self.postfix = ""
         self._interval = interval
-        self._tty = enabled and _stderr_is_terminal()
+        self._tty = enabled and _bar_fits()
         self._bar = None  # made at the first update: its clock then skips the warm-up
         self._redirect = None
         self._t0: float | None = None

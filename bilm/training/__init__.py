@@ -16,7 +16,7 @@ _EXPORTS = {
     "Adagrad": "bilm.training.optimizers",
     "LoadedRun": "bilm.training.runs",
     "Trainer": "bilm.training.trainer",
-    "TrainingError": "bilm.training.loop",
+    "TrainingError": "bilm.training.checkpointing",
     "TrainingInterrupted": "bilm.training.hooks",
     "count_tokens": "bilm.training.inputs",
     "dump_weights": "bilm.export",

@@ -23,10 +23,10 @@ import tensorflow as tf
 from bilm.data.dataset import BidirectionalLMDataset, LMDataset
 from bilm.data.sentences import SentenceDataset
 from bilm.data.vocabulary import Vocabulary
-from bilm.io.checkpoints import CHECKPOINT_NAME, CHECKPOINTS_KEPT, restore_first_intact
-from bilm.io.output_errors import DiskFullError, is_disk_full
+from bilm.io.checkpoints import restore_first_intact
 from bilm.io.progress import Progress
 from bilm.options import BiLMOptions, save_options
+from bilm.training.checkpointing import CheckpointWriter, TrainingError
 from bilm.training.distribute import chief_value, is_chief, is_multi_worker, make_strategy
 from bilm.training.hooks import (
     _CLUSTER_ERRORS,
@@ -48,10 +48,6 @@ __all__ = ["DEFAULT_CHECKPOINT_MINUTES", "TrainingError", "train"]
 logger = logging.getLogger(__name__)
 
 DEFAULT_CHECKPOINT_MINUTES = 10.0  # a preempted or killed run loses at most this much
-
-
-class TrainingError(RuntimeError):
-    """Training stopped (e.g. a non-finite loss); the message says what is kept."""
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -140,8 +136,8 @@ def train(options: BiLMOptions | dict | str,
     if t.start >= t.n_batches:
         logger.info("already at batch %d of %d: nothing to train", t.start, t.n_batches)
         if not t.chief:
-            shutil.rmtree(t.ckpt_dir, ignore_errors=True)
-        return restart_ckpt_file or t.manager.latest_checkpoint
+            shutil.rmtree(t.checkpoints.dir, ignore_errors=True)
+        return restart_ckpt_file or t.checkpoints.manager.latest_checkpoint
     t.states = t.trainer.distributed_states()
     t.run_steps(_Schedule(checkpoint_every, checkpoint_minutes, log_every), metrics, writer,
                 progress)
@@ -161,7 +157,8 @@ class _Training:
     """One call of :func:`train`, phase by phase: set-up (the constructor: seed, data,
     trainer, length), :meth:`restore`, :meth:`record` (the run's files),
     :meth:`open_outputs` (checkpoints, metrics, TensorBoard), :meth:`run_steps` (each
-    :meth:`step`; checkpoints through :meth:`save`) and :meth:`finish`."""
+    :meth:`step`; checkpoints through :meth:`save`, see :mod:`bilm.training.checkpointing`)
+    and :meth:`finish`."""
 
     def __init__(self, options: BiLMOptions, data: Any, strategy: tf.distribute.Strategy,
                  tf_save_dir: str, restart_ckpt_file: str | None, seed: int | None,
@@ -186,7 +183,6 @@ class _Training:
                                 / self.tokens_per_batch)
         self.n_batches = n_batches
         self.last_good: str | None = None  # the newest checkpoint known to be good
-        self.saved: dict[int, str] = {}  # the checkpoints this call saved, by step
         self.start = self.done = self.n_skipped = 0  # n_skipped: overflow steps in a row
         self.states: Any = None
 
@@ -277,15 +273,8 @@ class _Training:
         run.write_state(state)
 
     def open_outputs(self, tf_log_dir: str) -> tuple[_MetricsLog, Any]:
-        """The checkpoint manager, and (metrics log, TensorBoard writer)."""
-        # Every worker saves (the variables' values are gathered collectively); only the
-        # chief into the run, the others into a private folder removed at the end
-        # (TensorFlow's documented pattern for MultiWorkerMirroredStrategy).
-        self.ckpt_dir = (self.tf_save_dir if self.chief
-                         else tempfile.mkdtemp(prefix="bilm-worker-"))
-        self.manager = tf.train.CheckpointManager(self.trainer.checkpoint, self.ckpt_dir,
-                                                  max_to_keep=CHECKPOINTS_KEPT,
-                                                  checkpoint_name=CHECKPOINT_NAME)
+        """The checkpoints, and (metrics log, TensorBoard writer)."""
+        self.checkpoints = CheckpointWriter(self.trainer, self.run, self.tf_save_dir, self.chief)
         metrics = _MetricsLog(self.run.path(LOG_FILE), self.start, self.chief)
         writer = (tf.summary.create_file_writer(tf_log_dir) if self.chief
                   else tf.summary.create_noop_writer())
@@ -293,24 +282,7 @@ class _Training:
 
     def save(self, done: int) -> str:
         """A checkpoint of batch ``done`` (once), if every weight is finite."""
-        if done in self.saved:
-            return self.saved[done]
-        self.trainer.store_states(self.states)
-        if not self.trainer.all_finite():
-            raise TrainingError(
-                f"the weights became non-finite (NaN/inf) by batch {done}; not saved. The last "
-                f"good checkpoint is {self.last_good or '(none)'}; resume from it with a lower "
-                "learning_rate or all_clip_norm_val.")
-        try:
-            self.manager.save(checkpoint_number=done)
-            self.saved[done] = os.path.join(self.tf_save_dir, f"model-{done}")  # the chief's
-            return self.saved[done]
-        except tf.errors.OpError as e:
-            if not is_disk_full(e):
-                raise
-            self.run.remove_unfinished_checkpoints()
-            raise DiskFullError(self.tf_save_dir, f"while saving checkpoint model-{done}; the "
-                                f"last complete one is {self.last_good or '(none)'}") from None
+        return self.checkpoints.save(done, self.states, self.last_good)
 
     def run_steps(self, schedule: _Schedule, metrics: _MetricsLog, writer: Any,
                   progress: bool) -> None:
@@ -325,7 +297,7 @@ class _Training:
         with _StopSignals() as self.stop, writer.as_default():
             self.stop.last_good = self.last_good
             # several workers stop together, at a step they agree on (TensorFlow's handler)
-            private = [self.ckpt_dir] if not self.chief else []  # removed at the end
+            private = [self.checkpoints.dir] if not self.chief else []  # removed at the end
             self.preemption = None
             try:
                 if self.multi_worker:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,6 +102,9 @@ class Trainer:
     def __post_init__(self) -> None:
         opts = self.options
         self.n_replicas = self.strategy.num_replicas_in_sync
+        t0 = time.perf_counter()  # start-up is said as it goes: it may take a minute
+        logger.info("building the model (%s encoder, %d replica(s))", opts.encoder_type,
+                    self.n_replicas)
         import keras
 
         keras.utils.set_random_seed(self.seed)  # reproducible initial weights
@@ -139,6 +143,8 @@ class Trainer:
         # sentence batches vary in length: one trace for every length
         self._train_step = tf.function(self._train_step_impl, reduce_retracing=True)
         self._all_finite = tf.function(self._all_finite_impl)
+        self._first_step = True  # its tracing and compilation are timed and said
+        logger.info("model built in %.1f s", time.perf_counter() - t0)
 
     # -- states -------------------------------------------------------------------------------
 
@@ -270,7 +276,21 @@ class Trainer:
     def train_step(self, batch, states):
         """One optimizer step: (mean loss, gradient norm, final states, skipped) where
         ``skipped`` is True for a mixed_float16 step whose gradients overflowed."""
+        if self._first_step:
+            return self._timed_first_step(batch, states)
         return self._train_step(batch, states)
+
+    def _timed_first_step(self, batch, states):
+        """The first step, which traces (and with ``jit_compile``, XLA-compiles) the step
+        function, often for tens of seconds: said before, and its time after."""
+        logger.info("compiling the first training step%s...",
+                    " (XLA)" if self.lm.jit_compile else "")
+        t0 = time.perf_counter()
+        out = self._train_step(batch, states)
+        out[0].numpy()  # the step's end (execution may be asynchronous)
+        self._first_step = False
+        logger.info("first step done in %.1f s", time.perf_counter() - t0)
+        return out
 
     # -- restore ------------------------------------------------------------------------------
 
