@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from bilm.nn.scalar_mix import ScalarMix
 
-__all__ = ["ScalarMix", "clear_weight_layers", "weight_layers"]
+__all__ = ["ScalarMix", "clear_weight_layers", "weight_layer", "weight_layers"]
 
 # Layers made by weight_layers, by name: a second call with the same name reuses the weights,
 # as bilm-tf's variable scopes did.
@@ -16,6 +16,16 @@ _LAYERS: dict[str, ScalarMix] = {}
 def clear_weight_layers() -> None:
     """Forget the layers made by :func:`weight_layers` (the next call creates new weights)."""
     _LAYERS.clear()
+
+
+def weight_layer(name: str) -> ScalarMix:
+    """The layer :func:`weight_layers` made for ``name``: its variables (``scalar_weights``,
+    ``gamma``) to read, assign or train (bilm-tf's ``{name}_ELMo_W`` / ``{name}_ELMo_gamma``).
+    KeyError when no call made it."""
+    if name not in _LAYERS:
+        raise KeyError(f"weight_layers made no layer named {name!r}; made: "
+                       f"{', '.join(map(repr, sorted(_LAYERS))) or 'none'}")
+    return _LAYERS[name]
 
 
 def weight_layers(name: str, bilm_ops: dict[str, tf.Tensor], l2_coef: float | None = None,

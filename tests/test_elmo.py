@@ -35,8 +35,8 @@ def ops():
 @pytest.mark.parametrize("do_layer_norm", [False, True])
 def test_weighted_sum(ops, do_layer_norm):
     out = weight_layers("t", ops, l2_coef=0.5, do_layer_norm=do_layer_norm)
-    from bilm.elmo import _LAYERS
-    layer = _LAYERS["t"]
+    from bilm.elmo import weight_layer
+    layer = weight_layer("t")
     layer.scalar_weights.assign([0.3, -1.0, 2.0])
     layer.gamma.assign([1.7])
     out = weight_layers("t", ops, l2_coef=0.5, do_layer_norm=do_layer_norm)
@@ -58,8 +58,8 @@ def test_top_only_and_reuse(ops):
     top = weight_layers("top", ops, use_top_only=True)
     np.testing.assert_allclose(top["weighted_op"].numpy(), ops["lm_embeddings"].numpy()[:, -1])
     a = weight_layers("shared", ops)
-    from bilm.elmo import _LAYERS
-    _LAYERS["shared"].gamma.assign([2.0])
+    from bilm.elmo import weight_layer
+    weight_layer("shared").gamma.assign([2.0])
     b = weight_layers("shared", ops)
     np.testing.assert_allclose(b["weighted_op"].numpy(), 2 * a["weighted_op"].numpy(),
                                rtol=1e-6)
@@ -69,9 +69,17 @@ def test_top_only_and_reuse(ops):
 
 def test_gradients_reach_scalar_weights(ops):
     weight_layers("g", ops)
-    from bilm.elmo import _LAYERS
-    layer = _LAYERS["g"]
+    from bilm.elmo import weight_layer
+    layer = weight_layer("g")
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(weight_layers("g", ops)["weighted_op"] ** 2)
     grads = tape.gradient(loss, [layer.scalar_weights, layer.gamma])
     assert all(g is not None and float(tf.reduce_sum(tf.abs(g))) > 0 for g in grads)
+
+
+def test_weight_layer_names_the_layers_made():
+    from bilm.elmo import clear_weight_layers, weight_layer
+
+    clear_weight_layers()
+    with pytest.raises(KeyError, match="weight_layers made no layer named 'x'; made: none"):
+        weight_layer("x")

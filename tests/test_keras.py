@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from bilm import Batcher, BidirectionalLanguageModel
-from bilm.elmo import _LAYERS, clear_weight_layers, weight_layers
+from bilm.elmo import clear_weight_layers, weight_layer, weight_layers
 from bilm.keras import ELMoEmbedding, char_ids_from_tokens, split_sentences
 from bilm.options import load_options
 from tests.conftest import assert_f32_close
@@ -35,8 +35,8 @@ def _reference(options_file, weight_file, sentences, mix_w, gamma, do_layer_norm
     ops = BidirectionalLanguageModel(options_file, weight_file, stateful=False)(ids)
     clear_weight_layers()
     out = weight_layers("ref", ops, do_layer_norm=do_layer_norm)["weighted_op"]
-    _LAYERS["ref"].scalar_weights.assign(mix_w)
-    _LAYERS["ref"].gamma.assign([gamma])
+    weight_layer("ref").scalar_weights.assign(mix_w)
+    weight_layer("ref").gamma.assign([gamma])
     out = weight_layers("ref", ops, do_layer_norm=do_layer_norm)["weighted_op"]
     clear_weight_layers()
     return ops, out.numpy(), ops["mask"].numpy()

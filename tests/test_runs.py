@@ -301,13 +301,13 @@ def test_data_history_replays_the_stream(corpus):
     np.testing.assert_array_equal(next(merged)["token_ids"], expected[3]["token_ids"])
     replay = stream([(2, 8, 5)])
     # by definition: the sentences 2 batches of 8 rows read, then a fresh 4-row packing
-    from bilm.data.dataset import _get_batch
+    from bilm.data.dataset import get_batch
 
     sentences = LMDataset(str(corpus["train"]), vocab, shuffle_on_load=True,
                           seed=5)._sentences()
-    wide = _get_batch(sentences, 8, 5, None)
+    wide = get_batch(sentences, 8, 5, None)
     next(wide), next(wide)
-    narrow = _get_batch(sentences, 4, 5, None)
+    narrow = get_batch(sentences, 4, 5, None)
     for _ in range(3):
         np.testing.assert_array_equal(next(replay)["token_ids"], next(narrow)["token_ids"])
 

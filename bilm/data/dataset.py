@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from bilm.data.lines import MAX_LINE_BYTES, read_lines
-from bilm.data.packing import Batch, Segment, _get_batch, replay
+from bilm.data.packing import Batch, Segment, get_batch, replay
 from bilm.data.vocabulary import UNK, UnicodeCharsVocabulary, Vocabulary
 
 # MAX_LINE_BYTES, read_lines (bilm.data.lines) and Batch (bilm.data.packing) stay importable
@@ -252,7 +252,7 @@ class LMDataset:
         """
         def batches(source: Iterator[_Sentence], size: int, steps: int,
                     own: tuple[int, int] | None) -> Iterator[Batch]:
-            return _get_batch(source, size, steps, self.max_word_length, own)
+            return get_batch(source, size, steps, self.max_word_length, own)
 
         yield from replay(history, (batch_size, num_steps), self._sentences(), batches, rows)
 

@@ -9,7 +9,7 @@ from typing import Protocol
 
 import numpy as np
 
-__all__ = ["Batch", "PackedSentence", "Segment", "replay"]
+__all__ = ["Batch", "PackedSentence", "Segment", "get_batch", "replay"]
 
 # token_ids, tokens_characters (None for a word-input vocabulary, as in bilm-tf),
 # next_token_id, and the same keys with '_reverse' for a biLM
@@ -62,7 +62,7 @@ def replay(history: Sequence[Segment], geometry: tuple[int, int], source: Iterat
     yield from current
 
 
-def _get_batch(generator: Iterator[PackedSentence], batch_size: int, num_steps: int,
+def get_batch(generator: Iterator[PackedSentence], batch_size: int, num_steps: int,
                max_word_length: int | None, rows: tuple[int, int] | None = None,
                ) -> Iterator[Batch]:
     """bilm-tf's packing: row i continues its own sentence stream; in test mode the last,
