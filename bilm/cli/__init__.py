@@ -19,6 +19,15 @@ __all__ = ["build_parser", "main"]
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``bilm`` command; returns the exit code (2 for a user mistake, 128 + N after
     signal N, e.g. 130 for Ctrl-C and 143 for SIGTERM once the checkpoint is saved)."""
+    import sys
+
+    from bilm.cli.plugins import PluginError, load_plugins
+
+    try:  # before the parser: a plugin's presets and names are choices like the built-ins'
+        load_plugins(sys.argv[1:] if argv is None else argv)
+    except PluginError as e:
+        print(f"bilm: error: {e}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     from bilm.logs import configure_logging

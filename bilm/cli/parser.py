@@ -61,7 +61,7 @@ def _version() -> str:
 
 # The top-level help's epilog: complete without docs/ (a wheel install has no docs folder).
 _EPILOG = (
-    "Global flags (-q, -v, --debug) go before COMMAND; 'bilm COMMAND --help' lists a "
+    "Global flags (-q, -v, --debug, --plugin) go before COMMAND; 'bilm COMMAND --help' lists a "
     "command's arguments and their defaults. Exit codes: 0 success; 2 a mistake you can fix, "
     "told in one line on stderr ('bilm: error: what is wrong; how to fix it'); no mistake "
     "loses or half-writes a file; 130, 143 or 129 stopped by Ctrl-C, SIGTERM or SIGHUP (train and "
@@ -254,6 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="import MODULE first: an encoder, token embedder or weight format "
+                        "it registers is then known to every command (repeatable; also "
+                        "BILM_PLUGINS=MOD1,MOD2 and the 'bilm.plugins' entry point group)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in _COMMANDS:
         add(sub)
