@@ -9,6 +9,8 @@ from typing import Protocol
 
 import numpy as np
 
+from bilm.data.batch import StreamBatch
+
 __all__ = ["Batch", "PackedSentence", "Segment", "get_batch", "replay"]
 
 # token_ids, tokens_characters (None for a word-input vocabulary, as in bilm-tf),
@@ -64,7 +66,7 @@ def replay(history: Sequence[Segment], geometry: tuple[int, int], source: Iterat
 
 def get_batch(generator: Iterator[PackedSentence], batch_size: int, num_steps: int,
                max_word_length: int | None, rows: tuple[int, int] | None = None,
-               ) -> Iterator[Batch]:
+               ) -> Iterator[StreamBatch]:
     """bilm-tf's packing: row i continues its own sentence stream; in test mode the last,
     incomplete batch is dropped. Only ``rows`` = (start, stop) of the ``batch_size`` rows are
     filled and returned (all by default): the others are followed by their lengths alone,

@@ -10,8 +10,9 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from bilm.data.batch import SentenceBatch
 from bilm.data.dataset import MAX_LINE_TOKENS, LMDataset
-from bilm.data.packing import Batch, Segment, replay
+from bilm.data.packing import Segment, replay
 from bilm.data.vocabulary import PAD_CHAR, UnicodeCharsVocabulary, Vocabulary
 
 __all__ = ["SentenceDataset", "sentence_batch"]
@@ -19,7 +20,7 @@ __all__ = ["SentenceDataset", "sentence_batch"]
 logger = logging.getLogger(__name__)
 
 
-def sentence_batch(vocab: Vocabulary, sentences: Sequence[Sequence[str]]) -> Batch:
+def sentence_batch(vocab: Vocabulary, sentences: Sequence[Sequence[str]]) -> SentenceBatch:
     """The ``"sentences"`` layout of :class:`~bilm.model.lm.LanguageModel`: ``token_ids`` (batch, T)
     with ``<S>``/``</S>``, ``tokens_characters`` (batch, T, chars) training character ids
     (None for a word vocabulary) and ``lengths`` (batch,); T is the longest sentence plus 2
@@ -113,7 +114,7 @@ class SentenceDataset:
 
     def _batches(self, source: Iterator[list[str]], rows: int, _steps: int = 0,
                  own: tuple[int, int] | None = None, max_tokens: int | None = None,
-                 ) -> Iterator[Batch]:
+                 ) -> Iterator[SentenceBatch]:
         """Windows of ``rows * window`` sentences, sorted by length, cut into batches (their
         order shuffled in training); of each batch only the ``own`` = (start, stop) rows are
         built (a worker's slice). In test mode, ``max_tokens`` bounds a batch's rows x steps
@@ -142,7 +143,7 @@ class SentenceDataset:
 
     def iter_batches(self, batch_size: int, num_steps: int = 0,
                      history: Sequence[Segment] = (), rows: tuple[int, int] | None = None,
-                     *, max_tokens: int | None = None) -> Iterator[Batch]:
+                     *, max_tokens: int | None = None) -> Iterator[SentenceBatch]:
         """Batches of ``batch_size`` sentences (see :func:`sentence_batch`); only ``rows`` =
         (start, stop) of each when given (a worker's slice). ``num_steps`` is unused (kept for
         the streams' signature); ``history`` replays the batches a resumed run read, as

@@ -18,6 +18,7 @@ import math
 import keras
 import tensorflow as tf
 
+from bilm.data.batch import is_sentence_batch
 from bilm.model.encoder import BiLMEncoder, State
 from bilm.nn.dropout import Rows, stateless_dropout
 from bilm.nn.layout import WeightEntry, weight_table
@@ -111,7 +112,7 @@ class LanguageModel(keras.layers.Layer):
         """Token embeddings: streams (n_directions, T, batch, dim); sentences
         (batch, T, dim)."""
         key = self._char_key()
-        if self.protocol == "sentences" or "lengths" in batch:
+        if self.protocol == "sentences" or is_sentence_batch(batch):
             # Each distinct token's CNN once: exact, same gradient, most of the work saved.
             return self.encoder.embed_unique_tokens(batch[key], shifted=False)
         ids = tf.stack([batch[key + s] for s in self._suffixes()])  # (d, batch, T[, chars])
@@ -121,7 +122,7 @@ class LanguageModel(keras.layers.Layer):
     def _targets(self, batch: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor | None]:
         """(n_directions, N) targets, and (n_directions, N) float weights (None: all count).
         Streams: in the outputs' (time, batch) order; sentences: (batch, T) flattened."""
-        if "lengths" not in batch:
+        if not is_sentence_batch(batch):
             return tf.stack([tf.reshape(tf.transpose(batch["next_token_id" + s]), [-1])
                              for s in self._suffixes()]), None
         ids, lengths = batch["token_ids"], batch["lengths"]

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import numpy as np
 import tensorflow as tf
 
+from bilm.data.batch import is_sentence_batch
 from bilm.data.dataset import BidirectionalLMDataset, LMDataset
 from bilm.data.sentences import SentenceDataset
 from bilm.data.vocabulary import Vocabulary
@@ -335,7 +336,7 @@ class _Training:
         # tokens/s counts one direction's targets (bilm-tf's batch_size * unroll_steps);
         # sentences: this worker's rows' targets, scaled to the global batch (estimate)
         own = self.own
-        self.window.tokens += (self.tokens_per_batch if "lengths" not in batch else
+        self.window.tokens += (self.tokens_per_batch if not is_sentence_batch(batch) else
                                self.rows / (own[1] - own[0])
                                * int(np.maximum(batch["lengths"] - 1, 0).sum()))
         self.bar.update()

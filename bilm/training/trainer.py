@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from bilm.data.batch import is_sentence_batch
 from bilm.io.tf1 import load_tf1_checkpoint
 from bilm.model.lm import LanguageModel, tf1_table, training_variables
 from bilm.options import BiLMOptions
@@ -254,7 +255,7 @@ class Trainer:
 
     def _loss_weight(self, ctx: tf.distribute.ReplicaContext, batch):
         """What a replica's loss is multiplied by before differentiating."""
-        if "lengths" in batch:
+        if is_sentence_batch(batch):
             # sentences (AllenNLP): the mean over the global batch's forward targets, so
             # that N replicas x b rows train as one replica x N*b rows
             n_local = tf.reduce_sum(tf.maximum(batch["lengths"] - 1, 0))
