@@ -212,6 +212,30 @@ def test_demo_quick_run(tmp_path):
     assert r.returncode == 2 and "is not empty" in r.stderr
 
 
+@pytest.mark.slow
+def test_demo_figures_in_band(tmp_path):
+    """The README's first command's job, measured by the script the README's figures come from
+    (``bilm demo`` in a fresh folder, ~6 min on 2 cores): the held-out perplexity lies in the
+    band the README states (bilm.demo.HELDOUT_PERPLEXITY_BAND) and the plot is written."""
+    import json
+
+    pytest.importorskip("matplotlib")  # the plot extra, which the README's command installs
+    from bilm.demo import HELDOUT_PERPLEXITY_BAND
+
+    figures = tmp_path / "figures.json"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "readme_figures.py"),
+                        "--output", tmp_path, "--json", figures],
+                       capture_output=True, text=True, env=ENV, timeout=3600)
+    demo = json.loads(figures.read_text())["demo"]
+    lo, hi = HELDOUT_PERPLEXITY_BAND
+    assert demo["returncode"] == 0, r.stdout[-3000:]
+    assert lo <= demo["heldout_perplexity"] <= hi, r.stdout[-1500:]
+    assert demo["heldout_perplexity"] < demo["unigram_perplexity"]
+    png = (tmp_path / "bilm-demo" / "training_curve.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+    assert r.returncode == 0 and r.stdout.rstrip().endswith("OK"), r.stdout[-1500:]
+
+
 def _read_h5(path):
     with h5py.File(path, "r") as f:
         return {k: f[k][...] for k in f}
