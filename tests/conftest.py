@@ -83,6 +83,80 @@ TINY_TRANSFORMER_OPTIONS = {
                  "highway_gate": "carry", "padding_row": "learned"},
 }
 
+# The network shapes the other test files train, run and load, each declared once. Tests'
+# numbers (losses, exact resumes, timings, memory) depend on them: none of these is merged
+# with another unless their dicts are identical. Training keys stay in the files that use them.
+
+# one LSTM layer: each new model traces its training step, and tracing time grows with layers
+TINY_ONE_LAYER_OPTIONS = {
+    "lstm": {"dim": 16, "projection_dim": 8, "n_layers": 1, "cell_clip": 3, "proj_clip": 3},
+    "char_cnn": {"filters": [[1, 4], [2, 4]], "embedding": {"dim": 4},
+                 "max_characters_per_token": 10},
+}
+
+# smaller than TINY_ONE_LAYER_OPTIONS (one filter): where the first step's tracing is most of
+# the time (tests/test_progress_startup.py)
+TINY_ONE_FILTER_OPTIONS = {
+    "lstm": {"dim": 16, "projection_dim": 8, "n_layers": 1, "cell_clip": 3, "proj_clip": 3},
+    "char_cnn": {"filters": [[1, 4]], "embedding": {"dim": 4}, "max_characters_per_token": 10},
+}
+
+# two LSTM layers with skip connections: the runs tests/test_faults.py and
+# tests/test_multiworker.py train, kill, resume and compare across processes
+TINY_TWO_LAYER_OPTIONS = {
+    "lstm": {"dim": 16, "projection_dim": 8, "n_layers": 2, "cell_clip": 3, "proj_clip": 3,
+             "use_skip_connections": True},
+    "char_cnn": {"filters": [[1, 4], [2, 4]], "embedding": {"dim": 4},
+                 "max_characters_per_token": 10},
+}
+
+# The LSTM and the Transformer side by side on one char CNN (two filters, one highway layer):
+# tests/test_encoders.py's variants, tests/test_cluster_trust.py's models with dropout.
+TINY_PAIRED_LSTM_OPTIONS = {
+    "lstm": {"dim": 16, "projection_dim": 8, "n_layers": 2, "cell_clip": 3, "proj_clip": 3,
+             "use_skip_connections": True},
+    "char_cnn": {"filters": [[1, 4], [2, 4]], "embedding": {"dim": 4},
+                 "max_characters_per_token": 10, "n_highway": 1},
+}
+TINY_PAIRED_TRANSFORMER_OPTIONS = {
+    "encoder": {"type": "transformer", "dim": 8, "hidden_dim": 12, "n_layers": 2,
+                "n_heads": 2},
+    "char_cnn": {"filters": [[1, 4], [2, 4]], "embedding": {"dim": 4},
+                 "max_characters_per_token": 10, "n_highway": 1,
+                 "projection_location": "after_highway", "layer_norm": True,
+                 "highway_gate": "carry", "padding_row": "learned"},
+}
+
+# a wider Transformer (16 dims, 4 heads) on the paired char CNN: tests/test_transformer.py
+# trains, resumes exactly and embeds it
+TINY_WIDE_TRANSFORMER_OPTIONS = {
+    "encoder": {"type": "transformer", "dim": 16, "hidden_dim": 24, "n_layers": 2,
+                "n_heads": 4},
+    "char_cnn": {"filters": [[1, 4], [2, 4]], "embedding": {"dim": 4},
+                 "max_characters_per_token": 10, "n_highway": 1,
+                 "projection_location": "after_highway", "layer_norm": True,
+                 "highway_gate": "carry", "padding_row": "learned"},
+}
+
+# the model tests/test_training.py trains on the KJV sample end to end, resumes and restores
+KJV_TRAINING_OPTIONS = {
+    "lstm": {"dim": 64, "projection_dim": 32, "n_layers": 2, "cell_clip": 3, "proj_clip": 3,
+             "use_skip_connections": True},
+    "char_cnn": {"filters": [[1, 8], [2, 8], [3, 16]], "n_highway": 1, "embedding": {"dim": 8},
+                 "n_characters": 261, "max_characters_per_token": 20, "activation": "relu"},
+}
+
+# Big enough that the LSTMs' activations (2 directions x steps x rows x 4 * 512 floats per
+# layer) dwarf TensorFlow's own few hundred MB; the char CNN stays tiny
+# (tests/test_embed_memory.py).
+EMBED_MEMORY_OPTIONS = {
+    "lstm": {"dim": 512, "projection_dim": 256, "n_layers": 2, "cell_clip": 3,
+             "proj_clip": 3, "use_skip_connections": True},
+    "char_cnn": {"filters": [[1, 16], [2, 16], [3, 32]], "n_highway": 1,
+                 "embedding": {"dim": 4}, "n_characters": 262,
+                 "max_characters_per_token": 12, "activation": "relu"},
+}
+
 
 def make_model_files(directory: Path, options: dict, seed: int = 0) -> tuple[Path, Path]:
     """Write options.json and random weights (scaled up so the LSTMs saturate and clip)."""

@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TINY_PAIRED_LSTM_OPTIONS, TINY_PAIRED_TRANSFORMER_OPTIONS
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3",
        "PYTHONPATH": str(ROOT)}
@@ -70,19 +70,12 @@ def _lm(encoder: str, jit: bool):
     from bilm.model.lm import LanguageModel
     from bilm.options import BiLMOptions
 
-    char = {"filters": [[1, 4], [2, 4]], "embedding": {"dim": 4},
-            "max_characters_per_token": 10, "n_highway": 1}
     if encoder == "lstm":
-        options = {"lstm": {"dim": 16, "projection_dim": 8, "n_layers": 2, "cell_clip": 3,
-                            "proj_clip": 3, "use_skip_connections": True},
-                   "char_cnn": char, "dropout": 0.3}
+        options = {**TINY_PAIRED_LSTM_OPTIONS, "dropout": 0.3}
     else:
-        options = {"encoder": {"type": "transformer", "dim": 8, "hidden_dim": 12,
-                               "n_layers": 2, "n_heads": 2, "dropout": 0.3,
-                               "input_dropout": 0.3},
-                   "char_cnn": {**char, "projection_location": "after_highway",
-                                "layer_norm": True, "highway_gate": "carry",
-                                "padding_row": "learned"},
+        paired = TINY_PAIRED_TRANSFORMER_OPTIONS
+        options = {**paired, "encoder": {**paired["encoder"], "dropout": 0.3,
+                                         "input_dropout": 0.3},
                    "dropout": 0.3}
     tf.keras.utils.set_random_seed(0)
     return LanguageModel(BiLMOptions.from_dict({

@@ -10,17 +10,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT, make_model_files
-
-# Big enough that the LSTMs' activations (2 directions x steps x rows x 4 * 512 floats per
-# layer) dwarf TensorFlow's own few hundred MB; the char CNN stays tiny.
-MEMORY_OPTIONS = {
-    "lstm": {"dim": 512, "projection_dim": 256, "n_layers": 2, "cell_clip": 3,
-             "proj_clip": 3, "use_skip_connections": True},
-    "char_cnn": {"filters": [[1, 16], [2, 16], [3, 32]], "n_highway": 1,
-                 "embedding": {"dim": 4}, "n_characters": 262,
-                 "max_characters_per_token": 12, "activation": "relu"},
-}
+from tests.conftest import EMBED_MEMORY_OPTIONS, ROOT, make_model_files
 
 CHILD = """
 import json, sys, time
@@ -84,7 +74,7 @@ def test_one_long_line_costs_what_one_row_costs(tmp_path):
     """A 10,000-token line with the default batch_size (64) must not be padded to 64 rows:
     within 2x of batch_size=1's peak RSS. (Padded, this shape asked XLA for 23 GiB at once;
     alone, it peaks near 1 GB, 0.4 GB over TensorFlow's baseline.)"""
-    options_file, weight_file = make_model_files(tmp_path, MEMORY_OPTIONS)
+    options_file, weight_file = make_model_files(tmp_path, EMBED_MEMORY_OPTIONS)
     one = embed_long_line(options_file, weight_file, batch_size=1, n_tokens=10_000)
     assert not one["killed"], one
     limit = 2 * one["peak_kib"]

@@ -16,23 +16,18 @@ from bilm.data.vocabulary import UnicodeCharsVocabulary, Vocabulary
 from bilm.model.lm import LanguageModel, training_variables
 from bilm.nn.layout import weight_table
 from bilm.options import BiLMOptions
+from tests.conftest import TINY_PAIRED_LSTM_OPTIONS, TINY_PAIRED_TRANSFORMER_OPTIONS
 
-CHAR = {"filters": [[1, 4], [2, 4]], "embedding": {"dim": 4}, "max_characters_per_token": 10,
-        "n_highway": 1}
-LSTM = {"dim": 16, "projection_dim": 8, "n_layers": 2, "cell_clip": 3, "proj_clip": 3,
-        "use_skip_connections": True}
-TRANSFORMER = {"type": "transformer", "dim": 8, "hidden_dim": 12, "n_layers": 2, "n_heads": 2}
+LSTM = TINY_PAIRED_LSTM_OPTIONS["lstm"]
+TRANSFORMER = TINY_PAIRED_TRANSFORMER_OPTIONS["encoder"]
 
 VARIANTS = {
-    "lstm": {"lstm": LSTM, "char_cnn": CHAR},
+    "lstm": TINY_PAIRED_LSTM_OPTIONS,
     "lstm-1-layer-no-projection-words": {
         "lstm": {"dim": 8, "projection_dim": 8, "n_layers": 1}},
     "lstm-forward-only-shared-softmax": {"lstm": LSTM, "bidirectional": False,
                                          "share_embedding_softmax": True},
-    "transformer": {"encoder": TRANSFORMER,
-                    "char_cnn": {**CHAR, "projection_location": "after_highway",
-                                 "layer_norm": True, "highway_gate": "carry",
-                                 "padding_row": "learned"}},
+    "transformer": TINY_PAIRED_TRANSFORMER_OPTIONS,
     "transformer-after-cnn-words": {"encoder": {**TRANSFORMER, "n_layers": 3}},
 }
 WORDS = ["<S>", "</S>", "<UNK>", "the", "light", "was", "good", ".", "and", "god"]

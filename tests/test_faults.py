@@ -8,6 +8,7 @@ file system, a closed pipe, and quiet output with -q.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -21,15 +22,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import TINY_TWO_LAYER_OPTIONS
+
 pytestmark = pytest.mark.slow
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 TEXT = ("the light was good .\nand god saw the light .\nthe earth was without form .\n"
         "and darkness was upon the face of the deep .\n")
-OPTIONS = ('{"lstm": {"dim": 16, "projection_dim": 8, "n_layers": 2, "cell_clip": 3, '
-           '"proj_clip": 3, "use_skip_connections": true}, "char_cnn": {"filters": [[1, 4], '
-           '[2, 4]], "embedding": {"dim": 4}, "max_characters_per_token": 10}, '
-           '"batch_size": 4, "unroll_steps": 5, "n_negative_samples_batch": 8}')
+OPTIONS = json.dumps({**TINY_TWO_LAYER_OPTIONS, "batch_size": 4, "unroll_steps": 5,
+                      "n_negative_samples_batch": 8})
 N_BATCHES = 300
 
 

@@ -24,14 +24,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import TINY_TWO_LAYER_OPTIONS
+
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
 ENV.pop("TF_CONFIG", None)
 TEXT = ("the light was good .\nand god saw the light .\nthe earth was without form .\n"
         "and darkness was upon the face of the deep .\nand god called the light day .\n")
-OPTIONS = {"lstm": {"dim": 16, "projection_dim": 8, "n_layers": 2, "cell_clip": 3,
-                    "proj_clip": 3, "use_skip_connections": True},
-           "char_cnn": {"filters": [[1, 4], [2, 4]], "embedding": {"dim": 4},
-                        "max_characters_per_token": 10},
+OPTIONS = {**TINY_TWO_LAYER_OPTIONS,
            "unroll_steps": 5, "n_negative_samples_batch": 8, "dropout": 0.0}
 N_BATCHES = 40
 

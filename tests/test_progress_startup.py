@@ -17,12 +17,12 @@ from bilm.evaluation import _held_out_lines, evaluate_run
 from bilm.io import progress
 from bilm.io.progress import Progress
 from bilm.training.runs import start_training
+from tests.conftest import TINY_ONE_FILTER_OPTIONS
 
 TEXT = "the light was good .\nand god saw the light .\n\nthe earth was without form .\n"
 
-TINY = {  # smaller than tests/test_runs.py's: the first step's tracing is most of the time
-    "lstm": {"dim": 16, "projection_dim": 8, "n_layers": 1, "cell_clip": 3, "proj_clip": 3},
-    "char_cnn": {"filters": [[1, 4]], "embedding": {"dim": 4}, "max_characters_per_token": 10},
+TINY = {
+    **TINY_ONE_FILTER_OPTIONS,
     "batch_size": 4, "unroll_steps": 1, "n_negative_samples_batch": 8, "jit_compile": False,
 }
 

@@ -23,6 +23,7 @@ from bilm.evaluation import evaluate_run
 from bilm.export import dump_weights
 from bilm.training.run_folder import LOCK_FILE, RunBusyError, RunError, RunLock, TrainingRun
 from bilm.training.runs import load_run, resume_training
+from tests.conftest import TINY_ONE_LAYER_OPTIONS
 from tests.test_runs import TEXT, copy_run, start
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -57,10 +58,7 @@ def corpus(tmp_path_factory) -> dict[str, Path]:
     words = sorted(set(TEXT.split()))
     (d / "vocab.txt").write_text("\n".join(["<S>", "</S>", "<UNK>", *words]) + "\n")
     (d / "tiny.json").write_text(json.dumps({
-        "lstm": {"dim": 16, "projection_dim": 8, "n_layers": 1, "cell_clip": 3,
-                 "proj_clip": 3},
-        "char_cnn": {"filters": [[1, 4], [2, 4]], "embedding": {"dim": 4},
-                     "max_characters_per_token": 10},
+        **TINY_ONE_LAYER_OPTIONS,
         "batch_size": 4, "unroll_steps": 5, "n_negative_samples_batch": 8}))
     return {"dir": d, "train": d / "train" / "shard.*", "vocab": d / "vocab.txt",
             "heldout": d / "heldout.txt", "options": d / "tiny.json"}

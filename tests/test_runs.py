@@ -23,15 +23,13 @@ from bilm.training.loop import TrainingError, train
 from bilm.training.run_folder import RunError, TrainingRun
 from bilm.training.runs import load_run, resume_training, start_training
 from bilm.training.trainer import Trainer
+from tests.conftest import TINY_ONE_LAYER_OPTIONS
 
 TEXT = ("the light was good .\nand god saw the light .\nthe earth was without form .\n"
         "and darkness was upon the face of the deep .\n")
 
 TINY = {
-    # one layer: each new model traces its training step, and tracing time grows with layers
-    "lstm": {"dim": 16, "projection_dim": 8, "n_layers": 1, "cell_clip": 3, "proj_clip": 3},
-    "char_cnn": {"filters": [[1, 4], [2, 4]], "embedding": {"dim": 4},
-                 "max_characters_per_token": 10},
+    **TINY_ONE_LAYER_OPTIONS,
     "batch_size": 4, "unroll_steps": 5, "n_negative_samples_batch": 8,
     "jit_compile": False,  # XLA compiles cost seconds per new model; exactness holds either way
 }

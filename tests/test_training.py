@@ -19,13 +19,10 @@ from bilm.model.lm import tf1_table
 from bilm.training.inputs import load_vocab
 from bilm.training.loop import train
 from bilm.training.trainer import Trainer
-from tests.conftest import ROOT
+from tests.conftest import KJV_TRAINING_OPTIONS, ROOT
 
 TINY = {
-    "lstm": {"dim": 64, "projection_dim": 32, "n_layers": 2, "cell_clip": 3, "proj_clip": 3,
-             "use_skip_connections": True},
-    "char_cnn": {"filters": [[1, 8], [2, 8], [3, 16]], "n_highway": 1, "embedding": {"dim": 8},
-                 "n_characters": 261, "max_characters_per_token": 20, "activation": "relu"},
+    **KJV_TRAINING_OPTIONS,
     "bidirectional": True, "dropout": 0.1, "batch_size": 16, "unroll_steps": 10,
     "n_negative_samples_batch": 256, "all_clip_norm_val": 10.0, "learning_rate": 0.2,
     "n_epochs": 1,

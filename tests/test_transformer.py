@@ -23,7 +23,7 @@ from bilm.nn.layer_norm import layer_norm
 from bilm.nn.transformer import TransformerContextualizer, positional_encoding
 from bilm.options import BiLMOptions
 from bilm.training.runs import resume_training, start_training
-from tests.conftest import SHARED, need_shared
+from tests.conftest import SHARED, TINY_WIDE_TRANSFORMER_OPTIONS, need_shared
 
 FIXTURE = SHARED / "fixtures" / "allennlp-transformer"
 
@@ -234,12 +234,7 @@ def corpus(tmp_path_factory) -> dict[str, Path]:
 
 
 TINY_TRANSFORMER = {
-    "encoder": {"type": "transformer", "dim": 16, "hidden_dim": 24, "n_layers": 2,
-                "n_heads": 4},
-    "char_cnn": {"filters": [[1, 4], [2, 4]], "embedding": {"dim": 4},
-                 "max_characters_per_token": 10, "n_highway": 1,
-                 "projection_location": "after_highway", "layer_norm": True,
-                 "highway_gate": "carry", "padding_row": "learned"},
+    **TINY_WIDE_TRANSFORMER_OPTIONS,
     "batch_size": 4, "n_negative_samples_batch": 8, "optimizer": "adam",
     "learning_rate_schedule": "noam", "learning_rate": 2.0, "warmup_steps": 10,
     "all_clip_norm_val": None,

@@ -20,6 +20,7 @@ import pytest
 
 from bilm.io import files as _io
 from bilm.io.files import OutputError, atomic_dir, atomic_path
+from tests.conftest import TINY_ONE_LAYER_OPTIONS
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
 
@@ -250,12 +251,8 @@ def odd_run(odd_lines, tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("odd_run")
     (d / "train.txt").write_bytes(odd_lines.read_bytes() * 10)
     (d / "vocab.txt").write_text("\n".join(["<S>", "</S>", "<UNK>", *WORDS]) + "\n")
-    options = {"lstm": {"dim": 16, "projection_dim": 8, "n_layers": 1, "cell_clip": 3,
-                        "proj_clip": 3},
-               "char_cnn": {"filters": [[1, 4], [2, 4]], "embedding": {"dim": 4},
-                            "max_characters_per_token": 10},
-               "batch_size": 2, "unroll_steps": 5, "n_negative_samples_batch": 8,
-               "jit_compile": False}
+    options = {**TINY_ONE_LAYER_OPTIONS, "batch_size": 2, "unroll_steps": 5,
+               "n_negative_samples_batch": 8, "jit_compile": False}
     start_training(str(d / "run"), options, str(d / "train.txt"), str(d / "vocab.txt"),
                    n_batches=1, seed=1, checkpoint_minutes=None, progress=False)
     return {"run": d / "run", "vocab": d / "vocab.txt"}
