@@ -208,6 +208,7 @@ def atomic_path(path: str | os.PathLike[str], overwrite: bool = False) -> Iterat
         try:
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
             yield tmp
+            signals.raise_received()  # a signal while writing: never published
             with signals.hold():
                 _publish(tmp, path, overwrite, existed, is_dir=False)
                 published = True
@@ -244,6 +245,7 @@ def atomic_dir(path: str | os.PathLike[str], overwrite: bool = False) -> Iterato
         published = False
         try:
             yield tmp
+            signals.raise_received()  # a signal while writing: never published
             with signals.hold():
                 _publish(tmp, path, overwrite, existed, is_dir=True)
                 published = True

@@ -71,6 +71,13 @@ class _SignalsInterrupt:
         if not self._holding:
             raise OutputInterrupted(signum)
 
+    def raise_received(self) -> None:
+        """Raise :class:`OutputInterrupted` for a signal that came earlier: its exception,
+        raised at whatever bytecode ran when it came, may have been swallowed there (by a
+        finalizer or a library's ``except BaseException``), letting the write go on."""
+        if self.received is not None:
+            raise OutputInterrupted(self.received)
+
     @contextlib.contextmanager
     def hold(self) -> Iterator[None]:
         """Defer a signal until the block ends (the publishing rename or link)."""
