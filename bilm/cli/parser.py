@@ -136,6 +136,30 @@ def _add_vocab(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=training.cmd_vocab)
 
 
+def _add_corpus_report(sub: argparse._SubParsersAction) -> None:
+    from bilm.cli.commands_corpus import cmd_corpus_report
+
+    p = _command(sub, "corpus-report", "audit a corpus before training: tokens, sentence "
+                 "lengths, tokens the char CNN cuts, invalid UTF-8, held-out OOV rate, "
+                 "suggested settings")
+    p.add_argument("train_glob", metavar="TRAIN_GLOB",
+                   help="glob of the training shards (quote it)")
+    p.add_argument("--heldout", metavar="GLOB", help="glob of the held-out shards: their OOV "
+                   "rate and the characters the training text lacks")
+    p.add_argument("--vocab", metavar="FILE", help="vocabulary file whose OOV rates to report "
+                   "(default: the one bilm vocab builds from TRAIN_GLOB, --min-count 1)")
+    p.add_argument("--max-characters-per-token", type=int_at_least(3), default=50, metavar="N",
+                   help="the model's char_cnn.max_characters_per_token: the char CNN sees a "
+                   "token's first N - 2 UTF-8 bytes (48: 24 Cyrillic or 16 CJK characters)")
+    p.add_argument("--json", metavar="OUT", help="also write the report as JSON to OUT")
+    overwrite_flag(p, "replace an existing --json file")
+    p.epilog = ("Suggested max_characters_per_token: the smallest N >= 50 whose N - 2 bytes "
+                "keep 99.9% of the training tokens whole. Suggested vocabulary cut-off: the "
+                "largest 'bilm vocab --min-count' whose vocabulary covers 98% of the "
+                "training tokens.")
+    p.set_defaults(func=cmd_corpus_report)
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     from bilm.presets import PRESETS
 
@@ -238,10 +262,35 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=checkpoint.cmd_score)
 
 
+def _add_substitutes(sub: argparse._SubParsersAction) -> None:
+    from bilm.cli.commands_substitutes import cmd_substitutes
+
+    p = _command(sub, "substitutes", "the top-k words the forward and backward LMs predict at "
+                 "a position of a sentence (lexical substitutes)")
+    p.add_argument("input", nargs="?", metavar="INPUT",
+                   help="TSV file, one query a line: POSITION<TAB>SENTENCE "
+                   "(0-based word index, tokenized sentence); or use --sentence/--position")
+    run_flags(p)
+    p.add_argument("--sentence", help="one tokenized sentence (instead of an input file)")
+    p.add_argument("--position", type=non_negative, help="0-based word of --sentence")
+    p.add_argument("--top-k", type=positive, default=10, help="words per query")
+    p.add_argument("--direction", choices=["both", "forward", "backward"], default="both",
+                   help="both: log p_fwd(w | left) + log p_bwd(w | right); forward or "
+                   "backward: that LM's log-probability")
+    p.add_argument("--include-special", action="store_true",
+                   help="keep <S>, </S>, <UNK> (and an imported AllenNLP vocabulary's "
+                   "@@PADDING@@) among the substitutes (left out by default)")
+    p.add_argument("--output", help="TSV file (default: standard output)")
+    p.add_argument("--batch-size", type=positive, default=64, help="queries per batch")
+    overwrite_flag(p)
+    p.set_defaults(func=cmd_substitutes)
+
+
 # In the order `bilm --help` lists the commands.
-_COMMANDS = [_add_info, _add_embed, _add_dump_tokens, _add_vocab, _add_train, _add_resume,
+_COMMANDS = [_add_info, _add_embed, _add_dump_tokens, _add_vocab, _add_corpus_report,
+             _add_train, _add_resume,
              _add_evaluate, _add_export, _add_launch, _add_import_allennlp,
-             _add_export_savedmodel, _add_score, _add_demo]
+             _add_export_savedmodel, _add_score, _add_substitutes, _add_demo]
 
 
 def build_parser() -> argparse.ArgumentParser:
