@@ -17,6 +17,7 @@ def bilm(*args, cwd=None):
                           capture_output=True, text=True, env=ENV, cwd=cwd, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_embed_info_and_errors(tiny_model, tmp_path):
     options_file, weight_file = tiny_model
     data = tmp_path / "in.txt"
@@ -42,6 +43,7 @@ def test_cli_embed_info_and_errors(tiny_model, tmp_path):
     assert r.stderr.strip() == f"bilm: error: missing option 'lstm.projection_dim' in {bad}"
 
 
+@pytest.mark.slow
 def test_cli_export_savedmodel(tiny_model, tmp_path):
     import numpy as np
     import tensorflow as tf
@@ -69,6 +71,7 @@ def test_cli_export_savedmodel(tiny_model, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["elmo_sm"]  # no temporary left
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["usage_character.py", "usage_token.py", "usage_cached.py"])
 def test_usage_scripts_run(fixture_model, script):
     r = subprocess.run([sys.executable, str(ROOT / script), str(fixture_model)],
@@ -241,6 +244,7 @@ def _read_h5(path):
         return {k: f[k][...] for k in f}
 
 
+@pytest.mark.slow
 def test_embed_layers_pool_and_allennlp_layout(tiny_model, tmp_path):
     """--layers / --pool / --format: values against the default (all layers, per token)."""
     import json

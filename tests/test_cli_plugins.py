@@ -42,6 +42,7 @@ def test_plugin_names_are_the_global_flags_then_the_environment(monkeypatch):
     assert plugin_names(["info", "--options", "x"]) == []
 
 
+@pytest.mark.slow
 def test_a_plugin_module_makes_its_encoder_and_embedder_known(conv_options):
     """Without the plugin the options are refused in one line; with it (flag or environment)
     ``bilm info`` describes the conv encoder and its char_bag embedder."""

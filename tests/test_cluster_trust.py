@@ -147,6 +147,7 @@ print("agreed", chief_value(strategy, 1_000_000_007 + 2**40 * index), flush=True
 """
 
 
+@pytest.mark.slow
 def test_every_worker_gets_the_chiefs_value(tmp_path):
     """What an unseeded worker picked for itself is replaced by the chief's pick (train()
     does this with the seed before it builds the data, the weights and the trainer)."""

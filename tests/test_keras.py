@@ -174,6 +174,7 @@ def test_subclassed_model(tiny_model):
     assert history.history["loss"][-1] < history.history["loss"][0]
 
 
+@pytest.mark.slow
 def test_keras_save_load_round_trip(tiny_model, tmp_path):
     options_file, weight_file = tiny_model
     local = tmp_path / "model"
@@ -269,6 +270,7 @@ def test_keras_two_elmo_layers_save_load(tiny_model, tmp_path):
     np.testing.assert_allclose(loaded(x).numpy(), before, rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_savedmodel_in_fresh_process(tiny_model, tmp_path):
     from bilm.export import export_savedmodel
 
@@ -326,6 +328,7 @@ def test_hub_keras_layer(tiny_model, tmp_path):
     assert len(trainable.trainable_weights) == 2  # the scalar mix, as the hub module's
 
 
+@pytest.mark.slow
 def test_fit_and_predict_on_numpy_string_arrays(tiny_model):
     """Keras 3's fit/predict/evaluate reject NumPy's fixed-width strings ('<U', 'S': "Invalid
     dtype: str288") before any layer sees them; ``text_tensor`` makes any string array a

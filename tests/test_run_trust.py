@@ -103,6 +103,7 @@ def hold_lock(folder: Path) -> subprocess.Popen:
     return p
 
 
+@pytest.mark.slow
 def test_a_second_process_is_refused_while_one_owns_the_folder(corpus, run3, tmp_path):
     new = tmp_path / "new"
     holder = hold_lock(new)

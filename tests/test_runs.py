@@ -104,6 +104,7 @@ def test_same_seed_same_run_and_resume_continues_exactly(corpus, base_run, tmp_p
                               weights(other)["variables/softmax.SW/.ATTRIBUTES/VARIABLE_VALUE"])
 
 
+@pytest.mark.slow
 def test_resume_with_another_batch_size(base_run, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="bilm")
     a, b = copy_run(base_run, tmp_path / "a"), copy_run(base_run, tmp_path / "b")

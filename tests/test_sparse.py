@@ -13,6 +13,7 @@ import tensorflow as tf
 from tests.conftest import ROOT
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_replicas", [1, 2])
 def test_sparse_updates_equal_dense(n_replicas):
     r = subprocess.run([sys.executable, str(ROOT / "tests" / "sparse_check.py"),

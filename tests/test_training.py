@@ -128,6 +128,7 @@ def test_two_replicas_equal_one(kjv, tmp_path, encoder):
         assert float(r.stdout.split("key biases")[1].split()[0]) < 5.6e-3, r.stdout  # < lr
 
 
+@pytest.mark.slow
 def test_bilm_tf_tf1_checkpoint_restores(tmp_path):
     vocab_file = tmp_path / "vocab.txt"
     vocab_file.write_text("<S>\n</S>\n<UNK>\nthe\nlight\nwas\ngood\n.\n")

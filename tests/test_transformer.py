@@ -246,6 +246,7 @@ def saved(ckpt: str) -> dict[str, np.ndarray]:
             if not n.startswith("_") and "save_counter" not in n}
 
 
+@pytest.mark.slow
 def test_a_transformer_trains_resumes_exactly_and_embeds(corpus, tmp_path):
     def start(save, n):
         return start_training(str(save), TINY_TRANSFORMER, str(corpus["train"]),
@@ -293,6 +294,7 @@ def test_a_transformer_trains_resumes_exactly_and_embeds(corpus, tmp_path):
                                        atol=1e-5)
 
 
+@pytest.mark.slow
 def test_every_surface_takes_a_transformer(tiny_transformer, tmp_path):
     """embed_sentences, the dump functions, the Keras layer and the SavedModel agree with the
     model's own call on a (random-weight) Transformer biLM."""
