@@ -10,11 +10,11 @@ selected by ``"token_embedder": {"type": "<name>", ...}``.
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
+
+from bilm.registry import Registry, describe_fields
 
 __all__ = ["BUILTIN_EMBEDDERS", "INPUTS", "EmbedderOptions", "EmbedderSpec", "get_spec",
            "names", "register"]
@@ -58,35 +58,17 @@ class EmbedderSpec:
         """``bilm info``'s line for this embedder's ``options`` (its section)."""
         if self.describe is not None:
             return self.describe(options)
-        if not dataclasses.is_dataclass(options):
-            return f"{self.name}: {options!r}"
-        shown = [f"{f.name} {getattr(options, f.name)}" for f in dataclasses.fields(options)
-                 if f.name not in ("extra", "source")]
-        return f"{self.name}: {', '.join(shown)}"
+        return describe_fields(self.name, options)
 
 
-_SPECS: dict[str, EmbedderSpec] = {}
-_loaded = False  # the built-ins are registered (or being registered)
-
-
-def _load_builtins() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True  # first: each built-in module calls register() while it is imported
-    try:
-        for module in _BUILTINS:
-            importlib.import_module(module)
-    except BaseException:
-        _loaded = False
-        raise
+_REGISTRY: Registry[EmbedderSpec] = Registry("token embedder", _BUILTINS)
 
 
 def register(spec: EmbedderSpec) -> EmbedderSpec:
     """Make ``spec`` known by its name (ValueError when the name is taken or the spec is
     inconsistent)."""
-    _load_builtins()
-    if spec.name in _SPECS:
+    _REGISTRY.load_builtins()
+    if spec.name in _REGISTRY.names():
         raise ValueError(f"token embedder type {spec.name!r} is already registered")
     if spec.input not in INPUTS:
         raise ValueError(f"token embedder type {spec.name!r}: input must be one of "
@@ -97,20 +79,14 @@ def register(spec: EmbedderSpec) -> EmbedderSpec:
         if declared != (spec.name, spec.input):
             raise ValueError(f"token embedder type {spec.name!r}: its options class declares "
                              f"type {declared[0]!r} and input {declared[1]!r}")
-    _SPECS[spec.name] = spec
-    return spec
+    return _REGISTRY.add(spec.name, spec)
 
 
 def get_spec(name: str) -> EmbedderSpec:
     """The registered token embedder ``name`` (KeyError naming the registered ones)."""
-    _load_builtins()
-    if name not in _SPECS:
-        raise KeyError(f"unknown token embedder type {name!r}; registered: "
-                       f"{', '.join(map(repr, names()))}")
-    return _SPECS[name]
+    return _REGISTRY.get(name)
 
 
 def names() -> list[str]:
     """The registered token embedder types, sorted."""
-    _load_builtins()
-    return sorted(_SPECS)
+    return _REGISTRY.names()

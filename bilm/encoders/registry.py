@@ -8,10 +8,11 @@ themselves when first looked up; another one is a module that calls :func:`regis
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
+
+from bilm.registry import Registry, describe_fields
 
 __all__ = ["EncoderOptions", "EncoderSpec", "get_spec", "names", "register", "spec_for"]
 
@@ -65,11 +66,7 @@ class EncoderSpec:
         """``bilm info``'s line for ``options`` (this encoder's)."""
         if self.describe is not None:
             return self.describe(options)
-        if not dataclasses.is_dataclass(options):
-            return f"{self.name}: {options!r}"
-        shown = [f"{f.name} {getattr(options, f.name)}" for f in dataclasses.fields(options)
-                 if f.name not in ("extra", "source")]
-        return f"{self.name}: {', '.join(shown)}"
+        return describe_fields(self.name, options)
 
     def truncated(self, options: Any, n_layers: int) -> Any:
         """The options of the first ``n_layers`` layers."""
@@ -78,48 +75,29 @@ class EncoderSpec:
         return dataclasses.replace(options, n_layers=n_layers)
 
 
-_SPECS: dict[str, EncoderSpec] = {}
-_loaded = False  # the built-ins are registered (or being registered)
-
-
-def _load_builtins() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True  # first: each built-in module calls register() while it is imported
-    try:
-        for module in _BUILTINS:
-            importlib.import_module(module)
-    except BaseException:
-        _loaded = False
-        raise
+_REGISTRY: Registry[EncoderSpec] = Registry("encoder", _BUILTINS)
 
 
 def register(spec: EncoderSpec) -> EncoderSpec:
     """Make ``spec`` known by its name (ValueError when the name or a preset is taken)."""
-    _load_builtins()
-    if spec.name in _SPECS:
+    _REGISTRY.load_builtins()
+    if spec.name in _REGISTRY.names():
         raise ValueError(f"encoder type {spec.name!r} is already registered")
     declared = getattr(spec.options, "type", spec.name)
     if declared != spec.name:
         raise ValueError(f"encoder type {spec.name!r}: its options class declares type "
                          f"{declared!r}")
-    for other in _SPECS.values():
+    for other in _REGISTRY.specs():
         taken = sorted(set(spec.presets) & set(other.presets))
         if taken:
             raise ValueError(f"encoder type {spec.name!r}: preset {taken[0]!r} is taken (by "
                              f"encoder type {other.name!r})")
-    _SPECS[spec.name] = spec
-    return spec
+    return _REGISTRY.add(spec.name, spec)
 
 
 def get_spec(name: str) -> EncoderSpec:
     """The registered encoder ``name`` (KeyError naming the registered ones)."""
-    _load_builtins()
-    if name not in _SPECS:
-        raise KeyError(f"unknown encoder type {name!r}; registered: "
-                       f"{', '.join(map(repr, names()))}")
-    return _SPECS[name]
+    return _REGISTRY.get(name)
 
 
 def spec_for(options: ModelOptions) -> EncoderSpec:
@@ -129,5 +107,4 @@ def spec_for(options: ModelOptions) -> EncoderSpec:
 
 def names() -> list[str]:
     """The registered encoder types, sorted."""
-    _load_builtins()
-    return sorted(_SPECS)
+    return _REGISTRY.names()
