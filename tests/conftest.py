@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -206,3 +209,31 @@ def assert_f32_close(actual, expected, ulps: float = 8, err_msg: str = "") -> No
     np.testing.assert_allclose(actual, expected, rtol=0,
                                atol=ulps * float(np.finfo(np.float32).eps) * scale,
                                err_msg=err_msg)
+
+
+# -- the command line in this process (no TensorFlow import of its own, no subprocess) ----
+
+@dataclass
+class Cli:
+    """One in-process ``bilm`` command: exit code and what it printed."""
+
+    code: int
+    out: str
+    err: str
+
+    def ok(self) -> Cli:
+        assert self.code == 0, f"exit {self.code}: {self.err[-3000:]}"
+        return self
+
+
+def bilm(*args: object) -> Cli:
+    """``bilm -q ARGS`` in this process (argparse's exit caught)."""
+    from bilm.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(["-q", *map(str, args)])
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+    return Cli(code, out.getvalue(), err.getvalue())

@@ -9,8 +9,6 @@ encoder registered by a test module, and each would pay TensorFlow's import agai
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from tests import third_encoder
-from tests.conftest import TINY_OPTIONS, TINY_TRANSFORMER_OPTIONS
+from tests.conftest import TINY_OPTIONS, TINY_TRANSFORMER_OPTIONS, Cli, bilm
 
 __all__ = ["ENCODERS", "SENTENCES", "Cli", "TrainedRun", "bilm", "checkpoint_values",
            "contextualizer", "make_corpus", "reference_embeddings", "reference_logprobs",
@@ -50,32 +48,6 @@ SENTENCES = [["the", "light", "was", "very", "good", "."], ["and", "god", "saw",
 def tiny_run_options(name: str) -> dict:
     """The ``--options`` file's dict for ``bilm train --preset PRESETS[name]``."""
     return {**_SHAPES[name], **_TRAINING, **_ENCODER_TRAINING.get(name, {})}
-
-
-@dataclass
-class Cli:
-    """One in-process ``bilm`` command: exit code and what it printed."""
-
-    code: int
-    out: str
-    err: str
-
-    def ok(self) -> Cli:
-        assert self.code == 0, f"exit {self.code}: {self.err[-3000:]}"
-        return self
-
-
-def bilm(*args: object) -> Cli:
-    """``bilm -q ARGS`` in this process (argparse's exit caught)."""
-    from bilm.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(["-q", *map(str, args)])
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 1
-    return Cli(code, out.getvalue(), err.getvalue())
 
 
 def make_corpus(directory: Path) -> dict[str, Path]:

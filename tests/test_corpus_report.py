@@ -6,8 +6,6 @@ Pure Python, no TensorFlow: each test takes milliseconds."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import re
 import subprocess
@@ -18,7 +16,7 @@ import pytest
 
 from bilm.data.corpus_report import corpus_report, format_report
 from bilm.data.vocabulary import EOW_CHAR, token_to_char_ids
-from tests.conftest import ROOT
+from tests.conftest import ROOT, bilm
 
 CJK20 = "東京都立中央図書館日本語自然言語処理研究"  # 20 characters, 60 UTF-8 bytes: cut at 50
 CJK16 = CJK20[:16]  # 48 bytes: whole at 50
@@ -50,15 +48,8 @@ def corpus(tmp_path: Path) -> Path:
 
 def _cli(*args: object) -> tuple[int, str, str]:
     """``bilm -q ARGS`` in this process: (exit code, stdout, stderr)."""
-    from bilm.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(["-q", *map(str, args)])
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 1
-    return code, out.getvalue(), err.getvalue()
+    r = bilm(*args)
+    return r.code, r.out, r.err
 
 
 def _rows(table: str) -> dict[str, list[str]]:
