@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import keras
 import tensorflow as tf
 
 from bilm.data.vocabulary import PAD_CHAR
-from bilm.embedders.char_cnn import CharCNNOptions
+
+if TYPE_CHECKING:  # bilm.nn never imports the (TensorFlow-free) registries at run time
+    from bilm.embedders.char_cnn import CharCNNOptions
 
 
 class CharCNN(keras.layers.Layer):
