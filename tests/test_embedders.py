@@ -95,3 +95,29 @@ def test_the_network_is_built_through_the_registry():
     word_model = BiLMOptions.from_dict({"lstm": LSTM, "n_tokens_vocab": 10})
     with pytest.raises(ValueError, match="character inputs need a 'char_cnn'"):
         BiLMEncoder(word_model, use_character_inputs=True)
+
+
+def test_a_registered_char_embedders_model_reads_words_through_its_token_dump(tmp_path):
+    """bilm-tf's token-input path (``dump_token_embeddings``, then ``use_character_inputs=
+    False``) with a registered character embedder: the embedder's own datasets in the weight
+    file are not "unexpected", and the word model's embeddings equal the character model's."""
+    import numpy as np
+
+    from bilm import BidirectionalLanguageModel, TokenBatcher, dump_token_embeddings
+    from tests.conftest import make_model_files
+
+    options = {"lstm": LSTM, "token_embedder": third_embedder.TINY_CHAR_BAG}
+    options_file, weight_file = make_model_files(tmp_path, options, seed=1)
+    sentences = [["god", "saw", "the", "light"], ["the", "earth", "."]]
+    vocab_file = tmp_path / "vocab.txt"
+    vocab_file.write_text("\n".join(["<S>", "</S>", "god", "saw", "the", "light", "earth",
+                                     "."]) + "\n")
+    tokens = tmp_path / "tokens.hdf5"
+    dump_token_embeddings(vocab_file, options_file, weight_file, tokens, progress=False)
+    words = BidirectionalLanguageModel(options_file, weight_file, use_character_inputs=False,
+                                       embedding_weight_file=tokens, stateful=False)
+    chars = BidirectionalLanguageModel(options_file, weight_file, stateful=False)
+    by_word = list(words.embed_sentences(sentences, token_batcher=TokenBatcher(vocab_file)))
+    by_char = list(chars.embed_sentences(sentences))
+    for a, b in zip(by_word, by_char, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)

@@ -59,10 +59,7 @@ def load_weights(encoder: WeightOwner, weight_file: str | os.PathLike[str],
                 )
             entry.set(value)
         expected = {e.h5_key for e in table} | {e.alias for e in table if e.alias}
-        ignored = _IGNORED
-        # a token-input model of a char-CNN biLM
-        if not getattr(encoder, "use_character_inputs", True):
-            ignored += ("char_embed", "CNN")
+        ignored = _IGNORED + _unused_embedder_keys(encoder)
         unexpected = sorted(k for k in present - expected
                             if not k.startswith(ignored) and k != "embedding")
         if unexpected:
@@ -70,6 +67,21 @@ def load_weights(encoder: WeightOwner, weight_file: str | os.PathLike[str],
                 f"{path}: datasets {unexpected} are not used by the options (more layers, "
                 "highways or filters in the file than in options.json?)"
             )
+
+
+def _unused_embedder_keys(encoder: WeightOwner) -> tuple[str, ...]:
+    """The datasets (key prefixes) of the options' own token embedder, which a word-input read
+    of a character model (through a token-embedding file) does not use."""
+    if getattr(encoder, "use_character_inputs", True):
+        return ()
+    options = getattr(encoder, "options", None)
+    if options is None or options.embedder_type in ("char_cnn", "word"):
+        return ("char_embed", "CNN")  # bilm-tf's char CNN
+    from bilm.embedders import build_token_embedder
+
+    # a registered embedder's keys are its own: ask a (throwaway) network of it
+    embedder = build_token_embedder(options, use_character_inputs=True)
+    return tuple(e.h5_key for e in weight_table(embedder))
 
 
 def save_weights(encoder: WeightOwner, outfile: str | os.PathLike[str],
