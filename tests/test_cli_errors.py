@@ -248,6 +248,7 @@ def test_debug_shows_the_traceback(files):
     assert r.returncode == 1 and "Traceback" in r.stderr and "UserError" in r.stderr
 
 
+@pytest.mark.slow
 def test_weights_that_do_not_match_the_options_keep_the_old_output(files):
     """Found only once the model is built (TensorFlow): still one line, and --overwrite does
     not touch the earlier output until a complete new one exists."""
@@ -270,6 +271,7 @@ def test_info_checks_the_weights_against_the_options(files):
     assert_user_error(r, "half.hdf5", "not a readable HDF5 file (truncated or damaged?)")
 
 
+@pytest.mark.slow
 def test_text_that_is_not_utf8(files):
     r = bilm(*_embed(files, input=files["latin1"]))
     assert_user_error(r, "latin1.txt", "not UTF-8")

@@ -137,7 +137,7 @@ def _data():
     return tf.data.Dataset.from_tensor_slices((SENTENCES, labels)).batch(3)
 
 
-@pytest.mark.parametrize("trainable_bilm", [False, True])
+@pytest.mark.parametrize("trainable_bilm", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_gradients_reach_mix_and_optionally_bilm(tiny_model, trainable_bilm):
     keras.utils.set_random_seed(0)
     model = _classifier(tiny_model, output="elmo", trainable_bilm=trainable_bilm)

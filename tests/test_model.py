@@ -221,7 +221,7 @@ def _one_at_a_time(model, sentences):
             for s in sentences]
 
 
-@pytest.mark.parametrize("jit", [True, False])
+@pytest.mark.parametrize("jit", [pytest.param(True, marks=pytest.mark.slow), False])
 def test_embed_batches_bounded_by_tokens(tiny_model, jit):
     options_file, weight_file = tiny_model
     model = BidirectionalLanguageModel(options_file, weight_file, stateful=False)

@@ -189,6 +189,7 @@ def test_no_checkpoint_holds_non_finite_weights(corpus, tmp_path, monkeypatch):
         "optimizer/softmax.Sb/.ATTRIBUTES/VARIABLE_VALUE"]).all()
 
 
+@pytest.mark.slow
 def test_overwrite_removes_the_earlier_run_first(corpus, tmp_path):
     save = tmp_path / "run"
     start(corpus, save, n_batches=3)
@@ -244,6 +245,7 @@ def test_the_run_keeps_and_checks_its_vocabulary(corpus, base_run, tmp_path):
     assert 1.0 < ppl < 19 * 2  # under a uniform guess over the 19-entry vocabulary, doubled
 
 
+@pytest.mark.slow
 def test_token_counts_are_cached_in_the_run_not_the_corpus(corpus, tmp_path):
     save = tmp_path / "run"
     start(corpus, save, n_batches=None, options={"n_epochs": 1})

@@ -441,6 +441,7 @@ def test_a_shard_without_newlines_trains_in_bounded_memory(tmp_path):
 
 # -- 13: a Transformer's evaluation is bounded by tokens ----------------------------------------
 
+@pytest.mark.slow
 def test_transformer_evaluation_and_scoring_are_bounded_by_tokens(tmp_path, monkeypatch):
     import bilm.evaluation
     from bilm import BiLMOptions
