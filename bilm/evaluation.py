@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from bilm.data.dataset import BidirectionalLMDataset, LMDataset
+from bilm.data.lines import count_lines
 from bilm.data.sentences import SentenceDataset, sentence_batch
 from bilm.data.vocabulary import Vocabulary
 from bilm.io.progress import Progress
@@ -49,22 +50,14 @@ def eval_max_tokens(batch_size: int, n_vocab: int) -> int:
 def _held_out_lines(filepattern: str) -> int:
     """The lines of the files matching ``filepattern``: the total of evaluation's progress.
 
-    Newlines counted in raw 1 MiB blocks (``bytes.count``, at C speed: seconds for GBs,
+    :func:`~bilm.data.lines.count_lines` counts newlines at C speed (seconds for GBs,
     against hours for evaluating as much, and the pass leaves the files in the page cache for
     evaluation's own). A token count would decode and split every line in Python (minutes a
     GB); the files' sizes cost nothing, but the batches hold ids, not bytes, so the loop
     could not say how many it has read. Progress counts the sentences the batches begin,
     which this matches up to blank lines (skipped by the sentence protocol) and over-long
     lines (split)."""
-    n = 0
-    for path in sorted(glob.glob(os.path.expanduser(filepattern))):
-        with open(path, "rb") as f:
-            last = b"\n"
-            while block := f.read(1 << 20):
-                n += block.count(b"\n")
-                last = block[-1:]
-        n += last != b"\n"  # a last line without its newline
-    return n
+    return sum(count_lines(path) for path in glob.glob(os.path.expanduser(filepattern)))
 
 
 def _progress(data, progress: bool) -> Progress:

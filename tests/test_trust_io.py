@@ -220,9 +220,10 @@ def test_library_readers_end_lines_at_newline_only(odd_lines, tmp_path):
     assert stats.n_tokens == sum(map(len, tokens))
     vocab = Vocabulary(vocab_file, validate_file=True)
     assert list(LMDataset(str(odd_lines), vocab, test=True).iter_tokens()) == tokens
-    from bilm.inference.dumps import _count_lines, _read_sentences, _sentence_to_index
+    from bilm.data.lines import count_lines
+    from bilm.inference.dumps import _read_sentences, _sentence_to_index
 
-    assert _count_lines(str(odd_lines)) == len(LINES)
+    assert count_lines(str(odd_lines)) == len(LINES)
     assert list(_read_sentences(str(odd_lines))) == tokens
     assert _sentence_to_index(str(odd_lines)) == {
         line.strip(): str(i) for i, line in enumerate(LINES)}

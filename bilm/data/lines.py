@@ -4,11 +4,12 @@ longer than :data:`MAX_LINE_BYTES` comes in pieces cut at whitespace (see :func:
 from __future__ import annotations
 
 import codecs
+import os
 import re
 from collections.abc import Iterator
 from typing import BinaryIO
 
-__all__ = ["MAX_LINE_BYTES", "read_lines"]
+__all__ = ["MAX_LINE_BYTES", "count_lines", "read_lines"]
 
 # Bytes of a line read (and decoded) at a time: a longer line (a shard without newlines, say)
 # comes in pieces cut at whitespace, so that reading one line never holds more than this.
@@ -95,3 +96,14 @@ def _long_line_pieces(f: BinaryIO, raw: bytes, errors: str, max_bytes: int,
         if len(carry) > max_bytes:
             carry, dropping = carry[:max_bytes], True
         raw = f.readline(max_bytes)
+
+
+def count_lines(path: str | os.PathLike[str]) -> int:
+    """Lines of a text file as :func:`read_lines` reads them (a last line without its
+    newline counts): newlines counted in raw 1 MiB blocks, at C speed (seconds a GB), in
+    bounded memory."""
+    n, last = 0, b"\n"
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            n, last = n + chunk.count(b"\n"), chunk[-1:]
+    return n + (last != b"\n")

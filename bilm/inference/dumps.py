@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 
 from bilm.data.batcher import Batcher
+from bilm.data.lines import count_lines
 from bilm.data.vocabulary import UnicodeCharsVocabulary
 from bilm.inference.language_model import BidirectionalLanguageModel
 from bilm.io.files import atomic_path, check_free_space
@@ -105,16 +106,6 @@ def reduce_embeddings(embeddings: np.ndarray, layers: str = "all",
         else:
             out = out.max(axis=token_axis)
     return out.astype(np.float32, copy=False)
-
-
-def _count_lines(path: str) -> int:
-    """Lines of a text file as :func:`_read_sentences` reads them (a last line without its
-    newline counts)."""
-    n, last = 0, b"\n"
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            n, last = n + chunk.count(b"\n"), chunk[-1:]
-    return n + (last != b"\n")
 
 
 def _read_sentences(path: str | os.PathLike[str]) -> Iterator[list[str]]:
@@ -263,7 +254,7 @@ def dump_bilm_embeddings(vocab_file: str | os.PathLike[str] | None,
     model = BidirectionalLanguageModel(options_file, weight_file, stateful=stateful,
                                        max_batch_size=1 if stateful else batch_size,
                                        precision=precision)
-    total = _count_lines(dataset_file)
+    total = count_lines(dataset_file)
     bar = Progress("dump_bilm_embeddings", total=total, unit="sentences", enabled=progress)
     batcher = Batcher(vocab_file, max_chars) if stateful else None
     embeddings = _sentence_embeddings(model, dataset_file, batcher, batch_size, max_tokens)
