@@ -4,7 +4,6 @@ Each checks its arguments, calls the library, prints."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 from typing import TextIO
@@ -84,18 +83,13 @@ def cmd_score(args: argparse.Namespace) -> None:
     loaded = load_run(args.save_dir, args.vocab)
     sentences = _read_sentences(args.input)
     scores = []
-    with contextlib.ExitStack() as stack:
-        out = sys.stdout
-        if args.output:
-            from bilm.io.files import atomic_path
+    from bilm.io.files import text_output
 
-            tmp = stack.enter_context(atomic_path(args.output, overwrite=args.overwrite))
-            out = stack.enter_context(open(tmp, "w", encoding="utf-8"))
+    with text_output(args.output or None, overwrite=args.overwrite) as out:
         out.write(_SCORE_HEADER)
         for i, sc in enumerate(score_sentences(loaded.lm, loaded.vocab, sentences,
                                                batch_size=args.batch_size)):
             _write_score(out, i, sc)
             scores.append(sc)
-        out.flush()
     print(f"corpus perplexity: {corpus_perplexity(scores):.3f} over "
           f"{len(sentences)} sentences", file=sys.stderr if not args.output else sys.stdout)

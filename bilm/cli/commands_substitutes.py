@@ -5,10 +5,8 @@ starts, calls the library, writes a TSV."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import glob
 import os
-import sys
 from typing import TextIO
 
 from bilm._shell import UserError
@@ -123,16 +121,11 @@ def cmd_substitutes(args: argparse.Namespace) -> None:
                              top_k=args.top_k, direction=args.direction,
                              include_special=args.include_special,
                              batch_size=args.batch_size)
-    with contextlib.ExitStack() as stack:
-        out = sys.stdout
-        if args.output:
-            from bilm.io.files import atomic_path
+    from bilm.io.files import text_output
 
-            tmp = stack.enter_context(atomic_path(args.output, overwrite=args.overwrite))
-            out = stack.enter_context(open(tmp, "w", encoding="utf-8"))
+    with text_output(args.output or None, overwrite=args.overwrite) as out:
         out.write(_HEADER)
         for query, words in zip(queries, found, strict=True):
             _write(out, query, words)
-        out.flush()
     if args.output:
         print(f"wrote the substitutes of {len(queries)} queries to {args.output}")

@@ -17,6 +17,7 @@ import secrets
 import shutil
 import sys
 from collections.abc import Iterator
+from typing import TextIO
 
 from bilm.io.output_errors import (
     DiskFullError,
@@ -42,6 +43,7 @@ __all__ = [
     "check_free_space",
     "is_disk_full",
     "remove_stale_parts",
+    "text_output",
 ]
 
 
@@ -224,6 +226,19 @@ def atomic_path(path: str | os.PathLike[str], overwrite: bool = False) -> Iterat
             if is_disk_full(e) and not isinstance(e, DiskFullError):
                 raise DiskFullError(path) from None
             raise
+
+
+@contextlib.contextmanager
+def text_output(path: str | os.PathLike[str] | None, overwrite: bool = False
+                ) -> Iterator[TextIO]:
+    """A UTF-8 text stream: standard output when ``path`` is None, else ``path`` written
+    atomically (:func:`atomic_path`: published only when the block ends without an error)."""
+    if path is None:
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    with atomic_path(path, overwrite=overwrite) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        yield f
 
 
 @contextlib.contextmanager
