@@ -27,16 +27,18 @@ does (:func:`bilm.evaluation.score_sentences`): the result does not depend on th
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from typing import NamedTuple
+import functools
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-import tensorflow as tf
 
 from bilm.data.sentences import sentence_batch
 from bilm.data.vocabulary import Vocabulary
 from bilm.io.allennlp_run import PADDING
-from bilm.model.lm import LanguageModel
+
+if TYPE_CHECKING:  # TensorFlow is imported on first use: the CLI checks queries before it
+    from bilm.model.lm import LanguageModel
 
 __all__ = ["DIRECTIONS", "Substitute", "SubstitutesError", "check_query",
            "position_logprobs", "substitutes", "substitutes_many"]
@@ -97,23 +99,32 @@ def position_logprobs(lm: LanguageModel, vocab: Vocabulary,
     # word p is token p + 1 (after <S>): the forward LM predicts it at step p, the backward
     # LM at step p + 2
     steps = np.asarray(positions, np.int32)
-    return _logprobs(lm, tf.constant(batch[key]), tf.constant(batch["lengths"]),
-                     tf.constant(steps)).numpy()
+    import tensorflow as tf
+
+    return _logprobs()(lm, tf.constant(batch[key]), tf.constant(batch["lengths"]),
+                       tf.constant(steps)).numpy()
 
 
-@tf.function(reduce_retracing=True)
-def _logprobs(lm: LanguageModel, ids: tf.Tensor, lengths: tf.Tensor,
-              positions: tf.Tensor) -> tf.Tensor:
-    """(n_directions, B, n_vocab) log-softmax of each direction's top layer at the step
-    that predicts word ``positions`` (see :func:`position_logprobs`)."""
-    x = lm.encoder.embed_unique_tokens(ids, shifted=False)  # shape (B, T, dim)
-    layers, _ = lm.contextualizer.sentence_layers(x, lengths)  # zero state
-    top = layers[-1]  # shape (d, B, T, dim), backward aligned to positions
-    steps = [positions, positions + 2][: lm.n_directions]
-    h = tf.stack([tf.gather(top[k], steps[k][:, tf.newaxis], batch_dims=1)[:, 0]
-                  for k in range(lm.n_directions)])  # shape (d, B, dim)
-    logits = tf.einsum("dbh,vh->dbv", h, tf.cast(lm.softmax_weights, h.dtype))
-    return tf.nn.log_softmax(tf.cast(logits, tf.float32) + lm.softmax_b, axis=-1)
+@functools.cache
+def _logprobs() -> Callable:
+    """The traced function: (lm, ids, lengths, positions) -> (n_directions, B, n_vocab)
+    log-softmax of each direction's top layer at the step that predicts word ``positions``
+    (see :func:`position_logprobs`). Made on first use, so importing this module does not
+    start TensorFlow."""
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def logprobs(lm, ids, lengths, positions):
+        x = lm.encoder.embed_unique_tokens(ids, shifted=False)  # shape (B, T, dim)
+        layers, _ = lm.contextualizer.sentence_layers(x, lengths)  # zero state
+        top = layers[-1]  # shape (d, B, T, dim), backward aligned to positions
+        steps = [positions, positions + 2][: lm.n_directions]
+        h = tf.stack([tf.gather(top[k], steps[k][:, tf.newaxis], batch_dims=1)[:, 0]
+                      for k in range(lm.n_directions)])  # shape (d, B, dim)
+        logits = tf.einsum("dbh,vh->dbv", h, tf.cast(lm.softmax_weights, h.dtype))
+        return tf.nn.log_softmax(tf.cast(logits, tf.float32) + lm.softmax_b, axis=-1)
+
+    return logprobs
 
 
 def _special_ids(vocab: Vocabulary) -> list[int]:

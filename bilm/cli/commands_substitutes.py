@@ -19,13 +19,14 @@ _HEADER = "query\tposition\ttarget\trank\tsubstitute\tlogprob\n"
 Query = tuple[int, list[str], int]  # (line index, tokens, 0-based position)
 
 
-def _out_of_range(sentence: list[str], position: int) -> str | None:
-    n = len(sentence)
-    if 0 <= position < n:
-        return None
-    where = f"positions 0-{n - 1}" if n else "it has no word"
-    return (f"position {position} is out of range for a sentence of {n} tokens ({where}; "
-            "positions are 0-based)")
+def _check_query(tokens: list[str], position: int, where: str) -> None:
+    """:func:`bilm.substitutes.check_query` (no TensorFlow), its message after ``where``."""
+    from bilm.substitutes import SubstitutesError, check_query
+
+    try:
+        check_query(tokens, position)
+    except SubstitutesError as e:
+        raise UserError(f"{where}: {e}") from None
 
 
 def read_queries(path: str) -> list[Query]:
@@ -47,9 +48,7 @@ def read_queries(path: str) -> list[Query]:
                     raise UserError(f"{path} line {i + 1}: expected POSITION<TAB>SENTENCE "
                                     "(a 0-based word index, a tab, the tokenized sentence)")
                 tokens = sentence.split()
-                problem = _out_of_range(tokens, position)
-                if problem:
-                    raise UserError(f"{path} line {i + 1}: {problem}")
+                _check_query(tokens, position, f"{path} line {i + 1}")
                 queries.append((i, tokens, position))
     except UnicodeDecodeError as e:
         raise UserError(f"{path} is not UTF-8 text ({e.reason}); convert it, e.g. with "
@@ -69,9 +68,7 @@ def _cli_queries(args: argparse.Namespace) -> list[Query]:
         need_file(args.input, "input file")
         return read_queries(args.input)
     tokens = args.sentence.split()
-    problem = _out_of_range(tokens, args.position)
-    if problem:
-        raise UserError(f"--position {args.position}: {problem}")
+    _check_query(tokens, args.position, f"--position {args.position}")
     return [(0, tokens, args.position)]
 
 
