@@ -121,8 +121,7 @@ def _read_sentences(path: str | os.PathLike[str]) -> Iterator[list[str]]:
 def _sentence_to_index(path: str) -> dict[str, str]:
     """AllenNLP's ``sentence_to_index``: each stripped line -> its line index as a string (a
     repeated line maps to its last occurrence, as in AllenNLP); lines end at "\\n" only."""
-    with open(path, encoding="utf-8", newline="\n") as f:
-        return {line.strip(): str(index) for index, line in enumerate(f)}
+    return {key: str(index) for index, key in enumerate(_read_sentence_keys(path))}
 
 
 # AllenNLP 0.9's ``allennlp elmo`` (allennlp/commands/elmo.py, ElmoEmbedder.embed_file) has two
