@@ -74,10 +74,12 @@ def _unused_embedder_keys(encoder: WeightOwner) -> tuple[str, ...]:
     of a character model (through a token-embedding file) does not use."""
     if getattr(encoder, "use_character_inputs", True):
         return ()
-    options = getattr(encoder, "options", None)
-    if options is None or options.embedder_type in ("char_cnn", "word"):
-        return ("char_embed", "CNN")  # bilm-tf's char CNN
     from bilm.embedders import build_token_embedder
+    from bilm.embedders.registry import BUILTIN_EMBEDDERS
+
+    options = getattr(encoder, "options", None)
+    if options is None or options.embedder_type in BUILTIN_EMBEDDERS:
+        return ("char_embed", "CNN")  # bilm-tf's char CNN
 
     # a registered embedder's keys are its own: ask a (throwaway) network of it
     embedder = build_token_embedder(options, use_character_inputs=True)
