@@ -14,6 +14,8 @@ Two batch layouts, one per encoder protocol (:mod:`bilm.encoders`):
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Sequence
 
 import keras
 import tensorflow as tf
@@ -25,7 +27,8 @@ from bilm.nn.layout import WeightEntry, weight_table
 from bilm.nn.sampled_softmax import log_uniform_unique_sample, sampled_softmax_loss_static
 from bilm.options import BiLMOptions
 
-__all__ = ["LanguageModel", "tf1_table", "training_variables"]
+__all__ = ["LanguageModel", "encoder_variables", "frozen_variables", "tf1_table",
+           "training_variables"]
 
 
 def _fold(seed: tf.Tensor, k: int) -> tf.Tensor:
@@ -318,16 +321,41 @@ def _add(a, b):
     return tf.convert_to_tensor(a) + tf.convert_to_tensor(b)
 
 
+def encoder_variables(encoder: BiLMEncoder) -> dict[str, object]:
+    """Every variable of an encoder (token embedder and contextualizer) by its stable
+    checkpoint name, ``encoder/<table name>``, one entry per variable."""
+    names: dict[str, object] = {}
+    for entry in weight_table(encoder):
+        names.setdefault(f"encoder/{entry.name or entry.h5_key}", entry.variable)
+    return names
+
+
 def training_variables(lm: LanguageModel) -> dict[str, object]:
     """Every trainable variable of a :class:`LanguageModel` by a stable checkpoint
     name (``encoder/<table name>`` or ``softmax/W|b``), one entry per variable."""
-    names: dict[str, object] = {}
-    for entry in weight_table(lm.encoder):
-        names.setdefault(f"encoder/{entry.name or entry.h5_key}", entry.variable)
+    names = encoder_variables(lm.encoder)
     if lm.softmax_w is not None:
         names["softmax/W"] = lm.softmax_w
     names["softmax/b"] = lm.softmax_b
     return names
+
+
+def frozen_variables(lm: LanguageModel, parts: Sequence[str]) -> set[str]:
+    """The :func:`training_variables` names of the parts ``parts`` names: ``token-embedder``
+    (the token embedder's variables) and ``layer-K`` (contextual layer K, counted from 1 at
+    the bottom). ValueError for another name."""
+    n = lm.encoder.n_layers
+    ids: set[int] = set()
+    for part in parts:
+        if part == "token-embedder":
+            chosen = lm.encoder.token_embedder.trainable_variables
+        elif re.fullmatch(r"layer-[1-9][0-9]*", part) and int(part[6:]) <= n:
+            chosen = lm.contextualizer.layer_variables(int(part[6:]) - 1)
+        else:
+            raise ValueError(f"cannot freeze {part!r}: name token-embedder or a contextual "
+                             f"layer, layer-1 to layer-{n}")
+        ids |= {id(v) for v in chosen}
+    return {name for name, v in training_variables(lm).items() if id(v) in ids}
 
 
 def tf1_table(lm: LanguageModel) -> list[WeightEntry]:

@@ -86,6 +86,12 @@ class Contextualizer(keras.layers.Layer):
         """Every weight with its HDF5 key (and TF1 name): the export layout."""
         raise NotImplementedError
 
+    def layer_variables(self, k: int) -> list:
+        """The variables of contextual layer ``k`` (0: the lowest), both directions: what
+        ``bilm train --freeze layer-<k+1>`` holds fixed."""
+        raise NotImplementedError(f"{type(self).__name__} does not say which variables "
+                                  "make each layer")
+
     def layer_output_names(self) -> list[str]:
         """Names of the contextual layers in the Keras layer's and SavedModel's outputs."""
         return [f"layer_outputs{k}" for k in range(1, self.n_layers + 1)]

@@ -124,6 +124,9 @@ class LSTMContextualizer(Contextualizer):
                         alias=alias and f"{alias}/{h5_name}", name=f"lstm_{k}/{h5_name}"))
         return table
 
+    def layer_variables(self, k: int) -> list:
+        return list(self.lstms[k].trainable_variables)
+
     def layer_output_names(self) -> list[str]:
         # TF Hub ELMo's names, kept for its users
         return [f"lstm_outputs{k}" for k in range(1, self.n_layers + 1)]

@@ -215,5 +215,8 @@ class TransformerContextualizer(Contextualizer):
                                              name=f"transformer/norm/{name}"))
         return table
 
+    def layer_variables(self, k: int) -> list:
+        return list(self.blocks[k].trainable_variables)
+
     def layer_output_names(self) -> list[str]:
         return [f"transformer_outputs{k}" for k in range(1, self.n_layers + 1)]

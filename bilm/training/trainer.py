@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from bilm.data.batch import is_sentence_batch
 from bilm.io.tf1 import load_tf1_checkpoint
-from bilm.model.lm import LanguageModel, tf1_table, training_variables
+from bilm.model.lm import LanguageModel, frozen_variables, tf1_table, training_variables
 from bilm.options import BiLMOptions
 from bilm.training.distribute import is_multi_worker
 from bilm.training.optimizers import Adagrad, combine_rows, make_optimizer, map_gradient
@@ -94,6 +94,9 @@ class Trainer:
     # Adagrad updates only the softmax (and word embedding) rows a batch touches: the dense
     # update's values without a vocabulary-sized gradient, all-reduce and update per step
     sparse_updates: bool = True
+    # parts held fixed (bilm.model.lm.frozen_variables: "token-embedder", "layer-K"): they
+    # get no gradient and no update, and are checkpointed as the rest
+    freeze: tuple[str, ...] = ()
 
     # mixed_float16's dynamic loss scaling, as Keras' LossScaleOptimizer
     INITIAL_LOSS_SCALE = 2.0**15
@@ -140,7 +143,11 @@ class Trainer:
         if self.loss_scaling:  # saved, so that a resumed run scales as the first would have
             self.checkpoint.loss_scale = {"scale": self.loss_scale,
                                           "good_steps": self.good_steps}
-        self._names = list(self.variables)
+        frozen = frozen_variables(self.lm, self.freeze)
+        self._names = [n for n in self.variables if n not in frozen]  # the trained ones
+        if frozen:
+            logger.info("frozen: %s (%d of %d variables)", ", ".join(self.freeze),
+                        len(frozen), len(self.variables))
         # sentence batches vary in length: one trace for every length
         self._train_step = tf.function(self._train_step_impl, reduce_retracing=True)
         self._all_finite = tf.function(self._all_finite_impl)
