@@ -4,6 +4,8 @@ demo. Each checks its arguments, calls the library, prints."""
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 from typing import TYPE_CHECKING
 
@@ -52,24 +54,53 @@ def _flag_changes(args: argparse.Namespace) -> dict:
             if getattr(args, dest, None) is not None}
 
 
+def _options_file(path: str) -> dict:
+    """--options FILE's JSON object."""
+    from bilm.options import read_options_json
+
+    need_file(path, "options file")
+    override = read_options_json(path)  # OptionsError: not JSON, HDF5, not UTF-8
+    if not isinstance(override, dict):
+        raise UserError(f"{path} must hold a JSON object of options, "
+                        f"not a {type(override).__name__}")
+    return override
+
+
 def _train_options(args: argparse.Namespace) -> BiLMOptions:
     """The preset, merged with --options FILE, then the flags; parsed and validated once,
     before TensorFlow starts."""
-    from bilm.options import BiLMOptions, read_options_json
+    from bilm.options import BiLMOptions
     from bilm.presets import merge_options, preset
 
-    options = preset(args.preset)
-    source = f"preset {args.preset!r}"
+    name = args.preset or "tiny"
+    options = preset(name)
+    source = f"preset {name!r}"
     if args.options:
-        need_file(args.options, "options file")
-        override = read_options_json(args.options)  # OptionsError: not JSON, HDF5, not UTF-8
-        if not isinstance(override, dict):
-            raise UserError(f"{args.options} must hold a JSON object of options, "
-                            f"not a {type(override).__name__}")
-        options = merge_options(options, override)
+        options = merge_options(options, _options_file(args.options))
         source = f"{args.options} (over {source})"
     options.update(_flag_changes(args))
     return BiLMOptions.from_dict(options, source=source)
+
+
+def _adaptation_flags(args: argparse.Namespace):
+    """--init-from's companions, checked before TensorFlow starts; None when the run is a
+    plain one."""
+    from bilm.training.adapt import check_heldout
+
+    check_heldout(args.heldout, args.patience)  # AdaptError: one line
+    if args.init_from is None:
+        if args.new_rows is not None:
+            raise UserError("--new-rows sets how --init-from's new softmax rows start; give "
+                            "--init-from MODEL")
+    elif args.preset is not None:
+        raise UserError("--init-from takes the network's shape from MODEL: leave out --preset "
+                        "(set training keys with --options or the flags)")
+    freeze = tuple(p.strip() for p in (args.freeze or "").split(",") if p.strip())
+    for part in freeze:
+        if part != "token-embedder" and not re.fullmatch(r"layer-[1-9][0-9]*", part):
+            raise UserError(f"--freeze {part!r}: name token-embedder or layer-K (K from 1, "
+                            "the contextual layers from the bottom), comma-separated")
+    return freeze
 
 
 def _checkpoint_flags(args: argparse.Namespace) -> dict:
@@ -84,21 +115,40 @@ def _checkpoint_flags(args: argparse.Namespace) -> dict:
 def cmd_train(args: argparse.Namespace) -> None:
     need_glob(args.train_prefix, "--train-prefix", "training")
     need_file(args.vocab, "vocabulary file")
-    options = _train_options(args)
+    freeze = _adaptation_flags(args)
+    options = None if args.init_from else _train_options(args)
+    if args.init_from and args.options:
+        _options_file(args.options)  # a broken file: one line, before TensorFlow
     from bilm.training.run_folder import TrainingRun, writes_run
 
     if writes_run():  # (a cluster's other workers write nothing into the folder)
         TrainingRun(args.save_dir).check_new(args.overwrite)  # a run, or the user's files
     start_tensorflow(args)
     check_replicas(args.n_gpus)
+    from bilm.training.adapt import NEW_ROWS, Adaptation, adapted_options, read_init_model
     from bilm.training.runs import start_training
+
+    model = None
+    if args.init_from:
+        model = read_init_model(args.init_from, args.options)
+        options = adapted_options(model, _options_file(args.options) if args.options else None,
+                                  _flag_changes(args))
+    adapt = None
+    if model is not None or freeze or args.heldout:
+        adapt = Adaptation(model, freeze, args.new_rows or NEW_ROWS[0], args.heldout,
+                           args.patience)
 
     ckpt = start_training(args.save_dir, options, args.train_prefix, args.vocab,
                           n_gpus=args.n_gpus, seed=args.seed, n_batches=args.n_batches,
                           overwrite=args.overwrite, progress=not args.quiet,
-                          collective_timeout=args.collective_timeout,
+                          collective_timeout=args.collective_timeout, adapt=adapt,
                           **_checkpoint_flags(args))
     print(f"checkpoint: {ckpt}")
+    if adapt is not None and adapt.early_stopping is not None:
+        best = adapt.early_stopping.best
+        if best is not None:
+            print(f"best held-out perplexity: {best[1]:.3f} at batch {best[0]} "
+                  f"({os.path.join(args.save_dir, 'best')})")
 
 
 def cmd_resume(args: argparse.Namespace) -> None:

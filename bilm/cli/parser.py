@@ -167,9 +167,27 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-prefix", required=True, help="glob of the training shards")
     p.add_argument("--vocab", required=True, help="vocabulary file (bilm vocab)")
     p.add_argument("--save-dir", required=True, help="checkpoints, options.json, logs")
-    p.add_argument("--preset", default="tiny", choices=list(PRESETS),
-                   help="built-in hyperparameters")
-    p.add_argument("--options", help="JSON file overriding the preset's keys")
+    p.add_argument("--preset", choices=list(PRESETS),
+                   help="built-in hyperparameters (default: tiny; not with --init-from)")
+    p.add_argument("--options", help="JSON file overriding the preset's keys (with "
+                   "--init-from: MODEL's keys; required for an .hdf5 MODEL, whose options it "
+                   "is)")
+    p.add_argument("--init-from", metavar="MODEL",
+                   help="adapt a trained model to this text and vocabulary: a run, an "
+                   "AllenNLP archive, or options + HDF5 weights (docs/adaptation.md)")
+    p.add_argument("--new-rows", choices=["zeros", "token-embedding"],
+                   help="--init-from: how softmax rows of words MODEL lacks start (default: "
+                   "zeros; token-embedding: the direction of the word's embedding under "
+                   "MODEL's token embedder)")
+    p.add_argument("--freeze", metavar="PARTS",
+                   help="hold parts fixed, comma-separated: token-embedder, layer-1, "
+                   "layer-2, ... (contextual layers from the bottom)")
+    p.add_argument("--heldout", metavar="GLOB",
+                   help="held-out files: their perplexity at every checkpoint, the best "
+                   "checkpoint kept in SAVE_DIR/best (with its weights.hdf5)")
+    p.add_argument("--patience", type=positive,
+                   help="with --heldout: stop after this many checkpoints without a better "
+                   "held-out perplexity")
     training_flags(p, "train", ["--n-gpus", "--n-batches", "--batch-size", "--n-epochs",
                                 "--n-train-tokens", "--learning-rate", "--dropout",
                                 "--precision", "--jit"])

@@ -4,8 +4,6 @@ checkpoints) and the final checkpoint."""
 
 from __future__ import annotations
 
-import functools
-import inspect
 import logging
 import math
 import os
@@ -15,7 +13,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -27,6 +25,7 @@ from bilm.data.vocabulary import Vocabulary
 from bilm.io.checkpoints import restore_first_intact
 from bilm.io.progress import Progress
 from bilm.options import BiLMOptions, save_options
+from bilm.training.adapt import Adaptation
 from bilm.training.checkpointing import CheckpointWriter, TrainingError
 from bilm.training.distribute import chief_value, is_chief, is_multi_worker, make_strategy
 from bilm.training.hooks import (
@@ -41,7 +40,8 @@ from bilm.training.hooks import (
     _Window,
 )
 from bilm.training.inputs import _as_options, _check_data, count_corpus
-from bilm.training.run_folder import LOG_FILE, RunError, RunState, TrainingRun, owned
+from bilm.training.run_folder import LOG_FILE, RunError, RunState, TrainingRun
+from bilm.training.run_lock import owns_run
 from bilm.training.trainer import Trainer, _is_object_checkpoint
 
 __all__ = ["DEFAULT_CHECKPOINT_MINUTES", "TrainingError", "train"]
@@ -51,29 +51,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_CHECKPOINT_MINUTES = 10.0  # a preempted or killed run loses at most this much
 
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _owns_run(command: str) -> Callable[[F], F]:
-    """Decorator: the function (which writes into the run folder named by its ``save_dir``
-    or ``tf_save_dir`` argument) holds the folder's lock while it runs (:class:`RunLock`;
-    one line naming the owner when another process has it)."""
-
-    def decorate(fn: F) -> F:
-        signature = inspect.signature(fn)
-        name = "save_dir" if "save_dir" in signature.parameters else "tf_save_dir"
-
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            with owned(signature.bind(*args, **kwargs).arguments[name], command):
-                return fn(*args, **kwargs)
-
-        return wrapper  # type: ignore[return-value]
-
-    return decorate
-
-
-@_owns_run("bilm train")
+@owns_run("bilm train")
 def train(options: BiLMOptions | dict | str,
           data: BidirectionalLMDataset | LMDataset | SentenceDataset | Callable[[int], Any],
           n_gpus: int, tf_save_dir: str, tf_log_dir: str, restart_ckpt_file: str | None = None,
@@ -82,7 +60,7 @@ def train(options: BiLMOptions | dict | str,
           checkpoint_minutes: float | None = DEFAULT_CHECKPOINT_MINUTES,
           log_every: int = 100, progress: bool = True, sparse_updates: bool = True,
           collective_timeout: float | None = None,
-          restart_fallbacks: Sequence[str] = ()) -> str:
+          restart_fallbacks: Sequence[str] = (), adapt: Adaptation | None = None) -> str:
     """Train a biLM; returns the path of the final checkpoint.
 
     Args:
@@ -120,6 +98,8 @@ def train(options: BiLMOptions | dict | str,
             touches (the same values as the dense update, see
             :mod:`bilm.training.optimizers`); False applies dense, vocabulary-sized gradients
             (for comparisons).
+        adapt: start from a trained model (a new run), freeze parts, evaluate on held-out
+            text at each checkpoint and stop early (:class:`bilm.training.adapt.Adaptation`).
 
     Raises:
         TrainingError: a non-finite loss or weights (nothing non-finite is ever saved).
@@ -130,12 +110,13 @@ def train(options: BiLMOptions | dict | str,
         _check_data(options, data)
     strategy = make_strategy(n_gpus, collective_timeout)
     t = _Training(options, data, strategy, tf_save_dir, restart_ckpt_file, seed, n_batches,
-                  sparse_updates)
+                  sparse_updates, adapt)
     restart_ckpt_file = t.restore(restart_ckpt_file, restart_fallbacks)
     t.record(restart_ckpt_file, restart_fallbacks, checkpoint_every, checkpoint_minutes)
     metrics, writer = t.open_outputs(tf_log_dir)
-    if t.start >= t.n_batches:
-        logger.info("already at batch %d of %d: nothing to train", t.start, t.n_batches)
+    if t.start >= t.n_batches or (t.stopping is not None and t.stopping.exhausted):
+        logger.info("already at batch %d of %d%s: nothing to train", t.start, t.n_batches,
+                    "" if t.start >= t.n_batches else " (stopped early)")
         if not t.chief:
             shutil.rmtree(t.checkpoints.dir, ignore_errors=True)
         return restart_ckpt_file or t.checkpoints.manager.latest_checkpoint
@@ -163,8 +144,10 @@ class _Training:
 
     def __init__(self, options: BiLMOptions, data: Any, strategy: tf.distribute.Strategy,
                  tf_save_dir: str, restart_ckpt_file: str | None, seed: int | None,
-                 n_batches: int | None, sparse_updates: bool) -> None:
+                 n_batches: int | None, sparse_updates: bool,
+                 adapt: Adaptation | None = None) -> None:
         self.options, self.strategy, self.tf_save_dir = options, strategy, tf_save_dir
+        self.adapt, self.stopping = adapt, adapt and adapt.early_stopping
         self.chief, self.multi_worker = is_chief(strategy), is_multi_worker(strategy)
         self.run = TrainingRun(tf_save_dir)
         recorded = self.run.read_state() if restart_ckpt_file else None
@@ -172,7 +155,8 @@ class _Training:
         seed = self._settle_seed(seed, recorded)
         self.data = self._stream(data, seed)
         n_lines = self._count_corpus() if n_batches is None else None
-        self.trainer = Trainer(self.options, strategy, seed, sparse_updates=sparse_updates)
+        self.trainer = Trainer(self.options, strategy, seed, sparse_updates=sparse_updates,
+                               freeze=adapt.freeze if adapt else ())
         self.rows = self.options.batch_size * self.trainer.n_replicas
         # streams; sentences: counted per batch
         self.tokens_per_batch = self.rows * self.options.unroll_steps
@@ -234,7 +218,12 @@ class _Training:
                 raise TrainingError(f"{restart_ckpt_file} holds non-finite weights; resume "
                                     "from an earlier checkpoint")
             self.last_good = restart_ckpt_file
+        elif self.adapt is not None:  # a new run from a model: its weights
+            self.adapt.initialize(self.trainer, self.data.vocab)
         self.start = int(self.trainer.step.numpy())
+        if self.stopping is not None:
+            self.stopping.attach(self.trainer, self.data.vocab, self.run, self.start,
+                                 self.chief)
         # Only our own checkpoints know the data position; bilm-tf's restart read afresh.
         ours = bool(restart_ckpt_file) and _is_object_checkpoint(restart_ckpt_file)
         history = self.state.history(self.start) if ours else []
@@ -253,6 +242,7 @@ class _Training:
         # absolute, so that a resume started from another folder finds the files
         state.train_prefix = os.path.abspath(os.path.expanduser(data.filepattern))
         state.checkpoint_every, state.checkpoint_minutes = checkpoint_every, checkpoint_minutes
+        state.adapt = self.adapt.settings if self.adapt else None
         # The run's files are written only now, after a successful restore: a resume that
         # fails leaves the run as it was.
         if not self.chief:
@@ -350,8 +340,7 @@ class _Training:
         elif self.stop.received is not None:
             path = self.save(done)
             raise TrainingInterrupted(self.stop.received, path)
-        self._checkpoint_if_due(now)
-        return True
+        return self._checkpoint_if_due(now)
 
     def _check_loss(self, loss: float, skipped: bool) -> None:
         """Stop on a non-finite loss, or on too many float16 overflows in a row."""
@@ -374,7 +363,8 @@ class _Training:
                     "learning_rate or all_clip_norm_val.")
             self.window.loss, self.window.n = self.window.loss + loss, self.window.n + 1
 
-    def _checkpoint_if_due(self, now: float) -> None:
+    def _checkpoint_if_due(self, now: float) -> bool:
+        """Save when due (and evaluate on held-out text); False: stop early."""
         minutes, every = self.schedule.checkpoint_minutes, self.schedule.checkpoint_every
         due = bool(minutes and now - self.last_save >= 60 * minutes)
         if minutes and self.multi_worker:  # clocks differ: any worker's is due
@@ -382,6 +372,9 @@ class _Training:
         if due or (every and self.done % every == 0):
             self.last_good = self.stop.last_good = self.save(self.done)
             self.last_save = time.perf_counter()
+            if self.stopping is not None:
+                return not self.stopping.after_checkpoint(self.last_good, self.done)
+        return True
 
     def finish(self) -> str:
         """Warnings about the training text, then the final checkpoint."""
@@ -391,4 +384,7 @@ class _Training:
         if getattr(self.data, "n_split_lines", 0):
             logger.warning("%d line(s) of the training files were longer than a sentence may "
                            "be and were split into pieces", self.data.n_split_lines)
-        return self.save(self.done)
+        path = self.save(self.done)
+        if self.stopping is not None and not self.stopping.evaluated(self.done):
+            self.stopping.after_checkpoint(path, self.done)
+        return path

@@ -6,6 +6,9 @@
       vocab.txt           the vocabulary it was trained with (a copy)
       checkpoint, model-N.index, model-N.data-*     tf.train checkpoints (the last 2)
       training_log.csv    batch, train perplexity, gradient norm, tokens/s, time
+      heldout.json        with --heldout: each evaluation's held-out perplexity, the best
+      best/               with --heldout: the best checkpoint so far, a run of its own
+                          (options.json, vocab.txt, checkpoint) plus its weights.hdf5
       events.out.tfevents.*                           TensorBoard scalars
       .bilm-run.lock      while a process trains into the folder: who (see RunLock)
 
@@ -42,6 +45,8 @@ __all__ = ["LOCK_FILE", "RunBusyError", "RunError", "RunLock", "RunState", "Trai
 logger = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
+HELDOUT_FILE = "heldout.json"  # early stopping's evaluations (bilm.training.early_stopping)
+BEST_DIR = "best"  # the best checkpoint on held-out text
 VOCAB_FILE = "vocab.txt"
 LOG_FILE = "training_log.csv"
 OPTIONS_FILE = "options.json"
@@ -79,6 +84,9 @@ class RunState:
     checkpoint_every: int | None = None  # batches (None: not by count)
     checkpoint_minutes: float | None = None  # minutes (None: not by time)
     token_counts: dict[str, int] = field(default_factory=dict)  # count_tokens' cache
+    # a run started from a model (bilm.training.adapt.Adaptation.settings): what it started
+    # from, what is frozen, early stopping; kept for resume
+    adapt: dict[str, Any] | None = None
     format: int = 1
 
     def history(self, step: int) -> list[tuple[int, int, int]]:
@@ -305,7 +313,8 @@ class TrainingRun:
 
     # -- clearing ---------------------------------------------------------------------------
 
-    _RUN_FILES = (OPTIONS_FILE, RUN_FILE, VOCAB_FILE, LOG_FILE, "checkpoint")
+    _RUN_FILES = (OPTIONS_FILE, RUN_FILE, VOCAB_FILE, LOG_FILE, "checkpoint", HELDOUT_FILE,
+                  BEST_DIR)
     _RUN_PATTERNS = (f"{CHECKPOINT_NAME}-*.index", f"{CHECKPOINT_NAME}-*.data-*",
                      f"{CHECKPOINT_NAME}-*_temp", "events.out.tfevents.*",
                      f"{TF1_CHECKPOINT_NAME}-*")

@@ -7,18 +7,21 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
+import inspect
 import json
 import logging
 import os
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from bilm.io.processes import _pid_alive
 from bilm.training.run_errors import RunBusyError, RunError
 
-__all__ = ["LOCK_FILE", "RunLock", "owned", "writes_run"]
+__all__ = ["LOCK_FILE", "RunLock", "owned", "owns_run", "writes_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -175,3 +178,25 @@ def owned(save_dir: str | os.PathLike[str], command: str) -> Iterator[None]:
 
 
 _HELD: set[str] = set()  # the run folders this process holds
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def owns_run(command: str) -> Callable[[F], F]:
+    """Decorator: the function (which writes into the run folder named by its ``save_dir``
+    or ``tf_save_dir`` argument) holds the folder's lock while it runs (:class:`RunLock`;
+    one line naming the owner when another process has it)."""
+
+    def decorate(fn: F) -> F:
+        signature = inspect.signature(fn)
+        name = "save_dir" if "save_dir" in signature.parameters else "tf_save_dir"
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with owned(signature.bind(*args, **kwargs).arguments[name], command):
+                return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

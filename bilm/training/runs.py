@@ -19,10 +19,12 @@ from bilm.data.vocabulary import Vocabulary
 from bilm.io.checkpoints import restore_first_intact
 from bilm.model.lm import LanguageModel
 from bilm.options import BiLMOptions, OptionsError, load_options
+from bilm.training.adapt import Adaptation
 from bilm.training.distribute import replica_device
 from bilm.training.inputs import _as_options, _dataset, load_vocab
-from bilm.training.loop import DEFAULT_CHECKPOINT_MINUTES, _owns_run, train
+from bilm.training.loop import DEFAULT_CHECKPOINT_MINUTES, train
 from bilm.training.run_folder import RunError, RunState, TrainingRun, writes_run
+from bilm.training.run_lock import owns_run
 from bilm.training.trainer import restore_weights
 
 __all__ = [
@@ -39,20 +41,23 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-@_owns_run("bilm train")  # before anything is written into the folder
+@owns_run("bilm train")  # before anything is written into the folder
 def start_training(save_dir: str, options: BiLMOptions | dict | str, train_prefix: str,
                    vocab_file: str, *, n_gpus: int = 1, seed: int | None = None,
                    n_batches: int | None = None, overwrite: bool = False,
                    checkpoint_every: int | None = None,
                    checkpoint_minutes: float | None = DEFAULT_CHECKPOINT_MINUTES,
-                   progress: bool = True, collective_timeout: float | None = None) -> str:
+                   progress: bool = True, collective_timeout: float | None = None,
+                   adapt: Adaptation | None = None) -> str:
     """Start a new training run in ``save_dir`` (``bilm train``, ``train_elmo.py``).
 
     ``options`` get ``n_tokens_vocab`` from the vocabulary. ``seed`` (None: picked, logged
     and recorded) seeds the weights, dropout, negative sampling and the data order, so the
     same seed gives the same run. A directory holding a run with checkpoints is refused
     unless ``overwrite``; the files of an earlier run (or of a start that stopped before its
-    first checkpoint) are removed first, never other files. Returns the final checkpoint.
+    first checkpoint) are removed first, never other files. ``adapt``: start from a trained
+    model, freeze parts, stop early on held-out text (``bilm train --init-from``, see
+    :mod:`bilm.training.adapt`). Returns the final checkpoint.
     """
     run = TrainingRun(save_dir)
     chief = writes_run()  # a cluster's other workers write nothing into the folder
@@ -66,6 +71,10 @@ def start_training(save_dir: str, options: BiLMOptions | dict | str, train_prefi
     except OptionsError as e:
         raise OptionsError(f"{e} (n_tokens_vocab is the size of the vocabulary {vocab_file})"
                            ) from None
+    if options.sample_softmax and options.n_negative_samples_batch > vocab.size:
+        raise OptionsError(f"n_negative_samples_batch is {options.n_negative_samples_batch} "
+                           f"but the vocabulary {vocab_file} has {vocab.size} words to draw "
+                           "negatives from; lower it (--options)")
     if chief:
         # an earlier run's files (or those of a start that stopped before its first
         # checkpoint); the user's own files were refused above unless overwrite
@@ -75,7 +84,7 @@ def start_training(save_dir: str, options: BiLMOptions | dict | str, train_prefi
     data = functools.partial(_dataset, options, train_prefix, vocab)
     return train(options, data, n_gpus, save_dir, save_dir, seed=seed, n_batches=n_batches,
                  checkpoint_every=checkpoint_every, checkpoint_minutes=checkpoint_minutes,
-                 progress=progress, collective_timeout=collective_timeout)
+                 progress=progress, collective_timeout=collective_timeout, adapt=adapt)
 
 
 AS_RECORDED: Any = object()  # resume_training's default: the run's recorded setting
@@ -85,7 +94,7 @@ RESUME_KEYS = ("batch_size", "n_epochs", "n_train_tokens", "learning_rate", "dro
                "precision", "jit_compile", "unroll_steps", "all_clip_norm_val")
 
 
-@_owns_run("bilm resume")
+@owns_run("bilm resume")
 def resume_training(save_dir: str, *, train_prefix: str | None = None,
                     vocab_file: str | None = None, n_gpus: int = 1,
                     n_batches: int | None = None, changes: dict[str, Any] | None = None,
@@ -128,10 +137,12 @@ def resume_training(save_dir: str, *, train_prefix: str | None = None,
     seed = state.seed if state is not None else None
     data_seed = state.data_seed if state is not None else None
     data = _dataset(options, train_prefix, vocab, data_seed)
+    adapt = Adaptation.from_settings(state.adapt if state is not None else None)
     return train(options, data, n_gpus, save_dir, save_dir, restart_ckpt_file=ckpt, seed=seed,
                  n_batches=n_batches, checkpoint_every=checkpoint_every,
                  checkpoint_minutes=checkpoint_minutes, progress=progress,
-                 collective_timeout=collective_timeout, restart_fallbacks=fallbacks)
+                 collective_timeout=collective_timeout, restart_fallbacks=fallbacks,
+                 adapt=adapt)
 
 
 def _recorded_prefix(save_dir: str, run: TrainingRun, state: RunState | None) -> str:
