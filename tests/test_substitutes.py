@@ -189,7 +189,7 @@ def test_errors_are_one_line(runs, tmp_path):
     bilm("export", "--save-dir", run, tmp_path / "exported" / "weights.hdf5").ok()
     for target in (tmp_path / "exported", tmp_path / "exported" / "weights.hdf5"):
         r = bilm("substitutes", "--save-dir", target, "--sentence", "god saw", "--position", 0)
-        _one_line_error(r, "weights-only", "no softmax", "bilm train")
+        _one_line_error(r, "weights-only", "no softmax", f"bilm train --init-from {target}")
 
 
 def test_a_bilm_tf_tf1_checkpoint(runs, corpus, tmp_path):
@@ -229,7 +229,7 @@ def test_a_bilm_tf_style_folder_without_checkpoint(tmp_path):
     for name in ("options.json", "lm_weights.hdf5"):
         (folder / name).write_bytes((model / name).read_bytes())
     r = bilm("substitutes", "--save-dir", folder, "--sentence", "a b", "--position", 0)
-    _one_line_error(r, "weights-only", "no softmax")
+    _one_line_error(r, "weights-only", "no softmax", "--init-from")
 
 
 def test_an_imported_allennlp_archive(tmp_path):
