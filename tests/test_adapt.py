@@ -123,7 +123,7 @@ def test_adapting_bilm_tf_weights_freezes_and_keeps_the_best(tmp_path, fixture_m
 def test_an_allennlp_archive_carries_its_softmax_rows(tmp_path):
     """An AllenNLP archive (the Transformer): rows of its words are the archive's own
     softmax rows and biases (read from weights.th here, by word), new rows have the median
-    length of its rows and the median of its biases; a Transformer run trains from it."""
+    length of its rows and the median of its biases."""
     from bilm.io.allennlp import read_archive
     from bilm.training.adapt import read_init_model
 
@@ -152,6 +152,13 @@ def test_an_allennlp_archive_carries_its_softmax_rows(tmp_path):
             assert np.linalg.norm(ours_w[i]) == pytest.approx(
                 np.median(np.linalg.norm(w, axis=1)), rel=1e-5), word
     assert carried == 8  # <S> </S> <UNK> the is first sentence .
+
+
+@pytest.mark.slow  # a Transformer run's first step traces for ~10 s
+def test_a_transformer_run_trains_from_the_archive(tmp_path):
+    archive = need_shared(ARCHIVE)
+    words = ["the", "zebra", "is", "first", "sentence", ".", "quokka", "neural", "models"]
+    vocab_file = _user_vocab(tmp_path, words)
     bilm("train", "--init-from", archive, "--options",
          _write(tmp_path / "o.json", {**TRAINING, "batch_size": 2}), "--train-prefix",
          TRAIN / "data.txt", "--vocab", vocab_file, "--save-dir", tmp_path / "run",
@@ -258,6 +265,17 @@ def test_bad_adaptation_flags_are_one_line(tmp_path, fixture_model, args, messag
     r = bilm("train", "--init-from", fixture_model, "--train-prefix", TRAIN / "data.txt",
              "--vocab", TRAIN / "vocab.txt", "--save-dir", tmp_path / "run", *args)
     assert r.code == 2 and message in r.err and len(r.err.strip().splitlines()) == 1, r.err
+
+
+def test_more_negatives_than_words_is_one_line(tmp_path, fixture_model):
+    """MODEL's (or the preset's) negatives above the user's vocabulary: one line before any
+    training (it was a traceback from the traced step)."""
+    for model in (["--init-from", fixture_model], ["--preset", "tiny"]):
+        r = bilm("train", *model, "--train-prefix", TRAIN / "data.txt", "--vocab",
+                 TRAIN / "vocab.txt", "--save-dir", tmp_path / "run", "--n-batches", 1)
+        assert r.code == 2 and "n_negative_samples_batch" in r.err, r.err
+        assert len(r.err.strip().splitlines()) == 1, r.err
+        assert not (tmp_path / "run" / "checkpoint").exists()
 
 
 def test_a_model_whose_shape_the_options_change_is_one_line(tmp_path, fixture_model,

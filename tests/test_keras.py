@@ -157,6 +157,7 @@ def test_gradients_reach_mix_and_optionally_bilm(tiny_model, trainable_bilm):
         assert moved == 0.0
 
 
+@pytest.mark.slow  # builds, fits and saves a subclassed Keras model
 def test_subclassed_model(tiny_model):
     class Classifier(keras.Model):
         def __init__(self):

@@ -137,6 +137,7 @@ def test_two_embeds_into_one_new_output(tiny_model, tmp_path):
 
 # -- 14: a signal removes the unfinished output and says so -------------------------------------
 
+@pytest.mark.slow  # a subprocess embed of 20,000 lines, signalled
 def test_sigterm_during_embed_removes_the_unfinished_output(tiny_model, tmp_path):
     options_file, weight_file = tiny_model
     text = tmp_path / "in.txt"
@@ -259,6 +260,7 @@ def odd_run(odd_lines, tmp_path_factory) -> dict[str, Path]:
     return {"run": d / "run", "vocab": d / "vocab.txt"}
 
 
+@pytest.mark.slow  # a subprocess embed
 def test_embed_gives_one_dataset_per_line(tiny_model, odd_lines, tmp_path):
     import h5py
 
@@ -275,6 +277,7 @@ def test_embed_gives_one_dataset_per_line(tiny_model, odd_lines, tmp_path):
     assert index == {line.strip(): str(i) for i, line in enumerate(LINES)}
 
 
+@pytest.mark.slow  # a subprocess score of a trained run
 def test_score_gives_one_score_per_line(odd_run, odd_lines, tmp_path):
     out = tmp_path / "scores.tsv"
     r = bilm("-q", "score", odd_lines, "--save-dir", odd_run["run"], "--output", out)

@@ -76,7 +76,7 @@ def _need_softmax_model(save_dir: str) -> None:
     """A training run (its checkpoint has the softmax); a weights-only model or an archive
     is told what to do instead."""
     fix = ("a training run has one: adapt this model to your text with bilm train "
-           f"--init-from {save_dir} (docs/adaptation.md), or import an AllenNLP archive with "
+           f"--init-from {save_dir}, or import an AllenNLP archive with "
            "bilm import-allennlp, and pass the run's --save-dir")
     if os.path.isfile(save_dir):
         import h5py

@@ -174,7 +174,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    "is)")
     p.add_argument("--init-from", metavar="MODEL",
                    help="adapt a trained model to this text and vocabulary: a run, an "
-                   "AllenNLP archive, or options + HDF5 weights (docs/adaptation.md)")
+                   "AllenNLP archive, or options + HDF5 weights")
     p.add_argument("--new-rows", choices=["zeros", "token-embedding"],
                    help="--init-from: how softmax rows of words MODEL lacks start (default: "
                    "zeros; token-embedding: the direction of the word's embedding under "
