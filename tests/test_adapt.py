@@ -230,7 +230,8 @@ def test_one_of_our_runs_adapts_frozen_layer_and_resumes_exactly(tmp_path, sourc
 @pytest.mark.slow  # a 12-batch run with held-out checkpoints, then a resume
 def test_patience_stops_and_a_resume_has_nothing_left(tmp_path, source_run, monkeypatch):
     """Held-out figures 5, 4, 4.5, 4.6 with patience 2 stop training at the 4th evaluation
-    (batch 8 of 12); best/ holds batch 4's checkpoint; a resume trains nothing."""
+    (batch 8 of 12); best/ holds batch 4's checkpoint; a resume trains nothing; a damaged
+    heldout.json stops a resume in one line."""
     from bilm.training.early_stopping import EarlyStopping
 
     figures = iter([5.0, 4.0, 4.5, 4.6, 3.0, 2.0])
@@ -253,6 +254,13 @@ def test_patience_stops_and_a_resume_has_nothing_left(tmp_path, source_run, monk
         np.testing.assert_array_equal(kept[name], exported[name], err_msg=name)
     bilm("resume", "--save-dir", run).ok()
     assert not (run / "model-10.index").exists()
+    # a damaged record of the evaluations: one line, and the run stays as it was
+    (run / "heldout.json").write_text("{not json")
+    before = (run / "run.json").read_text()
+    r = bilm("resume", "--save-dir", run)
+    assert r.code == 2 and "heldout.json is damaged" in r.err, r.err
+    assert len(r.err.strip().splitlines()) == 1, r.err
+    assert (run / "run.json").read_text() == before
 
 
 @pytest.mark.parametrize("args, message", [
