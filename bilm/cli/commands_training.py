@@ -117,8 +117,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     need_file(args.vocab, "vocabulary file")
     freeze = _adaptation_flags(args)
     options = None if args.init_from else _train_options(args)
-    if args.init_from and args.options:
-        _options_file(args.options)  # a broken file: one line, before TensorFlow
+    # --init-from's --options keys, read once (a broken file: one line, before TensorFlow)
+    override = _options_file(args.options) if args.init_from and args.options else None
     from bilm.training.run_folder import TrainingRun, writes_run
 
     if writes_run():  # (a cluster's other workers write nothing into the folder)
@@ -131,8 +131,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     model = None
     if args.init_from:
         model = read_init_model(args.init_from, args.options)
-        options = adapted_options(model, _options_file(args.options) if args.options else None,
-                                  _flag_changes(args))
+        options = adapted_options(model, override, _flag_changes(args))
     adapt = None
     if model is not None or freeze or args.heldout:
         adapt = Adaptation(model, freeze, args.new_rows or NEW_ROWS[0], args.heldout,
