@@ -82,9 +82,9 @@ def _train_options(args: argparse.Namespace) -> BiLMOptions:
     return BiLMOptions.from_dict(options, source=source)
 
 
-def _adaptation_flags(args: argparse.Namespace):
-    """--init-from's companions, checked before TensorFlow starts; None when the run is a
-    plain one."""
+def _adaptation_flags(args: argparse.Namespace) -> tuple[str, ...]:
+    """--init-from's companions, checked before TensorFlow starts; returns the --freeze
+    parts (empty when none)."""
     from bilm.training.adapt import check_heldout
 
     check_heldout(args.heldout, args.patience)  # AdaptError: one line
@@ -119,7 +119,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     options = None if args.init_from else _train_options(args)
     # --init-from's --options keys, read once (a broken file: one line, before TensorFlow)
     override = _options_file(args.options) if args.init_from and args.options else None
-    from bilm.training.run_folder import TrainingRun, writes_run
+    from bilm.training.run_folder import BEST_DIR, TrainingRun, writes_run
 
     if writes_run():  # (a cluster's other workers write nothing into the folder)
         TrainingRun(args.save_dir).check_new(args.overwrite)  # a run, or the user's files
@@ -147,7 +147,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         best = adapt.early_stopping.best
         if best is not None:
             print(f"best held-out perplexity: {best[1]:.3f} at batch {best[0]} "
-                  f"({os.path.join(args.save_dir, 'best')})")
+                  f"({os.path.join(args.save_dir, BEST_DIR)})")
 
 
 def cmd_resume(args: argparse.Namespace) -> None:
