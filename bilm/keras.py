@@ -159,6 +159,8 @@ class ELMoEmbedding(keras.layers.Layer):
         trainable_bilm: fine-tune the biLM weights too (default: frozen; the mix is trainable).
         do_layer_norm: layer-normalise each layer before the mix.
         dropout: drop rate on the output, in training.
+        model: instead of ``options_file`` and ``weight_file``: a model of any family bilm
+            reads, or a catalogue name (:func:`bilm.models.open_model`).
 
     Input: a (batch,) string tensor of sentences, split on whitespace; or ``[tokens,
     sequence_len]`` / ``{"tokens", "sequence_len"}`` with tokens (batch, T) strings.
@@ -170,10 +172,16 @@ class ELMoEmbedding(keras.layers.Layer):
                  weight_file: str | os.PathLike[str] | None = None, output: str = "elmo",
                  trainable_bilm: bool = False, do_layer_norm: bool = False,
                  dropout: float = 0.0, options: Mapping[str, Any] | None = None,
-                 **kwargs) -> None:
+                 model: str | os.PathLike[str] | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
+        if model is not None:
+            from bilm.models import model_files
+
+            if options is not None:
+                raise ValueError("model= names the options itself; leave out options")
+            options_file, weight_file, _ = model_files(options_file, weight_file, model)
         if (options_file is None) == (options is None):
-            raise ValueError("give exactly one of options_file or options")
+            raise ValueError("give exactly one of options_file or options (or model)")
         self.bilm_options: BiLMOptions = (
             load_options(options_file) if options is None else BiLMOptions.from_dict(options))
         if not self.bilm_options.use_character_inputs:

@@ -227,7 +227,7 @@ CASES: dict[str, tuple[Callable[[dict], list], tuple[str, ...], str | None]] = {
     "embed-bad-layers": (lambda p: _embed(p, **{"--layers": "bottom"}),
                          ("--layers", "invalid choice", "'bottom'"), None),
     "embed-missing-required": (lambda p: ["embed", p["text"], p["dir"] / "x.hdf5"],
-                               ("required", "--options", "--weights"), None),
+                               ("name a model", "--model", "--options", "--weights"), None),
     "unknown-command": (lambda p: ["embedd", p["text"]], ("invalid choice", "'embedd'"), None),
 }
 

@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING
 from bilm._shell import UserError
 
 if TYPE_CHECKING:
+    from bilm.models import ModelFiles
     from bilm.options import BiLMOptions
     from bilm.training.run_folder import TrainingRun
 
 __all__ = ["check_output", "check_replicas", "need_char_model", "need_file", "need_glob",
-           "need_options", "need_run", "need_weights", "start_tensorflow"]
+           "need_model", "need_options", "need_run", "need_weights", "start_tensorflow"]
 
 logger = logging.getLogger("bilm")
 
@@ -55,6 +56,30 @@ def need_file(path: str | None, what: str) -> None:
         raise UserError(f"{what} not found: {path}")
     if os.path.isdir(path):
         raise UserError(f"{what} {path} is a directory; give the file inside it")
+
+
+def need_model(args: argparse.Namespace, weights_required: bool = True) -> ModelFiles | None:
+    """The model of ``--model`` (then ``args.options`` and ``args.weights`` become its files),
+    or None when --options (and --weights) name one; one line when neither, or both, do."""
+    if args.model is None:
+        if args.options is None:
+            raise UserError("name a model: --model PATH_OR_NAME, or --options options.json and "
+                            "--weights weights.hdf5")
+        if weights_required and args.weights is None:
+            raise UserError("--options needs --weights (the HDF5 weights that came with it), "
+                            "or pass the folder holding both as --model")
+        return None
+    if args.options is not None or args.weights is not None:
+        raise UserError("--model names the options and weights itself; leave out --options and "
+                        "--weights")
+    from bilm.models import detect_model
+
+    family, path = detect_model(args.model)  # ModelError: not found, not a model
+    if family.needs_tensorflow:
+        start_tensorflow(args)
+    files = family.open(path)
+    args.options, args.weights = files.options_file, files.weight_file
+    return files
 
 
 def need_options(path: str) -> BiLMOptions:

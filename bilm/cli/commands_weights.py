@@ -4,29 +4,60 @@ dump-tokens, export-savedmodel. Each checks its arguments, calls the library, pr
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import os
+from typing import TYPE_CHECKING
 
 from bilm._shell import UserError
 from bilm.cli.checks import (
     check_output,
     need_char_model,
     need_file,
+    need_model,
     need_options,
     need_weights,
     start_tensorflow,
 )
+
+if TYPE_CHECKING:
+    from bilm.models import ModelFiles
 
 __all__ = ["cmd_dump_tokens", "cmd_embed", "cmd_export_savedmodel", "cmd_info"]
 
 logger = logging.getLogger("bilm")
 
 
+def _describe_model(files: ModelFiles) -> None:
+    """bilm info's lines on a --model: its family, what came with it, where it was read."""
+    from bilm.models import families
+
+    titles = {f.name: f.title for f in families()}
+    print(f"model: {files.path}")
+    print(f"family: {' in '.join(titles.get(n, n) for n in reversed(files.family.split('/')))}")
+    for note in files.notes:
+        print(f"  {note}")
+    if files.meta:
+        for key, value in files.meta.items():
+            print(f"  meta.json {key}: {json.dumps(value, ensure_ascii=False)[:200]}")
+    if files.vocab_file:
+        with open(files.vocab_file, encoding="utf-8", errors="replace") as f:
+            n = sum(1 for _ in f)
+        print(f"vocabulary: {n:,} tokens ({files.vocab_file})")
+    print("softmax: " + (f"yes (a training directory: {files.run_dir})" if files.run_dir
+                         else "no (an encoder: embeddings, not scores)"))
+    if files.mix:
+        print(f"output mix: weights {files.mix['weights']}, gamma {files.mix['gamma']}")
+
+
 def cmd_info(args: argparse.Namespace) -> None:
+    files = need_model(args, weights_required=False)
     options = need_options(args.options)
     if args.weights:
         need_weights(args.weights)
+    if files is not None:
+        _describe_model(files)
     print(f"options: {args.options}")
     print(f"input: {'characters' if options.use_character_inputs else 'words'}")
     from bilm.embedders import describe_embedder
@@ -63,6 +94,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
             raise UserError(f"--{flag.replace('_', '-')} applies to --format allennlp only "
                             "(AllenNLP's elmo layout); add --format allennlp or leave it out")
     check_output(args.output, args.overwrite, [args.input])
+    need_model(args)
     options = need_char_model(args.options, "embed")
     if args.stateful and not options.encoder.stateful:
         raise UserError(f"--stateful: a {options.encoder_type} biLM is stateless (it carries "
@@ -91,6 +123,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
 def cmd_dump_tokens(args: argparse.Namespace) -> None:
     need_file(args.vocab, "vocabulary file")
     check_output(args.output, args.overwrite, [args.vocab])
+    need_model(args)
     need_char_model(args.options, "dump-tokens")
     need_weights(args.weights)
     start_tensorflow(args)
@@ -102,6 +135,7 @@ def cmd_dump_tokens(args: argparse.Namespace) -> None:
 
 
 def cmd_export_savedmodel(args: argparse.Namespace) -> None:
+    need_model(args)
     need_char_model(args.options, "export-savedmodel")
     need_weights(args.weights)
     if os.path.exists(args.output) and not args.overwrite:

@@ -53,11 +53,15 @@ non_negative = int_at_least(0)
 
 # -- model files, outputs, run folders ----------------------------------------------------------
 
-def model_flags(p: argparse.ArgumentParser, weights_help: str = "weights HDF5 file",
-                weights_required: bool = True) -> None:
-    """--options and --weights: a model's options.json and its HDF5 weights."""
-    p.add_argument("--options", required=True, help="options.json")
-    p.add_argument("--weights", required=weights_required, help=weights_help)
+def model_flags(p: argparse.ArgumentParser, weights_help: str = "weights HDF5 file") -> None:
+    """--model, or --options and --weights: a model of any family (a path or a catalogue
+    name), or options.json and its HDF5 weights."""
+    p.add_argument("--model", metavar="PATH_OR_NAME",
+                   help="a model: a folder or archive of any family bilm reads (options.json + "
+                   "HDF5, an NLPL .zip, an AllenNLP model.tar.gz, a training directory), or a "
+                   "name 'bilm models' lists (downloaded on first use)")
+    p.add_argument("--options", help="options.json (instead of --model)")
+    p.add_argument("--weights", help=weights_help)
 
 
 def overwrite_flag(p: argparse.ArgumentParser, help: str = "replace an existing output") -> None:

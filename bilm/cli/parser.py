@@ -78,7 +78,7 @@ def _command(sub: argparse._SubParsersAction, name: str, help: str) -> argparse.
 
 def _add_info(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "info", "what a model contains")
-    model_flags(p, weights_help="weights HDF5 file (lists its datasets)", weights_required=False)
+    model_flags(p, weights_help="weights HDF5 file (lists its datasets)")
     p.set_defaults(func=weights.cmd_info)
 
 
@@ -119,6 +119,27 @@ def _add_export_savedmodel(sub: argparse._SubParsersAction) -> None:
                    help="layer-normalise each layer before the 'elmo' mix")
     overwrite_flag(p, "replace an existing folder")
     p.set_defaults(func=weights.cmd_export_savedmodel)
+
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    from bilm.cli import commands_models
+
+    p = _command(sub, "models", "the released models bilm knows: name, family, language, size")
+    p.add_argument("--urls", dest="verbose_urls", action="store_true",
+                   help="also list each model's files and their URLs")
+    p.epilog = ("Environment: BILM_CACHE (default ~/.cache/bilm) holds downloads; "
+                "BILM_MODELS_URL fetches NAME's file F from BILM_MODELS_URL/NAME/F (a mirror); "
+                "BILM_CATALOGUE adds entries from a JSON file.")
+    p.set_defaults(func=commands_models.cmd_models)
+
+
+def _add_download(sub: argparse._SubParsersAction) -> None:
+    from bilm.cli import commands_models
+
+    p = _command(sub, "download", "fetch a released model into the cache (resumable, "
+                 "verified by loading it) and print where it is")
+    p.add_argument("name", help="a name 'bilm models' lists")
+    p.set_defaults(func=commands_models.cmd_download)
 
 
 # -- commands that make a training run ------------------------------------------------------------
@@ -305,7 +326,8 @@ def _add_substitutes(sub: argparse._SubParsersAction) -> None:
 
 
 # In the order `bilm --help` lists the commands.
-_COMMANDS = [_add_info, _add_embed, _add_dump_tokens, _add_vocab, _add_corpus_report,
+_COMMANDS = [_add_info, _add_embed, _add_dump_tokens, _add_models, _add_download,
+             _add_vocab, _add_corpus_report,
              _add_train, _add_resume,
              _add_evaluate, _add_export, _add_launch, _add_import_allennlp,
              _add_export_savedmodel, _add_score, _add_substitutes, _add_demo]

@@ -19,6 +19,7 @@ from bilm.data.vocabulary import UnicodeCharsVocabulary
 from bilm.inference.language_model import BidirectionalLanguageModel
 from bilm.io.files import atomic_path, check_free_space
 from bilm.io.progress import Progress
+from bilm.models.registry import model_files
 from bilm.options import OptionsError, load_options
 
 __all__ = ["LAYERS", "LAYOUTS", "POOLS", "SentenceKeyError", "dump_bilm_embeddings",
@@ -35,28 +36,35 @@ def _read_max_chars(options_file: str | os.PathLike[str]) -> int:
 
 
 def dump_token_embeddings(vocab_file: str | os.PathLike[str],
-                          options_file: str | os.PathLike[str],
-                          weight_file: str | os.PathLike[str],
-                          outfile: str | os.PathLike[str], batch_size: int = 4096,
-                          progress: bool = True, overwrite: bool = True) -> None:
+                          options_file: str | os.PathLike[str] | None = None,
+                          weight_file: str | os.PathLike[str] | None = None,
+                          outfile: str | os.PathLike[str] | None = None, batch_size: int = 4096,
+                          progress: bool = True, overwrite: bool = True, *,
+                          model: str | os.PathLike[str] | None = None) -> None:
     """Write the context-independent embedding of every vocabulary token (bilm-tf's layout).
+
+    The model is ``options_file`` + ``weight_file``, or ``model``: a path of any family
+    bilm reads, or a catalogue name (:func:`bilm.models.open_model`).
 
     ``outfile`` gets dataset ``embedding`` (n_vocab, dim), rows in file order; a
     token-input :class:`BidirectionalLanguageModel` reads it as ``embedding_weight_file``.
     The file is written atomically; ``overwrite=False`` never replaces an existing one, not
     even one that another process wrote meanwhile (:class:`~bilm.io.files.OutputExistsError`).
     """
+    options_file, weight_file, _ = model_files(options_file, weight_file, model)
+    if outfile is None:
+        raise ValueError("outfile is required")
     max_chars = _read_max_chars(options_file)
     vocab = UnicodeCharsVocabulary(vocab_file, max_chars)
-    model = BidirectionalLanguageModel(options_file, weight_file, stateful=False)
+    lm = BidirectionalLanguageModel(options_file, weight_file, stateful=False)
     ids = vocab.word_char_ids + 1
     bar = Progress("dump_token_embeddings", total=len(ids), unit="tokens", enabled=progress)
     parts = []
     for i in range(0, len(ids), batch_size):
-        parts.append(model.embed_tokens(ids[i : i + batch_size]).numpy())
+        parts.append(lm.embed_tokens(ids[i : i + batch_size]).numpy())
         bar.update(len(parts[-1]))
     bar.close()
-    dim = model.encoder.dim
+    dim = lm.encoder.dim
     embeddings = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
     embeddings = embeddings.astype(np.float32)
     with atomic_path(outfile, overwrite=overwrite) as tmp, h5py.File(tmp, "w") as f:
@@ -204,15 +212,19 @@ def _check_sentence_keys(path: str) -> None:
 
 def dump_bilm_embeddings(vocab_file: str | os.PathLike[str] | None,
                          dataset_file: str | os.PathLike[str],
-                         options_file: str | os.PathLike[str],
-                         weight_file: str | os.PathLike[str],
-                         outfile: str | os.PathLike[str], stateful: bool = True,
+                         options_file: str | os.PathLike[str] | None = None,
+                         weight_file: str | os.PathLike[str] | None = None,
+                         outfile: str | os.PathLike[str] | None = None, stateful: bool = True,
                          batch_size: int = 64, progress: bool = True, *, layers: str = "all",
                          pool: str = "none", layout: str = "bilm",
                          max_tokens: int | None = None, precision: str = "float32",
                          overwrite: bool = True, use_sentence_keys: bool = False,
-                         forget_sentences: bool = False) -> None:
+                         forget_sentences: bool = False,
+                         model: str | os.PathLike[str] | None = None) -> None:
     """Embed every line of a tokenized text file (one sentence per line) into HDF5.
+
+    The model is ``options_file`` + ``weight_file``, or ``model``: a path of any family
+    bilm reads, or a catalogue name (:func:`bilm.models.open_model`).
 
     ``outfile`` gets one dataset per line, key ``str(line_index)``, float32; with the defaults
     its shape is (n_layers + 1, n_tokens, 2 * dim) (bilm-tf's layout) and a blank
@@ -249,14 +261,17 @@ def dump_bilm_embeddings(vocab_file: str | os.PathLike[str] | None,
         raise FileNotFoundError(f"dataset file not found: {dataset_file}")
     if use_sentence_keys:
         _check_sentence_keys(dataset_file)  # before the model loads and the output opens
+    options_file, weight_file, _ = model_files(options_file, weight_file, model)
+    if outfile is None:
+        raise ValueError("outfile is required")
     max_chars = _read_max_chars(options_file)
-    model = BidirectionalLanguageModel(options_file, weight_file, stateful=stateful,
-                                       max_batch_size=1 if stateful else batch_size,
-                                       precision=precision)
+    lm = BidirectionalLanguageModel(options_file, weight_file, stateful=stateful,
+                                    max_batch_size=1 if stateful else batch_size,
+                                    precision=precision)
     total = count_lines(dataset_file)
     bar = Progress("dump_bilm_embeddings", total=total, unit="sentences", enabled=progress)
     batcher = Batcher(vocab_file, max_chars) if stateful else None
-    embeddings = _sentence_embeddings(model, dataset_file, batcher, batch_size, max_tokens)
+    embeddings = _sentence_embeddings(lm, dataset_file, batcher, batch_size, max_tokens)
     keys = _read_sentence_keys(dataset_file) if use_sentence_keys else None
     n_blank = 0
     with atomic_path(outfile, overwrite=overwrite) as tmp, h5py.File(tmp, "w") as fout:

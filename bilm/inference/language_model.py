@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -123,6 +124,17 @@ class BidirectionalLanguageModel:
         self._build_graphs()
         max_chars = options.max_characters_per_token if use_character_inputs else None
         self._cache = TokenCache(self._embed_chars, self.encoder.dim, max_chars)
+
+    @classmethod
+    def from_model(cls, model: str | os.PathLike[str], **kwargs: Any,
+                   ) -> BidirectionalLanguageModel:
+        """The model ``model`` names: a folder or archive of any family bilm reads, or a
+        catalogue name (downloaded on first use; :func:`bilm.models.open_model`).
+        ``kwargs`` as for the constructor."""
+        from bilm.models import open_model
+
+        files = open_model(model)
+        return cls(files.options_file, files.weight_file, **kwargs)
 
     def _build_graphs(self) -> None:
         """The model's ``tf.function`` graphs: the call, the stateless contextual layers (plain

@@ -9,7 +9,9 @@ MODEL is one of
   vocabulary included;
 - options + HDF5 weights (bilm-tf's and AllenNLP's released ELMo files, ``bilm export``'s
   output): the encoder only, no softmax. An ``.hdf5`` file takes its options from
-  ``--options``; a folder holding ``options.json`` and one weights file is read as the pair.
+  ``--options``; a folder holding ``options.json`` and one weights file is read as the pair;
+- an NLPL archive (``.zip``) or a catalogue name (``bilm models``): the model it holds
+  (:func:`bilm.models.open_model`).
 
 The new run has MODEL's shape (its encoder and token embedder sections), the training keys
 of :data:`FINE_TUNING` over MODEL's own, then ``--options`` and the flags; its vocabulary is
@@ -80,9 +82,17 @@ def read_init_model(path: str, options_file: str | None = None) -> InitModel:
     MODEL (required there); other MODELs carry their own."""
     from bilm.training.run_folder import TrainingRun
 
-    if not os.path.exists(path):
-        raise AdaptError(f"--init-from: {path} not found")
-    if os.path.isdir(path) and TrainingRun(path).checkpoints():
+    if not os.path.exists(path) or _is_zip(path):
+        from bilm.models import ModelError, open_model
+
+        try:  # a catalogue name, an NLPL archive: their files in our layout
+            files = open_model(path)
+        except ModelError as e:
+            raise AdaptError(f"--init-from: {e}") from None
+        model = (_read_run(files.run_dir) if files.run_dir else
+                 _read_weights(files.weight_file, options_file or files.options_file))
+        model.path = path
+    elif os.path.isdir(path) and TrainingRun(path).checkpoints():
         model = _read_run(path)
     elif _is_archive(path):
         model = _read_archive(path)
@@ -94,6 +104,12 @@ def read_init_model(path: str, options_file: str | None = None) -> InitModel:
     logger.info("starting from %s (%s%s)", path, model.kind,
                 "" if model.tokens is None else f", softmax over {len(model.tokens)} words")
     return model
+
+
+def _is_zip(path: str) -> bool:
+    from bilm.models.nlpl import FAMILY
+
+    return FAMILY.detect(path)
 
 
 def _is_archive(path: str) -> bool:

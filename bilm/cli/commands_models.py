@@ -1,0 +1,45 @@
+"""``bilm models`` (the catalogue of released models) and ``bilm download NAME``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from bilm._shell import UserError
+
+__all__ = ["cmd_download", "cmd_models"]
+
+logger = logging.getLogger("bilm")
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    from bilm.models import families
+    from bilm.models.catalogue import entries, local_path
+
+    readable = {f.name for f in families()}
+    rows = [("NAME", "FAMILY", "LANGUAGE", "SIZE", "STATE", "PAGE")]
+    for e in entries():
+        state = ("downloaded" if os.path.isdir(local_path(e)) else
+                 "-" if e.family in readable else "not read yet")
+        rows.append((e.name, e.family, e.language, e.size, state, e.page))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
+    if args.verbose_urls:
+        for e in entries():
+            for name, url in e.files.items():
+                print(f"{e.name}/{name}: {url}")
+
+
+def cmd_download(args: argparse.Namespace) -> None:
+    from bilm.cli.checks import start_tensorflow
+    from bilm.models.catalogue import fetch, find_entry, local_path
+
+    entry = find_entry(args.name)
+    if entry is None:
+        raise UserError(f"no model called {args.name!r} in the catalogue; 'bilm models' lists "
+                        "them")
+    if not os.path.isdir(local_path(entry)):
+        start_tensorflow(args)  # the download is verified by loading it
+    print(fetch(entry, progress=not args.quiet))
