@@ -179,7 +179,7 @@ class ELMoEmbedding(keras.layers.Layer):
 
             if options is not None:
                 raise ValueError("model= names the options itself; leave out options")
-            options_file, weight_file, _ = model_files(options_file, weight_file, model)
+            options_file, weight_file, files = model_files(options_file, weight_file, model)
         if (options_file is None) == (options is None):
             raise ValueError("give exactly one of options_file or options (or model)")
         self.bilm_options: BiLMOptions = (
@@ -199,6 +199,9 @@ class ELMoEmbedding(keras.layers.Layer):
         self.do_layer_norm, self.dropout_rate = do_layer_norm, dropout
         self.scalar_mix = ScalarMix(self.bilm.n_layers + 1, do_layer_norm=do_layer_norm,
                                     name="scalar_mix")
+        if model is not None and files.mix is not None:  # the mix the model shipped (TF Hub's)
+            self.scalar_mix.scalar_weights.assign(files.mix["weights"])
+            self.scalar_mix.gamma.assign([files.mix["gamma"]])
         self.dropout_layer = keras.layers.Dropout(dropout)
         # named after this layer: two ELMoEmbedding layers in one functional model each add
         # one, and a model's layer names must be unique

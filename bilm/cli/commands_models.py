@@ -8,7 +8,7 @@ import os
 
 from bilm._shell import UserError
 
-__all__ = ["cmd_download", "cmd_models"]
+__all__ = ["cmd_download", "cmd_import_tfhub", "cmd_models"]
 
 logger = logging.getLogger("bilm")
 
@@ -43,3 +43,22 @@ def cmd_download(args: argparse.Namespace) -> None:
     if not os.path.isdir(local_path(entry)):
         start_tensorflow(args)  # the download is verified by loading it
     print(fetch(entry, progress=not args.quiet))
+
+
+def cmd_import_tfhub(args: argparse.Namespace) -> None:
+    from bilm.cli.checks import need_file, start_tensorflow
+    from bilm.io.files import atomic_dir
+    from bilm.models.tfhub import FAMILY, import_module
+
+    if not FAMILY.detect(args.module):
+        raise UserError(f"{args.module} is not a TF Hub v1 module folder (saved_model.pb, "
+                        "tfhub_module.pb, variables/); unpack a downloaded .tar.gz first")
+    need_file(args.options, "options file")
+    if os.path.exists(args.output) and not args.overwrite:
+        raise UserError(f"{args.output} exists; pass --overwrite to replace it")
+    start_tensorflow(args)
+    with atomic_dir(args.output, overwrite=args.overwrite) as tmp:
+        options = import_module(args.module, tmp, args.options)
+    print(f"wrote {os.path.join(args.output, 'options.json')} and weights.hdf5 "
+          f"({options['lstm']['n_layers']}-layer LSTM {options['lstm']['dim']}/"
+          f"{options['lstm']['projection_dim']}); the module's output mix, if any, in mix.json")

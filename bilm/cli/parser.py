@@ -142,6 +142,21 @@ def _add_download(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=commands_models.cmd_download)
 
 
+def _add_import_tfhub(sub: argparse._SubParsersAction) -> None:
+    from bilm.cli import commands_models
+
+    p = _command(sub, "import-tfhub", "a TF Hub v1 ELMo module (Google's elmo/1-3, "
+                 "DeepPavlov's) -> options.json + weights.hdf5 (+ mix.json); reads its "
+                 "variables only, never runs its graph")
+    p.add_argument("module", help="the module's folder (saved_model.pb, variables/)")
+    p.add_argument("output", help="folder to write")
+    p.add_argument("--options", help="JSON overriding what the variables cannot tell "
+                   "(default: bilm-tf's: cell_clip 3, proj_clip 3, skip connections, relu, "
+                   "50 characters per token)")
+    overwrite_flag(p, "replace an existing folder")
+    p.set_defaults(func=commands_models.cmd_import_tfhub)
+
+
 # -- commands that make a training run ------------------------------------------------------------
 
 def _add_vocab(sub: argparse._SubParsersAction) -> None:
@@ -329,7 +344,7 @@ def _add_substitutes(sub: argparse._SubParsersAction) -> None:
 _COMMANDS = [_add_info, _add_embed, _add_dump_tokens, _add_models, _add_download,
              _add_vocab, _add_corpus_report,
              _add_train, _add_resume,
-             _add_evaluate, _add_export, _add_launch, _add_import_allennlp,
+             _add_evaluate, _add_export, _add_launch, _add_import_allennlp, _add_import_tfhub,
              _add_export_savedmodel, _add_score, _add_substitutes, _add_demo]
 
 
