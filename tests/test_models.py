@@ -290,20 +290,12 @@ def test_download_failures_leave_nothing_under_the_final_name(
     assert bilm("info", "--model", "no-such-model").code == 2
 
 
-def test_download_of_an_unread_family_is_refused_before_downloading(server, cache):
-    out = bilm("download", "efml-english")
+def test_download_of_an_unread_family_is_refused_before_downloading(
+        tmp_path, monkeypatch, server, cache):
+    _catalogue(tmp_path, monkeypatch, [
+        {"name": "vectors", "family": "word2vec", "language": "-", "size": "-", "page": "-",
+         "files": {"v.bin": f"{server.url}/v.bin"}}])
+    assert "not read yet" in bilm("models").ok().out
+    out = bilm("download", "vectors")
     assert out.code == 2 and "does not read yet" in out.err
     assert server.requests == [] and not os.path.exists(cache / "models")
-
-
-def test_init_from_reads_an_nlpl_zip_as_its_weights(fixture_model, tmp_path):
-    from bilm.training.adapt import read_init_model
-
-    archive = nlpl_zip(fixture_model, tmp_path / "999.zip")
-    from_zip = read_init_model(str(archive))
-    plain = read_init_model(str(fixture_model / "lm_weights.hdf5"),
-                            str(fixture_model / "options.json"))
-    assert from_zip.path == str(archive) and from_zip.tokens is None
-    assert sorted(from_zip.values) == sorted(plain.values) and len(plain.values) > 10
-    for name, value in plain.values.items():
-        np.testing.assert_array_equal(from_zip.values[name], value, err_msg=name)

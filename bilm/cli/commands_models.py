@@ -8,7 +8,7 @@ import os
 
 from bilm._shell import UserError
 
-__all__ = ["cmd_download", "cmd_import_tfhub", "cmd_models"]
+__all__ = ["cmd_download", "cmd_import_efml", "cmd_import_tfhub", "cmd_models"]
 
 logger = logging.getLogger("bilm")
 
@@ -62,3 +62,26 @@ def cmd_import_tfhub(args: argparse.Namespace) -> None:
     print(f"wrote {os.path.join(args.output, 'options.json')} and weights.hdf5 "
           f"({options['lstm']['n_layers']}-layer LSTM {options['lstm']['dim']}/"
           f"{options['lstm']['projection_dim']}); the module's output mix, if any, in mix.json")
+
+
+def cmd_import_efml(args: argparse.Namespace) -> None:
+    from bilm.io.files import atomic_dir
+    from bilm.models import detect_model
+    from bilm.models.efml import convert
+
+    if os.path.exists(args.output) and not args.overwrite:
+        raise UserError(f"{args.output} exists; pass --overwrite to replace it")
+    family, path = detect_model(args.model)
+    if family.name == "nlpl":  # an NLPL archive: unpacked (checked) into the cache first
+        from bilm.models.cache import converted
+        from bilm.models.nlpl import _root, unpack_zip
+
+        path = _root(converted("unpacked", path, lambda out: unpack_zip(path, out)))
+    elif family.name != "efml":
+        raise UserError(f"{args.model} is a {family.title} model, not ELMoForManyLangs'")
+    with atomic_dir(args.output, overwrite=args.overwrite) as tmp:
+        options = convert(path, tmp)
+    te = options["token_embedder"]
+    print(f"wrote {os.path.join(args.output, 'options.json')} and weights.hdf5 "
+          f"({len(te['chars']):,} characters, "
+          f"{len(te['words']) if 'words' in te else 0:,} words)")

@@ -157,6 +157,18 @@ def _add_import_tfhub(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=commands_models.cmd_import_tfhub)
 
 
+def _add_import_efml(sub: argparse._SubParsersAction) -> None:
+    from bilm.cli import commands_models
+
+    p = _command(sub, "import-efml", "an ELMoForManyLangs model (a folder, or its NLPL .zip) "
+                 "-> options.json + weights.hdf5 (+ vocab.txt); its pickles read without torch")
+    p.add_argument("model", help="the model's folder (config.json, char.dic, word.dic, "
+                   "token_embedder.pkl, encoder.pkl) or its NLPL .zip")
+    p.add_argument("output", help="folder to write")
+    overwrite_flag(p, "replace an existing folder")
+    p.set_defaults(func=commands_models.cmd_import_efml)
+
+
 # -- commands that make a training run ------------------------------------------------------------
 
 def _add_vocab(sub: argparse._SubParsersAction) -> None:
@@ -345,6 +357,7 @@ _COMMANDS = [_add_info, _add_embed, _add_dump_tokens, _add_models, _add_download
              _add_vocab, _add_corpus_report,
              _add_train, _add_resume,
              _add_evaluate, _add_export, _add_launch, _add_import_allennlp, _add_import_tfhub,
+             _add_import_efml,
              _add_export_savedmodel, _add_score, _add_substitutes, _add_demo]
 
 

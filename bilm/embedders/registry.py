@@ -16,10 +16,10 @@ from typing import Any, ClassVar, Protocol
 
 from bilm.registry import Registry, describe_fields
 
-__all__ = ["BUILTIN_EMBEDDERS", "INPUTS", "EmbedderOptions", "EmbedderSpec", "get_spec",
-           "names", "register"]
+__all__ = ["BUILTIN_EMBEDDERS", "INPUTS", "EmbedderOptions", "EmbedderSpec", "batcher_for",
+           "get_spec", "names", "register"]
 
-_BUILTINS = ("bilm.embedders.char_cnn", "bilm.embedders.word")
+_BUILTINS = ("bilm.embedders.char_cnn", "bilm.embedders.word", "bilm.embedders.efml")
 # bilm-tf's embedders, chosen by options.json's char_cnn section (or its absence), never by
 # a "token_embedder" section
 BUILTIN_EMBEDDERS = ("char_cnn", "word")
@@ -53,6 +53,10 @@ class EmbedderSpec:
     # bilm-tf's keys (char_cnn) instead of a "token_embedder" section
     options: type | None = None
     describe: Callable[[Any], str] | None = None  # bilm info's line; default: type + fields
+    # (section) -> the ids of tokens, with Batcher's interface (token_char_ids(token),
+    # batch_sentences(sentences), max_token_length), for an embedder whose ids are its own;
+    # None: bilm-tf's character ids (bilm.data.Batcher)
+    token_ids: Callable[[Any], Any] | None = None
 
     def describe_options(self, options: Any) -> str:
         """``bilm info``'s line for this embedder's ``options`` (its section)."""
@@ -90,3 +94,15 @@ def get_spec(name: str) -> EmbedderSpec:
 def names() -> list[str]:
     """The registered token embedder types, sorted."""
     return _REGISTRY.names()
+
+
+def batcher_for(options: Any, vocab_file: str | None = None) -> Any:
+    """What makes a character-input model's ids (``options``: its BiLMOptions): its
+    embedder's own (``EmbedderSpec.token_ids``), else bilm-tf's :class:`~bilm.Batcher`
+    (``vocab_file`` only caches ids)."""
+    spec = get_spec(options.embedder_type)
+    if spec.token_ids is not None:
+        return spec.token_ids(options.embedder_options)
+    from bilm.data.batcher import Batcher
+
+    return Batcher(vocab_file, options.max_characters_per_token)

@@ -4,6 +4,7 @@ token's context-independent (CNN) embedding, computed once, in bounded memory.""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -25,6 +26,8 @@ class TokenCache:
         dim: the embedding size.
         max_chars: ``max_characters_per_token`` (None for a word-input model, which never
             looks tokens up).
+        batcher: what makes a token's ids (``token_char_ids``), when the model's embedder
+            has its own (:func:`bilm.embedders.registry.batcher_for`); default bilm-tf's.
 
     ``index`` maps a token to its row of ``array``; rows are filled in order, so the filled
     rows are ``len(index)`` and the array's length is its capacity, doubled when full
@@ -32,12 +35,12 @@ class TokenCache:
     """
 
     def __init__(self, embed_chars: Callable[[np.ndarray], tf.Tensor], dim: int,
-                 max_chars: int | None) -> None:
+                 max_chars: int | None, batcher: Any = None) -> None:
         self._embed_chars = embed_chars
         self._max_chars = max_chars
         self.index: dict[str, int] = {}
         self.array = np.zeros((0, dim), np.float32)
-        self._batcher: Batcher | None = None
+        self._batcher = batcher
 
     def clear(self) -> None:
         """Forget every cached embedding (frees their memory)."""
@@ -48,6 +51,7 @@ class TokenCache:
         """Row index of each token in :attr:`array`, computing new ones."""
         if self._batcher is None:
             self._batcher = Batcher(None, self._max_chars)
+        # (ids: the embedder's own; bilm-tf's are UTF-8 bytes, whose count orders the chunks)
         cache = self.index
         new = [t for t in dict.fromkeys(tokens) if t not in cache]
         if new:

@@ -57,7 +57,11 @@ def dump_token_embeddings(vocab_file: str | os.PathLike[str],
     max_chars = _read_max_chars(options_file)
     vocab = UnicodeCharsVocabulary(vocab_file, max_chars)
     lm = BidirectionalLanguageModel(options_file, weight_file, stateful=False)
-    ids = vocab.word_char_ids + 1
+    if isinstance(lm.batcher, Batcher):
+        ids = vocab.word_char_ids + 1
+    else:  # an embedder with ids of its own (ELMoForManyLangs')
+        ids = np.stack([lm.batcher.token_char_ids(vocab.id_to_word(i))
+                        for i in range(vocab.size)]) + 1
     bar = Progress("dump_token_embeddings", total=len(ids), unit="tokens", enabled=progress)
     parts = []
     for i in range(0, len(ids), batch_size):
@@ -270,7 +274,10 @@ def dump_bilm_embeddings(vocab_file: str | os.PathLike[str] | None,
                                     precision=precision)
     total = count_lines(dataset_file)
     bar = Progress("dump_bilm_embeddings", total=total, unit="sentences", enabled=progress)
-    batcher = Batcher(vocab_file, max_chars) if stateful else None
+    batcher = None
+    if stateful:
+        batcher = lm.batcher if not isinstance(lm.batcher, Batcher) else Batcher(vocab_file,
+                                                                                  max_chars)
     embeddings = _sentence_embeddings(lm, dataset_file, batcher, batch_size, max_tokens)
     keys = _read_sentence_keys(dataset_file) if use_sentence_keys else None
     n_blank = 0

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from bilm.data.batcher import TokenBatcher, check_sentences
 from bilm.data.vocabulary import BOS, EOS
+from bilm.embedders.registry import batcher_for
 from bilm.inference.batching import pad_steps, plan_batches, xla_rows
 from bilm.inference.cache import TokenCache
 from bilm.inference.loader import check_precision, load_encoder
@@ -73,8 +74,9 @@ class BidirectionalLanguageModel:
     Args:
         options_file: the model's ``options.json``.
         weight_file: the model's HDF5 weights.
-        use_character_inputs: take character ids (from :class:`~bilm.Batcher`); False takes word
-            ids (from :class:`~bilm.TokenBatcher`) with ``embedding_weight_file``.
+        use_character_inputs: take character ids (from :class:`~bilm.Batcher`, or
+            :attr:`batcher` for an embedder with ids of its own, e.g. ELMoForManyLangs'); False
+            takes word ids (from :class:`~bilm.TokenBatcher`) with ``embedding_weight_file``.
         embedding_weight_file: token embeddings from :func:`dump_token_embeddings`.
         max_batch_size: rows of carried LSTM state (stateful mode).
         stateful: carry each row's LSTM state to the next call, as bilm-tf did (exact
@@ -123,7 +125,8 @@ class BidirectionalLanguageModel:
                 self.encoder.initial_state(max_batch_size))
         self._build_graphs()
         max_chars = options.max_characters_per_token if use_character_inputs else None
-        self._cache = TokenCache(self._embed_chars, self.encoder.dim, max_chars)
+        self.batcher = batcher_for(options) if use_character_inputs else None
+        self._cache = TokenCache(self._embed_chars, self.encoder.dim, max_chars, self.batcher)
 
     @classmethod
     def from_model(cls, model: str | os.PathLike[str], **kwargs: Any,

@@ -24,7 +24,7 @@ __all__ = ["ModelError", "ModelFamily", "ModelFiles", "detect_model", "families"
 # Registration order is detection order: the most specific layouts first, bilm-tf's plain
 # options.json + HDF5 pair (which others may also hold) last.
 _BUILTINS = ("bilm.models.run", "bilm.models.allennlp_archive", "bilm.models.nlpl",
-             "bilm.models.tfhub", "bilm.models.bilm_tf")
+             "bilm.models.tfhub", "bilm.models.efml", "bilm.models.bilm_tf")
 
 
 class ModelError(ValueError):

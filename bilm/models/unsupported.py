@@ -26,9 +26,10 @@ def _json(path: str) -> object:
 
 def _folder(path: str) -> str | None:
     names = set(os.listdir(path))
-    if {"char.dic", "encoder.pkl"} <= names or {"char.dic", "token_embedder.pkl"} <= names:
-        return ("an ELMoForManyLangs model (HIT-SCIR), which this version of bilm does not "
-                "read yet")
+    if "char.dic" in names or "encoder.pkl" in names or "token_embedder.pkl" in names:
+        missing = sorted({"config.json", "encoder.pkl", "token_embedder.pkl"} - names)
+        return ("an incomplete ELMoForManyLangs folder: it lacks "
+                f"{', '.join(missing) or 'char.dic and word.dic'}")
     if "saved_model.pb" in names:
         if "tfhub_module.pb" in names:
             return ("a TF Hub v1 module whose variables are not a bilm-tf ELMo's (bilm reads "
