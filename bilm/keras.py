@@ -35,6 +35,7 @@ from bilm.data.vocabulary import (
     PAD_CHAR,
     _special_chars,
 )
+from bilm.embedders.registry import get_spec as get_embedder_spec
 from bilm.inference.language_model import contextual_layers
 from bilm.inference.loader import load_encoder
 from bilm.nn.scalar_mix import ScalarMix
@@ -187,6 +188,12 @@ class ELMoEmbedding(keras.layers.Layer):
         if not self.bilm_options.use_character_inputs:
             raise OptionsError("ELMoEmbedding needs a character-input model (the options "
                                "have no 'char_cnn' section)")
+        spec = get_embedder_spec(self.bilm_options.embedder_type)
+        self._ids_maker = (None if spec.token_ids is None
+                           else spec.token_ids(self.bilm_options.embedder_options))
+        if self._ids_maker is not None and not hasattr(self._ids_maker, "graph_ids"):
+            raise OptionsError(f"ELMoEmbedding: the {spec.name} token embedder makes its ids "
+                               "outside TensorFlow's graph only")
         self.weight_file = None if weight_file is None else os.fspath(weight_file)
         self.bilm = load_encoder(self.bilm_options, self.weight_file, trainable=trainable_bilm)
         self.layer_names = self.bilm.contextualizer.layer_output_names()
@@ -218,8 +225,11 @@ class ELMoEmbedding(keras.layers.Layer):
         one per contextual layer (``lstm_outputs{k}``, ...), ``elmo``, ``default``,
         ``sequence_len`` and ``mask``."""
         tokens, lengths = _tokens(inputs)
-        max_chars = self.bilm_options.max_characters_per_token
-        ids = char_ids_from_tokens(tokens, lengths, max_chars)
+        if self._ids_maker is not None:  # an embedder with ids of its own
+            ids = self._ids_maker.graph_ids(tokens, lengths)
+        else:
+            ids = char_ids_from_tokens(tokens, lengths,
+                                       self.bilm_options.max_characters_per_token)
         emb = self.bilm.embed_unique_tokens(ids, shifted=True)
         out, _ = contextual_layers(self.bilm, emb, lengths + 2)
         lm, mask = out["lm_embeddings"], out["mask"]

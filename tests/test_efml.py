@@ -160,3 +160,41 @@ def test_damaged_folders_are_one_line(tmp_path, damage, words):
     damage(folder)
     out = bilm("info", "--model", folder)
     assert out.code == 2 and words in out.err and len(out.err.strip().splitlines()) == 1, out.err
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_keras_layer_and_savedmodel(tmp_path, config):
+    """ELMoEmbedding(model=EFML folder) makes EFML's ids in the graph (the <U+3000> token,
+    <oov> characters, cut tokens) and equals sents2elmo; so does the exported SavedModel."""
+    import tensorflow as tf
+
+    from bilm.keras import ELMoEmbedding
+
+    want = expected(config)
+    width = max(map(len, SENTENCES))
+    tokens = tf.constant([s + [""] * (width - len(s)) for s in SENTENCES])
+    lengths = tf.constant([len(s) for s in SENTENCES])
+    layer = ELMoEmbedding(model=DATA / config, output="lstm_outputs2")
+    out = layer.layer_outputs([tokens, lengths])
+    for i, s in enumerate(SENTENCES):
+        n = len(s)
+        np.testing.assert_allclose(out["word_emb"].numpy()[i, :n],
+                                   want[f"layer_0_sent_{i}"][:, :8], rtol=0, atol=1e-5)
+        np.testing.assert_allclose(out["lstm_outputs2"].numpy()[i, :n],
+                                   want[f"layer_2_sent_{i}"], rtol=0, atol=1e-5)
+    if config == "char_only":
+        return
+    saved = tmp_path / "saved"
+    bilm("export-savedmodel", saved, "--model", DATA / config).ok()
+    module = tf.saved_model.load(str(saved))
+    served = module.signatures["tokens"](tokens=tokens, sequence_len=lengths)
+    for i, s in enumerate(SENTENCES):
+        np.testing.assert_allclose(served["lstm_outputs1"].numpy()[i, : len(s)],
+                                   want[f"layer_1_sent_{i}"], rtol=0, atol=1e-5)
+
+
+def test_training_an_efml_model_is_refused_in_one_line(tmp_path):
+    text = _text(tmp_path)
+    out = bilm("train", "--init-from", DATA / "word_char", "--train-prefix", text, "--vocab",
+               DATA / "word_char" / "word.dic", "--save-dir", tmp_path / "run")
+    assert out.code == 2 and "does not train" in out.err and len(out.err.splitlines()) == 1

@@ -128,6 +128,7 @@ class EFMLTokenIds:
         self._first, self._last = chars["<eow>"], chars["<bow>"]  # its swap, kept
         self._oov, self._pad = chars["<oov>"], chars["<pad>"]
         self._words = None if options.words is None else _index(options.words)
+        self._words_list = options.words
         self._cut = options.max_characters - 2
         self.max_token_length = options.max_characters_per_token
         self._max_characters = options.max_characters
@@ -158,6 +159,15 @@ class EFMLTokenIds:
             return chars
         word = self._words.get(token, self._words["<oov>"])
         return np.concatenate([np.array([word], np.int32), chars])
+
+    def graph_ids(self, tokens: Any, lengths: Any) -> Any:
+        """:meth:`batch_sentences` in TensorFlow's graph (the Keras layer, the SavedModel):
+        tokens (batch, T) strings, lengths (batch,) -> (batch, T + 2, max_token_length)
+        int32. Lookups are sorted constants and searches (no table resources): characters by
+        code point, words by fingerprint, each match checked."""
+        from bilm.nn.efml_cnn import efml_graph_ids
+
+        return efml_graph_ids(self, tokens, lengths)
 
     def batch_sentences(self, sentences: Sequence[Sequence[str]]) -> np.ndarray:
         """Ids shifted by +1 (0 is padding), ``<bos>``/``<eos>`` added:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from bilm.nn.layout import WeightEntry
@@ -26,7 +27,7 @@ from bilm.nn.token_embedding import TokenEmbedderLayer
 if TYPE_CHECKING:
     from bilm.embedders.efml import EFMLOptions
 
-__all__ = ["EFMLTokenEmbedder"]
+__all__ = ["EFMLTokenEmbedder", "efml_graph_ids"]
 
 
 class EFMLTokenEmbedder(TokenEmbedderLayer):
@@ -107,3 +108,79 @@ class EFMLTokenEmbedder(TokenEmbedderLayer):
             pairs += [(f"W_highway_{j}", w), (f"b_highway_{j}", b)]
         pairs += [("W_proj", self.w_proj), ("b_proj", self.b_proj)]
         return [WeightEntry(v, f"EFML/{k}", f"lm/EFML/{k}") for k, v in pairs]
+
+
+def _sorted_lookup(keys: np.ndarray, ids: np.ndarray) -> tuple[tf.Tensor, tf.Tensor]:
+    order = np.argsort(keys, kind="stable")
+    return tf.constant(keys[order]), tf.constant(ids[order].astype(np.int32))
+
+
+def _find(sorted_keys: tf.Tensor, sorted_ids: tf.Tensor, queries: tf.Tensor,
+          default: int) -> tf.Tensor:
+    """The id of each query key (any shape), ``default`` where it is not a key."""
+    flat = tf.reshape(queries, [-1])
+    at = tf.minimum(tf.searchsorted(sorted_keys, flat, out_type=tf.int32),
+                    tf.shape(sorted_keys)[0] - 1)
+    found = tf.where(tf.gather(sorted_keys, at) == flat, tf.gather(sorted_ids, at), default)
+    return tf.reshape(found, tf.shape(queries))
+
+
+def _fingerprints(strings: tf.Tensor) -> tf.Tensor:
+    """A 64-bit fingerprint of each string (any shape)."""
+    flat = tf.reshape(strings, [-1])
+    fp = tf.bitcast(tf.fingerprint(flat), tf.int64)
+    return tf.reshape(fp, tf.shape(strings))
+
+
+def efml_graph_ids(ids_maker, tokens: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
+    """ELMoForManyLangs' ids of a padded batch of tokens, in the graph (see
+    :meth:`bilm.embedders.efml.EFMLTokenIds.graph_ids`)."""
+    from bilm.data.vocabulary import BOS, EOS
+
+    m = ids_maker._max_characters
+    chars = ids_maker._chars
+    single = {c: i for c, i in chars.items() if len(c) == 1}
+    char_keys, char_ids = _sorted_lookup(np.array([ord(c) for c in single], np.int32),
+                                         np.array(list(single.values())))
+    tokens = tf.convert_to_tensor(tokens, tf.string)
+    lengths = tf.cast(lengths, tf.int32)
+    points = tf.strings.unicode_decode(tokens, "UTF-8", errors="replace")[:, :, : m - 2]
+    body = tf.ragged.map_flat_values(
+        lambda p: _find(char_keys, char_ids, p, ids_maker._oov), points)
+    n = tf.cast(points.row_lengths(axis=2).to_tensor(), tf.int32)[..., tf.newaxis]
+    body = body.to_tensor(default_value=ids_maker._pad, shape=[None, None, m - 2])
+    body = tf.pad(body, [[0, 0], [0, 0], [1, 1]], constant_values=ids_maker._pad)
+    pos = tf.range(m)
+    ids = tf.where(pos == 0, ids_maker._first,
+                   tf.where(pos <= n, body, tf.where(pos == n + 1, ids_maker._last,
+                                                     ids_maker._pad)))
+    special = {t: np.array(ids_maker.token_char_ids(t)[-m:]) for t in ("<bos>", "<eos>")}
+    for name, row in special.items():
+        ids = tf.where((tokens == name)[..., tf.newaxis], tf.constant(row), ids)
+    if ids_maker._words is not None:
+        words = ids_maker._words
+        with tf.init_scope():  # computed eagerly, even while a graph is traced
+            keys = _fingerprints(tf.constant(list(words))).numpy()
+        word_keys, word_ids = _sorted_lookup(keys, np.array(list(words.values())))
+        cut = tf.strings.unicode_encode(points, "UTF-8")  # the token as looked up: cut
+        if isinstance(cut, tf.RaggedTensor):
+            cut = cut.to_tensor()
+        found = _find(word_keys, word_ids, _fingerprints(cut), words["<oov>"])
+        inverse = [""] * len(ids_maker._words_list)
+        for word, i in words.items():
+            inverse[i] = word
+        inverse = tf.constant(inverse)  # a fingerprint match is checked against the word
+        found = tf.where(tf.gather(inverse, found) == cut, found, words["<oov>"])
+        for name in ("<bos>", "<eos>"):
+            found = tf.where(tokens == name, words.get(name, words["<oov>"]), found)
+        ids = tf.concat([found[..., tf.newaxis], ids], axis=-1)
+    width = ids_maker.max_token_length
+    batch, t = tf.shape(tokens)[0], tf.shape(tokens)[1]
+    bos = tf.constant(ids_maker.token_char_ids(BOS))
+    eos = tf.constant(ids_maker.token_char_ids(EOS))
+    ids = tf.concat([tf.broadcast_to(bos, [batch, 1, width]), ids,
+                     tf.zeros([batch, 1, width], tf.int32)], axis=1) + 1
+    steps = tf.range(t + 2)[tf.newaxis, :]
+    lengths = lengths[:, tf.newaxis]
+    ids = tf.where((steps == lengths + 1)[..., tf.newaxis], eos + 1, ids)
+    return tf.where((steps <= lengths + 1)[..., tf.newaxis], ids, 0)

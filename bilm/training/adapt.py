@@ -82,7 +82,7 @@ def read_init_model(path: str, options_file: str | None = None) -> InitModel:
     MODEL (required there); other MODELs carry their own."""
     from bilm.training.run_folder import TrainingRun
 
-    if not os.path.exists(path) or _is_zip(path):
+    if not os.path.exists(path) or _is_zip(path) or _is_efml(path):
         from bilm.models import ModelError, open_model
 
         try:  # a catalogue name, an NLPL archive: their files in our layout
@@ -98,12 +98,23 @@ def read_init_model(path: str, options_file: str | None = None) -> InitModel:
         model = _read_archive(path)
     else:
         model = _read_weights(path, options_file)
+    from bilm.embedders import get_spec
+
+    if get_spec(model.options.embedder_type).token_ids is not None:
+        raise AdaptError(f"--init-from: {path} is a {model.options.embedder_type} model, whose "
+                         "ids training does not make yet; it embeds but does not train")
     if not model.options.use_character_inputs:
         raise AdaptError(f"--init-from: {path} reads word ids (its token embedding is a table "
                          "over its own vocabulary); adapting needs a character-input model")
     logger.info("starting from %s (%s%s)", path, model.kind,
                 "" if model.tokens is None else f", softmax over {len(model.tokens)} words")
     return model
+
+
+def _is_efml(path: str) -> bool:
+    from bilm.models.efml import FAMILY
+
+    return FAMILY.detect(path)
 
 
 def _is_zip(path: str) -> bool:

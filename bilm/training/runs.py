@@ -42,6 +42,17 @@ logger = logging.getLogger(__name__)
 
 
 @owns_run("bilm train")  # before anything is written into the folder
+def _check_trainable(options: BiLMOptions) -> None:
+    """Training reads bilm-tf's character ids: an embedder with ids of its own (ELMoForManyLangs')
+    would be fed the wrong ones, so it is refused."""
+    from bilm.embedders import get_spec
+
+    if options.use_character_inputs and get_spec(options.embedder_type).token_ids is not None:
+        raise OptionsError(f"a {options.embedder_type} token embedder reads ids of its own, "
+                           "which training does not make yet; it embeds (bilm embed, "
+                           "ELMoEmbedding) but does not train")
+
+
 def start_training(save_dir: str, options: BiLMOptions | dict | str, train_prefix: str,
                    vocab_file: str, *, n_gpus: int = 1, seed: int | None = None,
                    n_batches: int | None = None, overwrite: bool = False,
@@ -64,6 +75,7 @@ def start_training(save_dir: str, options: BiLMOptions | dict | str, train_prefi
     if chief:
         run.check_new(overwrite)
     options = _as_options(options)
+    _check_trainable(options)
     max_chars = options.max_characters_per_token
     vocab = load_vocab(vocab_file, max_chars)
     try:
