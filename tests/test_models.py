@@ -299,3 +299,48 @@ def test_download_of_an_unread_family_is_refused_before_downloading(
     out = bilm("download", "vectors")
     assert out.code == 2 and "does not read yet" in out.err
     assert server.requests == [] and not os.path.exists(cache / "models")
+
+
+def test_allennlp_archive_as_a_model_embeds_scores_and_evaluates(tmp_path, cache):
+    """--model model.tar.gz: imported once into the cache; embed equals AllenNLP's layers,
+    evaluate and score its perplexity; an encoder-only model cannot score (one line)."""
+    from tests.conftest import SHARED, need_shared
+
+    fixture = need_shared(SHARED / "fixtures" / "allennlp-transformer")
+    archive, sentences = fixture / "model.tar.gz", fixture / "sentences.txt"
+    with h5py.File(fixture / "expected.hdf5") as f:
+        expected = float(f.attrs["perplexity"])
+        layers = [f[f"layers/{i}"][()] for i in range(2)]
+    out = bilm("evaluate", "--model", archive, "--test-prefix", sentences).ok().out
+    assert float(out.split("perplexity:")[1]) == pytest.approx(expected, rel=1e-3)
+    out = bilm("score", sentences, "--model", archive, "--output", tmp_path / "s.tsv").ok().out
+    assert float(out.split("corpus perplexity:")[1].split()[0]) == pytest.approx(expected,
+                                                                                rel=1e-3)
+    bilm("embed", sentences, tmp_path / "e.hdf5", "--model", archive).ok()
+    with h5py.File(tmp_path / "e.hdf5") as f:
+        for i in range(2):
+            np.testing.assert_allclose(f[str(i)][1:], layers[i], rtol=0, atol=1e-5)
+    assert len(list((cache / "allennlp").iterdir())) == 1  # imported once
+    info = bilm("info", "--model", archive).ok().out
+    assert "softmax: yes" in info and "AllenNLP language-model archive" in info
+    both = bilm("score", sentences, "--model", archive, "--save-dir", tmp_path)
+    assert both.code == 2 and "leave out --save-dir" in both.err
+
+
+def test_an_encoder_only_model_cannot_score(fixture_model, tmp_path):
+    archive = nlpl_zip(fixture_model, tmp_path / "999.zip")
+    text = tmp_path / "in.txt"
+    text.write_text("a sentence\n")
+    out = bilm("score", text, "--model", archive)
+    assert out.code == 2 and "without a softmax" in out.err
+    assert len(out.err.strip().splitlines()) == 1
+
+
+def test_a_truncated_bilm_tf_folder_is_one_line(fixture_model, tmp_path):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    shutil.copy(fixture_model / "options.json", folder)
+    data = (fixture_model / "lm_weights.hdf5").read_bytes()
+    (folder / "weights.hdf5").write_bytes(data[: len(data) // 2])
+    out = bilm("info", "--model", folder)
+    assert out.code == 2 and "weights.hdf5" in out.err and len(out.err.strip().splitlines()) == 1

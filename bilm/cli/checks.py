@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from bilm.training.run_folder import TrainingRun
 
 __all__ = ["check_output", "check_replicas", "need_char_model", "need_file", "need_glob",
-           "need_model", "need_options", "need_run", "need_weights", "start_tensorflow"]
+           "need_model", "need_options", "need_run", "need_softmax_model", "need_weights",
+           "start_tensorflow"]
 
 logger = logging.getLogger("bilm")
 
@@ -111,6 +112,28 @@ def need_glob(pattern: str, flag: str, what: str) -> None:
     if not glob.glob(os.path.expanduser(pattern)):
         raise UserError(f"no {what} files match {pattern!r} ({flag}); check the path, and quote "
                         "the pattern so that bilm, not the shell, expands it")
+
+
+def need_softmax_model(args: argparse.Namespace) -> None:
+    """--save-dir, or --model resolved to the training directory holding its softmax
+    (``args.save_dir`` set); one line when neither, both, or a model without a softmax."""
+    if getattr(args, "model", None) is None:
+        if args.save_dir is None:
+            raise UserError("name a model with its softmax: --save-dir DIR or --model "
+                            "PATH_OR_NAME")
+        return
+    if args.save_dir is not None:
+        raise UserError("--model names the training directory itself; leave out --save-dir")
+    from bilm.models import detect_model
+
+    family, path = detect_model(args.model)
+    start_tensorflow(args)
+    files = family.open(path)
+    if files.run_dir is None:
+        raise UserError(f"{args.model} is a {family.title} model: an encoder without a softmax, "
+                        "so it embeds but cannot score; give a training directory or an "
+                        "AllenNLP language-model archive")
+    args.save_dir = files.run_dir
 
 
 def need_run(save_dir: str) -> TrainingRun:

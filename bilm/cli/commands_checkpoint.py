@@ -9,12 +9,20 @@ import sys
 from typing import TextIO
 
 from bilm._shell import UserError
-from bilm.cli.checks import check_output, need_file, need_glob, need_run, start_tensorflow
+from bilm.cli.checks import (
+    check_output,
+    need_file,
+    need_glob,
+    need_run,
+    need_softmax_model,
+    start_tensorflow,
+)
 
 __all__ = ["cmd_evaluate", "cmd_export", "cmd_score"]
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    need_softmax_model(args)
     need_run(args.save_dir)
     need_file(args.vocab, "vocabulary file")
     need_glob(args.test_prefix, "--test-prefix", "held-out")
@@ -72,6 +80,7 @@ def _write_score(out: TextIO, i: int, sc) -> None:  # sc: bilm.evaluation.Senten
 
 def cmd_score(args: argparse.Namespace) -> None:
     need_file(args.input, "input file")
+    need_softmax_model(args)
     need_run(args.save_dir)
     need_file(args.vocab, "vocabulary file")
     if args.output:

@@ -10,7 +10,13 @@ import os
 from typing import TextIO
 
 from bilm._shell import UserError
-from bilm.cli.checks import check_output, need_file, need_run, start_tensorflow
+from bilm.cli.checks import (
+    check_output,
+    need_file,
+    need_run,
+    need_softmax_model,
+    start_tensorflow,
+)
 
 __all__ = ["cmd_substitutes", "read_queries"]
 
@@ -106,6 +112,7 @@ def _write(out: TextIO, query: Query, found) -> None:  # found: list[Substitute]
 
 def cmd_substitutes(args: argparse.Namespace) -> None:
     queries = _cli_queries(args)
+    need_softmax_model(args)
     _need_softmax_model(args.save_dir)
     need_file(args.vocab, "vocabulary file")
     if args.output:

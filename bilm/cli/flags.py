@@ -69,9 +69,16 @@ def overwrite_flag(p: argparse.ArgumentParser, help: str = "replace an existing 
     p.add_argument("--overwrite", action="store_true", help=help)
 
 
-def run_flags(p: argparse.ArgumentParser, vocab: bool = True) -> None:
-    """--save-dir (and --vocab) of a command that reads a run's latest checkpoint."""
-    p.add_argument("--save-dir", required=True, help="training directory (latest checkpoint)")
+def run_flags(p: argparse.ArgumentParser, vocab: bool = True, model: bool = False) -> None:
+    """--save-dir (and --vocab; with ``model``, --model instead of --save-dir) of a command
+    that reads a run's latest checkpoint."""
+    if not model:
+        p.add_argument("--save-dir", required=True, help="training directory (latest checkpoint)")
+    else:
+        p.add_argument("--save-dir", help="training directory (latest checkpoint)")
+        p.add_argument("--model", metavar="PATH_OR_NAME",
+                       help="instead of --save-dir: a model with its softmax (a training "
+                       "directory, an AllenNLP model.tar.gz, or a catalogue name of one)")
     if vocab:
         p.add_argument("--vocab", help="the vocabulary it was trained with (default: the run's "
                        "copy)")

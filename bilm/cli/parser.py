@@ -296,7 +296,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "evaluate", "held-out perplexity of the latest checkpoint")
-    run_flags(p)
+    run_flags(p, model=True)
     p.add_argument("--test-prefix", required=True, help="glob of the held-out shards")
     p.add_argument("--batch-size", type=positive, default=256,
                    help="LSTM: rows streamed in parallel; Transformer: most sentences a batch "
@@ -319,7 +319,7 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "score", "per-sentence log-probability and perplexity under a trained "
                  "checkpoint")
     p.add_argument("input", help="text file, one tokenized sentence per line")
-    run_flags(p)
+    run_flags(p, model=True)
     p.add_argument("--output", help="TSV file (default: standard output)")
     p.add_argument("--batch-size", type=positive, default=64,
                    help="most sentences per batch (also bounded by tokens: at most 16M "
@@ -336,7 +336,7 @@ def _add_substitutes(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", nargs="?", metavar="INPUT",
                    help="TSV file, one query a line: POSITION<TAB>SENTENCE "
                    "(0-based word index, tokenized sentence); or use --sentence/--position")
-    run_flags(p)
+    run_flags(p, model=True)
     p.add_argument("--sentence", help="one tokenized sentence (instead of an input file)")
     p.add_argument("--position", type=non_negative, help="0-based word of --sentence")
     p.add_argument("--top-k", type=positive, default=10, help="words per query")
