@@ -564,6 +564,14 @@ def embed(
     )
 
 
+def layers(model_dir: str, sentences: str) -> None:
+    """Every layer (output_layer=-2) of the sentences from a fresh Embedder (zero state), as
+    JSON on stdout: the equality check of benchmarks/efml_embed.py."""
+    sents = read_sentences(sentences)
+    out = Embedder(model_dir, batch_size=64).sents2elmo(sents, output_layer=-2)
+    print(json.dumps({"layers": [np.asarray(x).tolist() for x in out]}))
+
+
 def versions() -> None:
     print(
         json.dumps(
@@ -596,11 +604,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--output-layer", type=int, default=-1)
+    p = sub.add_parser("layers", help="every layer of the sentences, fresh state, as JSON")
+    p.add_argument("model_dir")
+    p.add_argument("--sentences", required=True)
     a = parser.parse_args(argv)
     if a.cmd == "versions":
         versions()
     elif a.cmd == "make-reference":
         make_reference(a.out_dir)
+    elif a.cmd == "layers":
+        layers(a.model_dir, a.sentences)
     elif a.cmd == "make-model":
         make_model(a.out_dir, a.corpus, a.seed, a.min_count)
     else:

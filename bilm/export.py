@@ -116,10 +116,16 @@ class _ELMoModule(tf.__internal__.tracking.AutoTrackable):
         return self._outputs(strings)["default"]
 
 
-def export_savedmodel(options_file: str | os.PathLike[str], weight_file: str | os.PathLike[str],
+def export_savedmodel(options_file: str | os.PathLike[str] | None,
+                      weight_file: str | os.PathLike[str] | None,
                       export_dir: str | os.PathLike[str], do_layer_norm: bool = False,
-                      overwrite: bool = False) -> None:
+                      overwrite: bool = False, *,
+                      model: str | os.PathLike[str] | None = None) -> None:
     """Write a SavedModel with the ``default`` and ``tokens`` signatures (see the module doc).
+
+    The model is ``options_file`` + ``weight_file``, or ``model`` (a path of any family, or a
+    catalogue name), whose output mix, when it ships one (a TF Hub module's), the ``elmo``
+    output starts from.
 
     The folder appears complete or not at all: it is written beside ``export_dir`` and renamed
     into place (a leftover of a killed export is removed by the next one). Its files get the
@@ -128,7 +134,7 @@ def export_savedmodel(options_file: str | os.PathLike[str], weight_file: str | o
     export_dir = os.path.abspath(os.fspath(export_dir))
     if os.path.exists(export_dir) and not overwrite:
         raise FileExistsError(f"{export_dir} exists; pass overwrite=True to replace it")
-    layer = ELMoEmbedding(options_file, weight_file, do_layer_norm=do_layer_norm)
+    layer = ELMoEmbedding(options_file, weight_file, do_layer_norm=do_layer_norm, model=model)
     module = _ELMoModule(layer)
     with atomic_dir(export_dir, overwrite=overwrite) as tmp:
         tf.saved_model.save(module, tmp, signatures={"default": module.default,

@@ -161,3 +161,23 @@ def test_import_tfhub_command_and_refusals(tmp_path):
         data.write_bytes(data.read_bytes()[:100])
     damaged = bilm("info", "--model", broken)
     assert damaged.code == 2 and len(damaged.err.strip().splitlines()) == 1, damaged.err
+
+
+def test_embed_and_savedmodel_of_a_module(tmp_path):
+    """bilm embed --model MODULE gives the module's layers; export-savedmodel --model MODULE
+    serves its 'elmo' with the module's mix."""
+    _, lengths, expected = _tokens()
+    sentences = json.loads((DATA / "sentences.json").read_text())
+    text = tmp_path / "in.txt"
+    text.write_text("".join(" ".join(s) + "\n" for s in sentences), encoding="utf-8")
+    bilm("embed", text, tmp_path / "e.hdf5", "--model", MODULE).ok()
+    with h5py.File(tmp_path / "e.hdf5") as f:
+        for i, n in enumerate(lengths.numpy()):
+            np.testing.assert_allclose(f[str(i)][1], expected["tokens/lstm_outputs1"][i, :n],
+                                       rtol=0, atol=1e-5)
+    bilm("export-savedmodel", tmp_path / "saved", "--model", MODULE).ok()
+    served = tf.saved_model.load(str(tmp_path / "saved")).signatures["default"](
+        tf.constant([" ".join(s) for s in sentences]))
+    for i, n in enumerate(lengths.numpy()):
+        np.testing.assert_allclose(served["elmo"].numpy()[i, :n],
+                                   expected["default_sig/elmo"][i, :n], rtol=0, atol=3e-4)

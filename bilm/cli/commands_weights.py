@@ -145,7 +145,11 @@ def cmd_export_savedmodel(args: argparse.Namespace) -> None:
     start_tensorflow(args)
     from bilm.export import export_savedmodel
 
-    export_savedmodel(args.options, args.weights, args.output, do_layer_norm=args.layer_norm,
-                      overwrite=args.overwrite)
+    if args.model is not None:  # through the model: its output mix, if it ships one
+        export_savedmodel(None, None, args.output, do_layer_norm=args.layer_norm,
+                          overwrite=args.overwrite, model=args.model)
+    else:
+        export_savedmodel(args.options, args.weights, args.output,
+                          do_layer_norm=args.layer_norm, overwrite=args.overwrite)
     print(f"wrote SavedModel {args.output} (signatures 'default' and 'tokens'); load it with "
           f"tf.saved_model.load({args.output!r})")
