@@ -41,7 +41,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-@owns_run("bilm train")  # before anything is written into the folder
 def _check_trainable(options: BiLMOptions) -> None:
     """Training reads bilm-tf's character ids: an embedder with ids of its own (ELMoForManyLangs')
     would be fed the wrong ones, so it is refused."""
@@ -53,6 +52,7 @@ def _check_trainable(options: BiLMOptions) -> None:
                            "ELMoEmbedding) but does not train")
 
 
+@owns_run("bilm train")  # before anything is written into the folder
 def start_training(save_dir: str, options: BiLMOptions | dict | str, train_prefix: str,
                    vocab_file: str, *, n_gpus: int = 1, seed: int | None = None,
                    n_batches: int | None = None, overwrite: bool = False,
