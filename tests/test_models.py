@@ -344,3 +344,52 @@ def test_a_truncated_bilm_tf_folder_is_one_line(fixture_model, tmp_path):
     (folder / "weights.hdf5").write_bytes(data[: len(data) // 2])
     out = bilm("info", "--model", folder)
     assert out.code == 2 and "weights.hdf5" in out.err and len(out.err.strip().splitlines()) == 1
+
+
+def test_a_tfhub_tar_download_is_unpacked_and_a_linked_member_refused(
+        tmp_path, monkeypatch, server, cache):
+    import tarfile
+
+    module = Path(__file__).parent / "data" / "tfhub" / "module"
+    with tarfile.open(server.root / "elmo.tar.gz", "w:gz") as tar:
+        tar.add(module, arcname=".")
+    with tarfile.open(server.root / "evil.tar.gz", "w:gz") as tar:
+        tar.add(module / "saved_model.pb", arcname="saved_model.pb")
+        link = tarfile.TarInfo("variables")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc"
+        tar.addfile(link)
+    entry = {"family": "tfhub", "language": "-", "size": "-", "page": "-", "unpack": "tar"}
+    _catalogue(tmp_path, monkeypatch, [
+        {**entry, "name": "hub", "files": {"module.tar.gz": f"{server.url}/elmo.tar.gz"}},
+        {**entry, "name": "evil", "files": {"module.tar.gz": f"{server.url}/evil.tar.gz"}}])
+    path = bilm("download", "hub").ok().out.strip()
+    assert path == str(cache / "models" / "hub" / "module")
+    assert not (cache / "models" / "hub" / "module.tar.gz").exists()  # unpacked, removed
+    info = bilm("info", "--model", "hub").ok().out
+    assert "TF Hub v1 ELMo module" in info and "output mix: weights [0.3" in info
+    out = bilm("download", "evil")
+    assert out.code == 2 and "not a regular file or folder" in out.err
+    assert not (cache / "models" / "evil").exists() and not Path("/etc/passwd.x").exists()
+
+
+def test_the_dump_functions_take_a_model(fixture_model, tmp_path):
+    from bilm import dump_bilm_embeddings, dump_token_embeddings
+
+    archive = nlpl_zip(fixture_model, tmp_path / "999.zip")
+    text = tmp_path / "in.txt"
+    text.write_text("The first sentence .\nAnother one\n")
+    dump_bilm_embeddings(None, text, outfile=tmp_path / "a.hdf5", model=archive,
+                         stateful=False, progress=False)
+    dump_bilm_embeddings(None, text, fixture_model / "options.json",
+                         fixture_model / "lm_weights.hdf5", tmp_path / "b.hdf5",
+                         stateful=False, progress=False)
+    dump_token_embeddings(fixture_model / "vocab_test.txt", outfile=tmp_path / "t.hdf5",
+                          model=archive, progress=False)
+    with h5py.File(tmp_path / "a.hdf5") as a, h5py.File(tmp_path / "b.hdf5") as b:
+        for key in ("0", "1"):
+            np.testing.assert_array_equal(a[key][()], b[key][()])
+    with h5py.File(tmp_path / "t.hdf5") as t:
+        assert t["embedding"].shape[1] == 16 and np.abs(t["embedding"][()]).max() > 0.1
+    with pytest.raises(ValueError, match="leave out options_file"):
+        dump_token_embeddings(fixture_model / "vocab_test.txt", fixture_model / "options.json",
+                              outfile=tmp_path / "x.hdf5", model=archive)
