@@ -3,6 +3,8 @@
     python benchmarks/train_throughput.py                  # 60 timed batches
     python benchmarks/train_throughput.py --quality        # 300 batches + held-out perplexity
     python benchmarks/train_throughput.py --precision mixed_bfloat16 --no-jit --batches 40
+    python benchmarks/train_throughput.py --whole-process 10 40 --pairs 5
+                                                           # as users time a job (below)
 
 Shape: char CNN filters [[1,32],[2,32],[3,64],[4,128],[5,256],[6,512],[7,1024]], char embedding
 16, 1 highway, LSTM 1024 / projection 128, 2 layers, clip 3, skip connections, dropout 0.1,
@@ -17,6 +19,13 @@ token embedder once per distinct token of a batch, averaged over the run's first
 the fraction of the ceiling reached; and, when bilm-tf is set up
 (``benchmarks/setup_bilmtf_env.sh``), bilm-tf's own ``train`` on the same shape, data and
 vocabulary in a separate process (``bilmtf_side.py train``; ``--no-bilm-tf`` skips it).
+
+``--whole-process N M`` measures as a user times a job instead: whole processes, timed from
+outside (wall clock from start to exit): ``bilm train`` (the command, its final checkpoint
+included) and bilm-tf's ``train`` (``bilmtf_side.py train``), each for N and for M batches, in
+``--pairs`` alternating rounds (ours N, theirs N, ours M, theirs M). The difference of a
+round's two runs gives each side's per-batch cost without its start-up ((T_M - T_N) / (M - N));
+the ratio is taken round by round and its median reported, with every run's time (the spread).
 """
 
 from __future__ import annotations
@@ -108,6 +117,78 @@ def bilmtf_train(options: dict, vocab_file: str, n_batches: int, tmp: str) -> di
         bilm_tf=True)
 
 
+def _timed(command: list[str], env: dict) -> float:
+    """Wall seconds of one whole process (its output discarded; a failure stops the run)."""
+    import subprocess
+
+    start = time.perf_counter()
+    proc = subprocess.run(command, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if proc.returncode:
+        sys.stderr.write(proc.stderr[-3000:])
+        sys.exit(f"{command[:3]} failed (exit {proc.returncode})")
+    return seconds
+
+
+def whole_process(n: int, m: int, pairs: int, threads: int) -> None:
+    """The whole-process measure (module doc)."""
+    import json
+
+    import bilmtf_side
+
+    if not bilmtf_side.available():
+        sys.exit("needs bilm-tf: bash benchmarks/setup_bilmtf_env.sh")
+    vocab_file = str(KJV / "vocab.txt")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_NUM_INTRAOP_THREADS=str(threads))
+    theirs_env = dict(env, PYTHONPATH=str(bilmtf_side.BILMTF_DIR), TF_USE_LEGACY_KERAS="1")
+    with tempfile.TemporaryDirectory() as tmp:
+        options_file = os.path.join(tmp, "options.json")  # ours: n_tokens_vocab from --vocab
+        with open(options_file, "w") as f:
+            json.dump(SMALL, f)
+        with open(vocab_file, encoding="utf-8") as f:
+            n_vocab = sum(1 for line in f if line.strip())
+        theirs_file = os.path.join(tmp, "bilmtf_options.json")
+        with open(theirs_file, "w") as f:
+            json.dump({**SMALL, "n_tokens_vocab": n_vocab}, f)
+
+        def ours(batches: int) -> float:
+            return _timed([sys.executable, "-m", "bilm.cli", "-q", "train", "--train-prefix",
+                           str(KJV / "train" / "*"), "--vocab", vocab_file, "--save-dir",
+                           os.path.join(tmp, "run"), "--options", options_file, "--n-batches",
+                           str(batches), "--seed", "0", "--overwrite"], env)
+
+        def theirs(batches: int) -> float:
+            return _timed([sys.executable, str(HERE / "bilmtf_side.py"), "train", theirs_file,
+                           "--vocab", vocab_file, "--train", str(KJV / "train" / "*"),
+                           "--batches", str(batches)], theirs_env)
+
+        tokens = SMALL["batch_size"] * SMALL["unroll_steps"]
+        runs: dict[str, list[tuple[float, float]]] = {"bilm": [], "bilm-tf": []}
+        ratios = []
+        print(f"# whole processes: {n} and {m} batches of {SMALL['batch_size']} x "
+              f"{SMALL['unroll_steps']}, small shape, {SMALL['n_negative_samples_batch']} "
+              f"negatives, {threads} threads; {pairs} rounds (ours N, theirs N, ours M, "
+              "theirs M)")
+        for k in range(pairs):
+            a_n, b_n, a_m, b_m = ours(n), theirs(n), ours(m), theirs(m)
+            runs["bilm"].append((a_n, a_m))
+            runs["bilm-tf"].append((b_n, b_m))
+            rate_a, rate_b = tokens * (m - n) / (a_m - a_n), tokens * (m - n) / (b_m - b_n)
+            ratios.append(rate_a / rate_b)
+            print(f"round {k + 1}: bilm {a_n:.1f} s / {a_m:.1f} s -> {rate_a:,.0f} tokens/s; "
+                  f"bilm-tf {b_n:.1f} s / {b_m:.1f} s -> {rate_b:,.0f} tokens/s; ratio "
+                  f"{ratios[-1]:.2f}x", flush=True)
+        for side, times in runs.items():
+            for i, batches in ((0, n), (1, m)):
+                t = [x[i] for x in times]
+                print(f"{side} {batches}-batch process: min {min(t):.1f} s, median "
+                      f"{statistics.median(t):.1f} s, max {max(t):.1f} s "
+                      f"(max/median {max(t) / statistics.median(t):.2f})")
+        print(f"whole-process training ratio bilm / bilm-tf: median "
+              f"{statistics.median(ratios):.2f}x (rounds: "
+              f"{', '.join(f'{r:.2f}' for r in ratios)}); goal >= 3x")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batches", type=int, default=None,
@@ -131,9 +212,16 @@ def main() -> None:
     p.add_argument("--bilm-tf", action=argparse.BooleanOptionalAction, default=None,
                    help="bilm-tf's train() side by side (default: when set up; small shape)")
     p.add_argument("--threads", type=int, default=2, help="TF intra/inter-op threads")
+    p.add_argument("--whole-process", nargs=2, type=int, metavar=("N", "M"),
+                   help="time whole processes of N and M batches, both sides (module doc)")
+    p.add_argument("--pairs", type=int, default=5, help="--whole-process rounds")
     args = p.parse_args()
     if not KJV.exists():
         sys.exit(f"needs {KJV} (../shared beside the checkout)")
+    if args.whole_process:
+        sys.path.insert(0, str(HERE))
+        whole_process(*args.whole_process, args.pairs, args.threads)
+        return
     if args.batches is None:
         args.batches = 300 if args.quality else 60
     import tensorflow as tf
