@@ -161,6 +161,7 @@ def test_import_tfhub_command_and_refusals(tmp_path):
         data.write_bytes(data.read_bytes()[:100])
     damaged = bilm("info", "--model", broken)
     assert damaged.code == 2 and len(damaged.err.strip().splitlines()) == 1, damaged.err
+    assert "truncated or damaged" in damaged.err  # refused before any value is read
 
 
 def test_embed_and_savedmodel_of_a_module(tmp_path):

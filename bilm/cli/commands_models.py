@@ -73,10 +73,9 @@ def cmd_import_efml(args: argparse.Namespace) -> None:
         raise UserError(f"{args.output} exists; pass --overwrite to replace it")
     family, path = detect_model(args.model)
     if family.name == "nlpl":  # an NLPL archive: unpacked (checked) into the cache first
-        from bilm.models.cache import converted
-        from bilm.models.nlpl import _root, unpack_zip
+        from bilm.models.nlpl import unpacked
 
-        path = _root(converted("unpacked", path, lambda out: unpack_zip(path, out)))
+        path = unpacked(path)
     elif family.name != "efml":
         raise UserError(f"{args.model} is a {family.title} model, not ELMoForManyLangs'")
     with atomic_dir(args.output, overwrite=args.overwrite) as tmp:

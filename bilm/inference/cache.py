@@ -51,7 +51,6 @@ class TokenCache:
         """Row index of each token in :attr:`array`, computing new ones."""
         if self._batcher is None:
             self._batcher = Batcher(None, self._max_chars)
-        # (ids: the embedder's own; bilm-tf's are UTF-8 bytes, whose count orders the chunks)
         cache = self.index
         new = [t for t in dict.fromkeys(tokens) if t not in cache]
         if new:

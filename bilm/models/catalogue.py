@@ -140,7 +140,7 @@ def _read_catalogue(path: str) -> list[Entry]:
             items = json.load(f)
         if not isinstance(items, list):
             raise TypeError("a JSON list of entries")
-        return [Entry(**{k: v for k, v in item.items()}) for item in items]
+        return [Entry(**item) for item in items]
     except (OSError, ValueError, TypeError) as e:
         raise ModelError(f"${CATALOGUE_ENV}={path}: not a catalogue ({e})") from None
 

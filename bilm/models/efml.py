@@ -179,7 +179,11 @@ def convert(folder: str, out: str) -> dict[str, Any]:
     chars = read_dic(os.path.join(folder, "char.dic"))
     words = read_dic(os.path.join(folder, "word.dic")) if te.get("word_dim") else None
     state = _weights(folder)
-    weights = {**_embedder(state, te, chars, words, enc["projection_dim"]), **_lstm(state, enc)}
+    try:
+        weights = {**_embedder(state, te, chars, words, enc["projection_dim"]),
+                   **_lstm(state, enc)}
+    except ModelError as e:  # a tensor missing or misshapen: name the folder
+        raise ModelError(f"{folder}: {e}") from None
     if state:
         raise ModelError(f"{folder}: cannot place {', '.join(sorted(state)[:6])} in an ELMo")
     options = {

@@ -12,7 +12,7 @@ import zipfile
 
 from bilm.models.registry import ModelError, ModelFamily, ModelFiles, families, register_family
 
-__all__ = ["FAMILY", "MAX_MEMBERS", "MAX_UNPACKED_BYTES", "unpack_zip"]
+__all__ = ["FAMILY", "MAX_MEMBERS", "MAX_UNPACKED_BYTES", "unpack_zip", "unpacked"]
 
 MAX_MEMBERS = 1000  # NLPL's archives hold a handful of files
 MAX_UNPACKED_BYTES = 32 << 30  # the largest released ELMo is ~1 GB unpacked
@@ -109,10 +109,16 @@ def _detect(path: str) -> bool:
         return f.read(4) == b"PK\x03\x04" or zipfile.is_zipfile(path)
 
 
-def _open(path: str) -> ModelFiles:
+def unpacked(path: str) -> str:
+    """The zip ``path`` unpacked into the cache (once; :func:`unpack_zip`): its folder, or the
+    one subfolder everything sits in."""
     from bilm.models.cache import converted
 
-    folder = _root(converted("unpacked", path, lambda out: unpack_zip(path, out)))
+    return _root(converted("unpacked", path, lambda out: unpack_zip(path, out)))
+
+
+def _open(path: str) -> ModelFiles:
+    folder = unpacked(path)
     for family in families():
         if family.name != FAMILY.name and family.detect(folder):
             files = family.open(folder)

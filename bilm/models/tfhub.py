@@ -81,8 +81,25 @@ def module_weights(module: str) -> tuple[dict[str, np.ndarray], dict[str, Any] |
                          f"variables/ folder: {str(e).splitlines()[0]})") from None
 
 
+def _check_sizes(module: str, reader: Any) -> None:
+    """The variables the index declares must fit in the data files (a crafted index cannot
+    make the reader allocate more than the files hold)."""
+    import glob
+
+    shapes = reader.get_variable_to_shape_map()
+    dtypes = reader.get_variable_to_dtype_map()
+    declared = sum(int(np.prod(shape, dtype=np.int64)) * max(dtypes[name].size, 1)
+                   for name, shape in shapes.items())
+    held = sum(os.path.getsize(p) for p in glob.glob(glob.escape(_checkpoint(module))
+                                                     + ".data-*"))
+    if declared > held:
+        raise ModelError(f"{module}: its variables index declares {declared:,} bytes of values "
+                         f"but variables/ holds {held:,}; the module is truncated or damaged")
+
+
 def _read_weights(module: str, reader: Any,
                   ) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
+    _check_sizes(module, reader)
     names = sorted(reader.get_variable_to_shape_map())
     weights: dict[str, np.ndarray] = {}
     prefixes: set[str] = set()
