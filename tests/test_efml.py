@@ -162,6 +162,7 @@ def test_damaged_folders_are_one_line(tmp_path, damage, words):
     assert out.code == 2 and words in out.err and len(out.err.strip().splitlines()) == 1, out.err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", CONFIGS)
 def test_keras_layer_and_savedmodel(tmp_path, config):
     """ELMoEmbedding(model=EFML folder) makes EFML's ids in the graph (the <U+3000> token,

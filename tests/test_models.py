@@ -301,6 +301,7 @@ def test_download_of_an_unread_family_is_refused_before_downloading(
     assert server.requests == [] and not os.path.exists(cache / "models")
 
 
+@pytest.mark.slow
 def test_allennlp_archive_as_a_model_embeds_scores_and_evaluates(tmp_path, cache):
     """--model model.tar.gz: imported once into the cache; embed equals AllenNLP's layers,
     evaluate and score its perplexity; an encoder-only model cannot score (one line)."""
@@ -346,6 +347,7 @@ def test_a_truncated_bilm_tf_folder_is_one_line(fixture_model, tmp_path):
     assert out.code == 2 and "weights.hdf5" in out.err and len(out.err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_a_tfhub_tar_download_is_unpacked_and_a_linked_member_refused(
         tmp_path, monkeypatch, server, cache):
     import tarfile

@@ -164,6 +164,7 @@ def test_import_tfhub_command_and_refusals(tmp_path):
     assert "truncated or damaged" in damaged.err  # refused before any value is read
 
 
+@pytest.mark.slow
 def test_embed_and_savedmodel_of_a_module(tmp_path):
     """bilm embed --model MODULE gives the module's layers; export-savedmodel --model MODULE
     serves its 'elmo' with the module's mix."""
