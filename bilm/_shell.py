@@ -55,6 +55,9 @@ def exit_code(interrupt: KeyboardInterrupt) -> int:
 def run_main(prog: str, func: Callable[[], object], debug: bool = False) -> int:
     """Run ``func``: 0 on success; a user mistake prints ``prog: error: ...`` and returns 2;
     an interruption prints one line and returns 128 + the signal; a bug raises."""
+    from bilm.allocator import keep_freed_memory
+
+    keep_freed_memory()  # a program-wide setting, so here and not in the library
     try:
         func()
     except KeyboardInterrupt as e:
