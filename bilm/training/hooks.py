@@ -8,6 +8,7 @@ import csv
 import logging
 import math
 import os
+import queue
 import re
 import signal
 import threading
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from bilm.io.output_errors import output_error
@@ -234,13 +236,12 @@ def _scalar(tag: str, value: float) -> None:
 # -- prefetch ------------------------------------------------------------------------------------
 
 def _prefetch(it: Iterator[dict], size: int = 4) -> Iterator[dict]:
-    """Produce batches in a background thread (tf.data) so input work overlaps compute.
+    """Produce batches in a background thread so input work overlaps compute.
 
     The first batch is read at once, here, so that unusable data is reported before a run
     writes anything. An exception raised later while reading (a damaged shard, say) is
-    re-raised as it was: tf.data would wrap it in an ``[Op:IteratorGetNext]`` error that
-    hides file and line. ``None`` entries (bilm-tf's ``tokens_characters`` of a word-input
-    model) pass through.
+    re-raised as it was, with its file and line. ``None`` entries (bilm-tf's
+    ``tokens_characters`` of a word-input model) pass through; the others become int32 arrays.
     """
     first = next(it, None)
     if first is None:
@@ -248,23 +249,52 @@ def _prefetch(it: Iterator[dict], size: int = 4) -> Iterator[dict]:
     return _prefetch_rest(first, it, size)
 
 
+class _Raised:
+    """An exception of the reading thread, handed to the consumer."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+_END = object()
+
+
 def _prefetch_rest(first: dict, it: Iterator[dict], size: int) -> Iterator[dict]:
-    keys = [k for k, v in first.items() if v is not None]
-    absent = dict.fromkeys(k for k, v in first.items() if v is None)
-    # sentence batches vary in length: only the rank is fixed
-    spec = {k: tf.TensorSpec([None] * first[k].ndim, tf.int32) for k in keys}
-    errors: list[BaseException] = []
+    # A daemon thread and a bounded queue, not tf.data.Dataset.from_generator(...).prefetch():
+    # when training stops, deleting a tf.data iterator whose generator call is in flight held
+    # the process for 3-18 s without using the CPU (py-spy at the end of whole `bilm train`
+    # runs, docs/performance.md); this thread is told to stop and never waited for.
+    def arrays(batch: dict) -> dict:
+        return {k: None if v is None else np.asarray(v, np.int32) for k, v in batch.items()}
 
-    def gen():
+    queue_: queue.Queue = queue.Queue(maxsize=size)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                queue_.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
         try:
-            yield {k: first[k] for k in keys}
             for batch in it:
-                yield {k: batch[k] for k in keys}
-        except Exception as e:  # handed to the consumer below
-            errors.append(e)
+                if not put(arrays(batch)):
+                    return
+        except BaseException as e:  # handed to the consumer, re-raised there
+            put(_Raised(e))
+            return
+        put(_END)
 
-    ds = tf.data.Dataset.from_generator(gen, output_signature=spec).prefetch(size)
-    for batch in ds:
-        yield {**{k: v.numpy() for k, v in batch.items()}, **absent}
-    if errors:
-        raise errors[0]
+    threading.Thread(target=read, name="bilm-prefetch", daemon=True).start()
+    try:
+        yield arrays(first)
+        while (item := queue_.get()) is not _END:
+            if isinstance(item, _Raised):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
