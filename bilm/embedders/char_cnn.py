@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from bilm.embedders.registry import EmbedderSpec, register
 from bilm.schema import Rule, Section, fail
 
-__all__ = ["MAX_CHARACTERS_PER_TOKEN", "CharCNNOptions"]
+__all__ = ["MAX_CHARACTERS_PER_TOKEN", "CharCNNOptions", "parse_filters"]
 
 # Upper bound of char_cnn.max_characters_per_token. Every released model uses 50 (a token is cut
 # to 48 UTF-8 bytes); 1000 bytes is far longer than any word (longer "tokens" are URLs or encoded
@@ -25,7 +25,9 @@ __all__ = ["MAX_CHARACTERS_PER_TOKEN", "CharCNNOptions"]
 MAX_CHARACTERS_PER_TOKEN = 1000
 
 
-def _filters(raw: Any, key: str, source: str | None) -> tuple[tuple[int, int], ...]:
+def parse_filters(raw: Any, key: str, source: str | None) -> tuple[tuple[int, int], ...]:
+    """``raw`` as ((width, n_filters), ...), every entry a pair of integers >= 1; otherwise an
+    OptionsError naming ``key`` (and ``source``, the file). Shared with the EFML embedder."""
     def is_int(x: Any) -> bool:
         return isinstance(x, int) and not isinstance(x, bool) and x >= 1
 
@@ -44,7 +46,7 @@ def _filters(raw: Any, key: str, source: str | None) -> tuple[tuple[int, int], .
 # AllenNLP's variant keys (projection_dim and below) are written back only when they differ
 # from bilm-tf's defaults.
 _CHAR_CNN_RULES = {
-    "filters": Rule("list", parse=_filters),
+    "filters": Rule("list", parse=parse_filters),
     "n_highway": Rule("int", low=0, default=0),
     "embedding_dim": Rule("int", low=1, name="embedding.dim"),
     "n_characters": Rule("int", choices=(261, 262),

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from bilm.embedders.char_cnn import _filters
+from bilm.embedders.char_cnn import parse_filters
 from bilm.embedders.registry import EmbedderSpec, register
 from bilm.schema import OptionsError
 
@@ -86,7 +86,7 @@ class EFMLOptions:
         known = ("char_dim", "word_dim", "filters", "n_highway", "activation",
                  "max_characters", "chars", "words")
         word_dim = _int(d, "word_dim", 0, source)
-        filters = _filters(d.get("filters"), "token_embedder.filters", source)
+        filters = parse_filters(d.get("filters"), "token_embedder.filters", source)
         max_characters = _int(d, "max_characters", 3, source)
         if max_characters < max(w for w, _ in filters):
             _fail("max_characters", source, "must be at least the widest filter")

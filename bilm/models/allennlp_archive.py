@@ -4,7 +4,6 @@ softmax and vocabulary kept), then read as one (:mod:`bilm.models.run`)."""
 
 from __future__ import annotations
 
-import json
 import os
 import tarfile
 
@@ -44,9 +43,7 @@ def _open(path: str) -> ModelFiles:
         except ArchiveError as e:
             raise ModelError(str(e)) from None
 
-    folder = converted("allennlp", path, write)
-    with open(os.path.join(folder, "converted.json"), encoding="utf-8") as f:
-        json.load(f)  # (written last: the run is whole)
+    folder = converted("allennlp", path, write)  # returns once the conversion is whole
     return open_run(os.path.join(folder, "run"), family="allennlp-archive", source=path)
 
 
