@@ -26,6 +26,14 @@ included) and bilm-tf's ``train`` (``bilmtf_side.py train``), each for N and for
 ``--pairs`` alternating rounds (ours N, theirs N, ours M, theirs M). The difference of a
 round's two runs gives each side's per-batch cost without its start-up ((T_M - T_N) / (M - N));
 the ratio is taken round by round and its median reported, with every run's time (the spread).
+Beside it, each side's in-log measure of its M-batch run (ours: training_log.csv's window,
+batch 2 to the end; bilm-tf's: its median batch interval after the first 5), so both measures
+come from the same processes. Each run also reports, to say where slow runs lose their time:
+its user and system CPU seconds and minor page faults (``os.wait4``), the CPU seconds the host
+stole from this virtual machine meanwhile (/proc/stat), and for ours the wall time by phase,
+from the arrival of its log lines (start-up, model build, first step with XLA compilation, the
+other steps, the end: the last checkpoint and exit). ``--malloc system`` runs ours with glibc's
+malloc defaults (``BILM_MALLOC=system``) to see what ``bilm.allocator`` changes.
 """
 
 from __future__ import annotations
@@ -117,20 +125,67 @@ def bilmtf_train(options: dict, vocab_file: str, n_batches: int, tmp: str) -> di
         bilm_tf=True)
 
 
-def _timed(command: list[str], env: dict) -> float:
-    """Wall seconds of one whole process (its output discarded; a failure stops the run)."""
+# the phases of a bilm train run, by the log lines that end them (bilm.training)
+OUR_MARKS = {"started": "bilm.training.loop: seed", "compiling": "compiling the first",
+             "first step": "first step done", "trained": "{n}/{n} batches"}
+
+
+def _stolen() -> float:
+    """CPU seconds this virtual machine's host has taken from its vCPUs since boot (the
+    ``steal`` column of /proc/stat, all CPUs): wall time during which no vCPU ran us."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def timed_process(command: list[str], env: dict, marks: dict[str, str] | None = None) -> dict:
+    """One whole process (a failure stops the run): wall seconds, its stdout, from its rusage
+    the user and system CPU seconds and the minor page faults, and the CPU seconds the host
+    stole meanwhile. ``marks`` ({name: text}): the seconds from the start at which a line of
+    its stderr first contained each text -- a profile of the run's phases from its log."""
     import subprocess
 
+    stolen = _stolen()
+    seen: dict[str, float] = {}
     start = time.perf_counter()
-    proc = subprocess.run(command, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.PIPE,
+                                text=True)
+        tail = []
+        for line in proc.stderr:
+            now = time.perf_counter() - start
+            for name, text in (marks or {}).items():
+                if name not in seen and text in line:
+                    seen[name] = now
+            tail = [*tail[-49:], line]
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        stdout = out.read()
     if proc.returncode:
-        sys.stderr.write(proc.stderr[-3000:])
+        sys.stderr.write("".join(tail))
         sys.exit(f"{command[:3]} failed (exit {proc.returncode})")
-    return seconds
+    return {"wall": seconds, "user": usage.ru_utime, "sys": usage.ru_stime,
+            "faults": usage.ru_minflt, "stolen": _stolen() - stolen, "marks": seen,
+            "stdout": stdout}
 
 
-def whole_process(n: int, m: int, pairs: int, threads: int) -> None:
+def _phases(run: dict) -> str:
+    """A bilm train run's wall time by phase, from its log lines' arrival (OUR_MARKS)."""
+    t = run["marks"]
+    if len(t) < len(OUR_MARKS):
+        return f"(log lines missing: {sorted(set(OUR_MARKS) - set(t))})"
+    parts = {"start-up": t["started"], "build": t["compiling"] - t["started"],
+             "first step": t["first step"] - t["compiling"],
+             "other steps": t["trained"] - t["first step"], "end": run["wall"] - t["trained"]}
+    return ", ".join(f"{k} {v:.1f} s" for k, v in parts.items())
+
+
+def whole_process(n: int, m: int, pairs: int, threads: int, malloc: str = "bilm") -> None:
     """The whole-process measure (module doc)."""
     import json
 
@@ -140,6 +195,7 @@ def whole_process(n: int, m: int, pairs: int, threads: int) -> None:
         sys.exit("needs bilm-tf: bash benchmarks/setup_bilmtf_env.sh")
     vocab_file = str(KJV / "vocab.txt")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_NUM_INTRAOP_THREADS=str(threads))
+    ours_env = dict(env, BILM_MALLOC=malloc)  # "system": glibc's defaults (bilm.allocator)
     theirs_env = dict(env, PYTHONPATH=str(bilmtf_side.BILMTF_DIR), TF_USE_LEGACY_KERAS="1")
     with tempfile.TemporaryDirectory() as tmp:
         options_file = os.path.join(tmp, "options.json")  # ours: n_tokens_vocab from --vocab
@@ -151,42 +207,71 @@ def whole_process(n: int, m: int, pairs: int, threads: int) -> None:
         with open(theirs_file, "w") as f:
             json.dump({**SMALL, "n_tokens_vocab": n_vocab}, f)
 
-        def ours(batches: int) -> float:
-            return _timed([sys.executable, "-m", "bilm.cli", "-q", "train", "--train-prefix",
-                           str(KJV / "train" / "*"), "--vocab", vocab_file, "--save-dir",
-                           os.path.join(tmp, "run"), "--options", options_file, "--n-batches",
-                           str(batches), "--seed", "0", "--overwrite"], env)
+        def ours(batches: int) -> dict:
+            run = timed_process([sys.executable, "-m", "bilm.cli", "train", "--train-prefix",
+                          str(KJV / "train" / "*"), "--vocab", vocab_file, "--save-dir",
+                          os.path.join(tmp, "run"), "--options", options_file, "--n-batches",
+                          str(batches), "--seed", "0", "--overwrite"], ours_env,
+                                {k: v.format(n=batches) for k, v in OUR_MARKS.items()})
+            # the in-log measure: the run's one window, batch 2 to the end
+            run["in_log"] = _window_rates(os.path.join(tmp, "run", "training_log.csv"))[-1]
+            return run
 
-        def theirs(batches: int) -> float:
-            return _timed([sys.executable, str(HERE / "bilmtf_side.py"), "train", theirs_file,
-                           "--vocab", vocab_file, "--train", str(KJV / "train" / "*"),
-                           "--batches", str(batches)], theirs_env)
+        def theirs(batches: int) -> dict:
+            run = timed_process([sys.executable, str(HERE / "bilmtf_side.py"), "train", theirs_file,
+                          "--vocab", vocab_file, "--train", str(KJV / "train" / "*"),
+                          "--batches", str(batches)], theirs_env)
+            # the in-process measure: median batch interval after the first 5
+            run["in_log"] = json.loads(run["stdout"].strip().splitlines()[-1])["tokens_per_s"]
+            return run
 
         tokens = SMALL["batch_size"] * SMALL["unroll_steps"]
-        runs: dict[str, list[tuple[float, float]]] = {"bilm": [], "bilm-tf": []}
-        ratios = []
+        runs: dict[str, list[tuple[dict, dict]]] = {"bilm": [], "bilm-tf": []}
+        ratios, log_ratios = [], []
         print(f"# whole processes: {n} and {m} batches of {SMALL['batch_size']} x "
               f"{SMALL['unroll_steps']}, small shape, {SMALL['n_negative_samples_batch']} "
-              f"negatives, {threads} threads; {pairs} rounds (ours N, theirs N, ours M, "
-              "theirs M)")
+              f"negatives, {threads} threads, bilm's malloc {malloc}; {pairs} rounds (ours N, "
+              "theirs N, ours M, theirs M)")
         for k in range(pairs):
             a_n, b_n, a_m, b_m = ours(n), theirs(n), ours(m), theirs(m)
             runs["bilm"].append((a_n, a_m))
             runs["bilm-tf"].append((b_n, b_m))
-            rate_a, rate_b = tokens * (m - n) / (a_m - a_n), tokens * (m - n) / (b_m - b_n)
+            rate_a = tokens * (m - n) / (a_m["wall"] - a_n["wall"])
+            rate_b = tokens * (m - n) / (b_m["wall"] - b_n["wall"])
             ratios.append(rate_a / rate_b)
-            print(f"round {k + 1}: bilm {a_n:.1f} s / {a_m:.1f} s -> {rate_a:,.0f} tokens/s; "
-                  f"bilm-tf {b_n:.1f} s / {b_m:.1f} s -> {rate_b:,.0f} tokens/s; ratio "
-                  f"{ratios[-1]:.2f}x", flush=True)
-        for side, times in runs.items():
+            log_ratios.append(a_m["in_log"] / b_m["in_log"])
+            print(f"round {k + 1}: bilm {a_n['wall']:.1f} s / {a_m['wall']:.1f} s -> "
+                  f"{rate_a:,.0f} tokens/s (in-log {a_m['in_log']:,.0f}); bilm-tf "
+                  f"{b_n['wall']:.1f} s / {b_m['wall']:.1f} s -> {rate_b:,.0f} tokens/s "
+                  f"(in-process {b_m['in_log']:,.0f}); ratio {ratios[-1]:.2f}x "
+                  f"(in-log {log_ratios[-1]:.2f}x)", flush=True)
+            for side, (x, y) in (("bilm", (a_n, a_m)), ("bilm-tf", (b_n, b_m))):
+                print("    " + "; ".join(
+                    f"{side} {b}: user {r['user']:.1f} s, sys {r['sys']:.1f} s, "
+                    f"{r['faults'] / 1e6:.2f}M page faults, stolen {r['stolen']:.1f} s"
+                    for b, r in ((n, x), (m, y))), flush=True)
+            for b, r in ((n, a_n), (m, a_m)):
+                print(f"    bilm {b} phases: {_phases(r)}", flush=True)
+        for side, pair_runs in runs.items():
             for i, batches in ((0, n), (1, m)):
-                t = [x[i] for x in times]
+                t = [x[i]["wall"] for x in pair_runs]
                 print(f"{side} {batches}-batch process: min {min(t):.1f} s, median "
                       f"{statistics.median(t):.1f} s, max {max(t):.1f} s "
-                      f"(max/median {max(t) / statistics.median(t):.2f})")
+                      f"(max/median {max(t) / statistics.median(t):.2f}); system CPU median "
+                      f"{statistics.median(x[i]['sys'] for x in pair_runs):.1f} s")
+            rates = [x[1]["in_log"] for x in pair_runs]
+            print(f"{side} in-log rate ({m} batches): min {min(rates):,.0f}, median "
+                  f"{statistics.median(rates):,.0f}, max {max(rates):,.0f} tokens/s")
+        stolen = [r["stolen"] for pair in runs["bilm"] + runs["bilm-tf"] for r in pair]
+        print(f"CPU seconds the host stole per process: median {statistics.median(stolen):.1f}"
+              f", max {max(stolen):.1f}")
         print(f"whole-process training ratio bilm / bilm-tf: median "
               f"{statistics.median(ratios):.2f}x (rounds: "
-              f"{', '.join(f'{r:.2f}' for r in ratios)}); goal >= 3x")
+              f"{', '.join(f'{r:.2f}' for r in ratios)}; min {min(ratios):.2f}, max "
+              f"{max(ratios):.2f}); goal >= 3x")
+        print(f"in-log training ratio ({m}-batch runs): median "
+              f"{statistics.median(log_ratios):.2f}x (min {min(log_ratios):.2f}, max "
+              f"{max(log_ratios):.2f})")
 
 
 def main() -> None:
@@ -215,12 +300,15 @@ def main() -> None:
     p.add_argument("--whole-process", nargs=2, type=int, metavar=("N", "M"),
                    help="time whole processes of N and M batches, both sides (module doc)")
     p.add_argument("--pairs", type=int, default=5, help="--whole-process rounds")
+    p.add_argument("--malloc", choices=["bilm", "system"], default="bilm",
+                   help="--whole-process: bilm's malloc setting (bilm.allocator) or glibc's "
+                        "defaults (BILM_MALLOC=system), to see the difference")
     args = p.parse_args()
     if not KJV.exists():
         sys.exit(f"needs {KJV} (../shared beside the checkout)")
     if args.whole_process:
         sys.path.insert(0, str(HERE))
-        whole_process(*args.whole_process, args.pairs, args.threads)
+        whole_process(*args.whole_process, args.pairs, args.threads, args.malloc)
         return
     if args.batches is None:
         args.batches = 300 if args.quality else 60
