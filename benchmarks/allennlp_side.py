@@ -16,6 +16,9 @@ on stdout (its own chatter goes to stderr).
         LanguageModel's token embedder and contextualizer under ``torch.no_grad()``, and the
         layers stacked as bilm's ``lm_embeddings`` (token layer twice, ``<S>``/``</S>``
         removed) -- what ``LanguageModelTokenEmbedder`` computes before its scalar mix.
+    python allennlp_side.py dump ARCHIVE.tar.gz --sentences S.txt --output OUT.hdf5
+        "Embed this file into HDF5" with AllenNLP's modules (as ``time`` computes them, torch's
+        default threads), one dataset per line: ``benchmarks/embed_file.py``'s AllenNLP side.
     python allennlp_side.py versions
         Imports AllenNLP's modules and prints the versions this side runs on.
 
@@ -219,6 +222,26 @@ def time_passes(args: argparse.Namespace) -> dict:
             "threads": torch.get_num_threads(), **versions()}
 
 
+def dump(args: argparse.Namespace) -> dict:
+    """The task users run, with AllenNLP's modules: every line of a file embedded (batches of
+    ``--batch-size`` in file order, as :class:`Embedder`) into HDF5, one dataset per line keyed
+    by its index, (n_layers + 1, n_tokens, 2 * dim) float32 -- ``bilm embed``'s layout."""
+    import h5py
+    import torch
+
+    a = import_allennlp()
+    embed = Embedder(a, args.archive)
+    sentences = read_sentences(args.sentences)
+    with h5py.File(args.output, "w") as out:
+        for i in range(0, len(sentences), args.batch_size):
+            batch = sentences[i : i + args.batch_size]
+            layers = embed(batch)[0].numpy()
+            for j, s in enumerate(batch):
+                out.create_dataset(str(i + j), data=layers[j, :, : len(s)])
+    return {"side": "allennlp", "n_sentences": len(sentences),
+            "threads": torch.get_num_threads(), "peak_rss_mb": peak_rss_mb()}
+
+
 def matmul_gflops(n: int, repeats: int = 5) -> float:
     """Best of ``repeats`` fp32 ``torch.matmul`` n x n x n, in GFLOP/s."""
     import torch
@@ -261,11 +284,17 @@ def main() -> None:
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--matmul-size", type=int, default=0,
                    help="also measure torch.matmul at this size (GFLOP/s)")
+    d = sub.add_parser("dump")
+    d.add_argument("archive")
+    d.add_argument("--sentences", required=True)
+    d.add_argument("--output", required=True)
+    d.add_argument("--batch-size", type=int, default=64)
     sub.add_parser("versions")
     args = p.parse_args()
     stdout = sys.stdout
     with contextlib.redirect_stdout(sys.stderr):
-        run = {"build": build, "time": time_passes, "versions": lambda _: versions()}
+        run = {"build": build, "time": time_passes, "dump": dump,
+               "versions": lambda _: versions()}
         result = run[args.command](args)
     print(json.dumps(result), file=stdout)
 

@@ -15,6 +15,9 @@ on ``PYTHONPATH``. It needs ``tf_keras`` (there too) and ``TF_USE_LEGACY_KERAS=1
         bilm-tf's ``train`` for ``--batches`` batches (one CPU "GPU" tower); the time of each
         batch is the interval between the ends of consecutive ``Session.run`` calls of the
         training loop; the median after the first 5 batches is reported.
+    python bilmtf_side.py dump OPTIONS.json WEIGHTS.hdf5 --vocab V.txt --sentences S.txt \
+        --output OUT.hdf5
+        bilm-tf's own ``dump_bilm_embeddings`` on the file (``benchmarks/embed_file.py``).
 """
 
 from __future__ import annotations
@@ -144,6 +147,17 @@ def train(args) -> dict:
             "peak_rss_mb": peak_rss_mb(), "tf": tf1.VERSION}
 
 
+def dump(args) -> dict:
+    """bilm-tf's own ``dump_bilm_embeddings`` (what its ``usage_cached.py`` does): one
+    sentence per ``Session.run``, the LSTM state carried from line to line, TensorFlow's
+    default threads."""
+    _, bilm = import_bilm_tf()
+    with contextlib.redirect_stdout(sys.stderr):
+        bilm.dump_bilm_embeddings(args.vocab, args.sentences, args.options, args.weights,
+                                  args.output)
+    return {"peak_rss_mb": peak_rss_mb()}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -160,8 +174,14 @@ def main() -> None:
     t.add_argument("--vocab", required=True)
     t.add_argument("--train", required=True, help="bilm-tf's file pattern of training shards")
     t.add_argument("--batches", type=int, default=60)
+    d = sub.add_parser("dump")
+    d.add_argument("options")
+    d.add_argument("weights")
+    d.add_argument("--vocab", required=True)
+    d.add_argument("--sentences", required=True)
+    d.add_argument("--output", required=True)
     args = p.parse_args()
-    result = embed(args) if args.command == "embed" else train(args)
+    result = {"embed": embed, "train": train, "dump": dump}[args.command](args)
     print(json.dumps(result))
 
 
