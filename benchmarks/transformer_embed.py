@@ -65,8 +65,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from embed_throughput import DEFAULT_DATA, FILTERS, run_pass
-from embed_throughput import peak_rss_mb as _ru_maxrss_mb
+from embed_throughput import DEFAULT_DATA, run_pass
+from roofline import FILTERS
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -161,7 +161,9 @@ def peak_rss_mb() -> float:
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return _ru_maxrss_mb()
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def configure_tf(threads: int, inter_threads: int) -> None:
