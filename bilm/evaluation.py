@@ -79,7 +79,7 @@ def _perplexity(lm: LanguageModel, data: BidirectionalLMDataset | LMDataset,
     """bilm-tf's held-out perplexity: unroll_steps 1, LSTM states carried, full softmax,
     exp of the mean batch loss (the mean of both directions for a biLM)."""
 
-    @tf.function
+    @tf.function(autograph=False)
     def eval_step(batch, states):
         return lm(batch, states, training=False)
 
@@ -111,7 +111,7 @@ def _sentence_perplexity(lm: LanguageModel, data: SentenceDataset, batch_size: i
     :func:`eval_max_tokens`); the result does not depend on the batching (to
     float rounding)."""
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, autograph=False)
     def logprobs(batch):
         return tf.reduce_sum(lm.sentence_logprobs(batch), axis=1)  # shape (d,)
 
@@ -215,7 +215,7 @@ def score_sentences(lm, vocab: Vocabulary, sentences: Iterable[Sequence[str]],
     if max_tokens is None:
         max_tokens = eval_max_tokens(batch_size, lm.options.n_tokens_vocab or 1)
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, autograph=False)
     def logprobs(batch):
         return lm.sentence_logprobs(batch)
 

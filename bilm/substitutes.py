@@ -113,7 +113,7 @@ def _logprobs() -> Callable:
     start TensorFlow."""
     import tensorflow as tf
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, autograph=False)
     def logprobs(lm, ids, lengths, positions):
         x = lm.encoder.embed_unique_tokens(ids, shifted=False)  # shape (B, T, dim)
         layers, _ = lm.contextualizer.sentence_layers(x, lengths)  # zero state

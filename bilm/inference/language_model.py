@@ -142,27 +142,32 @@ class BidirectionalLanguageModel:
     def _build_graphs(self) -> None:
         """The model's ``tf.function`` graphs: the call, the stateless contextual layers (plain
         and XLA) and the character CNN."""
+        # autograph=False: the code they trace has no Python control flow on tensors (its loops
+        # are tf.while_loop / tf.cond), and AutoGraph's source conversion cost seconds a process
         if self.use_character_inputs:
             spec = tf.TensorSpec([None, None, self.options.max_characters_per_token],
                                  tf.int32)
         else:
             spec = tf.TensorSpec([None, None], tf.int32)
-        self._forward = tf.function(self._forward_impl, input_signature=[spec])
+        self._forward = tf.function(self._forward_impl, input_signature=[spec],
+                                    autograph=False)
         self._contextual_stateless = tf.function(
             lambda emb, lengths: self._contextual(emb, lengths, stateful=False,
                                                   skip_finished_rows=True),
             input_signature=[tf.TensorSpec([None, None, self.encoder.dim], tf.float32),
                              tf.TensorSpec([None], tf.int32)],
+            autograph=False,
         )
         # XLA-compiled variant for embed_sentences, which pads shapes to few buckets; XLA fuses
         # each step's gate arithmetic (about 1.4x faster on CPU) but compiles once per shape.
         self._contextual_xla = tf.function(
             lambda emb, lengths: self._contextual(emb, lengths, stateful=False),
-            jit_compile=True,
+            jit_compile=True, autograph=False,
         )
         self._embed_chars = tf.function(
             lambda ids: self.encoder.embed_tokens(ids, shifted=True),
             input_signature=[tf.TensorSpec([None, spec.shape[-1]], tf.int32)],
+            autograph=False,
         )
 
     @property

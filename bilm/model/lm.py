@@ -84,7 +84,8 @@ class LanguageModel(keras.layers.Layer):
                 initializer=keras.initializers.RandomNormal(stddev=1.0 / math.sqrt(p)))
         self.softmax_b = self.add_weight(shape=(options.n_tokens_vocab,), name="softmax_b",
                                          initializer="zeros")
-        self._head_grads_xla = tf.function(self._head_grads, jit_compile=True)
+        self._head_grads_xla = tf.function(self._head_grads, jit_compile=True,
+                                           autograph=False)
         self.built = True
 
     @property

@@ -148,9 +148,12 @@ class Trainer:
         if frozen:
             logger.info("frozen: %s (%d of %d variables)", ", ".join(self.freeze),
                         len(frozen), len(self.variables))
-        # sentence batches vary in length: one trace for every length
-        self._train_step = tf.function(self._train_step_impl, reduce_retracing=True)
-        self._all_finite = tf.function(self._all_finite_impl)
+        # sentence batches vary in length: one trace for every length. autograph=False: the
+        # step has no Python control flow on tensors, and AutoGraph's conversion of its source
+        # was ~4 s of the first step (py-spy, small shape, 2026-12-03)
+        self._train_step = tf.function(self._train_step_impl, reduce_retracing=True,
+                                       autograph=False)
+        self._all_finite = tf.function(self._all_finite_impl, autograph=False)
         self._first_step = True  # its tracing and compilation are timed and said
         logger.info("model built in %.1f s", time.perf_counter() - t0)
 
