@@ -32,7 +32,7 @@ ENV = "BILM_MALLOC"
 _M_TRIM_THRESHOLD = -1  # glibc's <malloc.h>
 _M_MMAP_MAX = -4
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 def keep_freed_memory() -> bool:
@@ -50,5 +50,5 @@ def keep_freed_memory() -> bool:
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     # mallopt answers 1 on success; a trim threshold of -1 turns trimming off (mallopt(3))
     applied = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, -1))
-    log.debug("malloc keeps freed memory: %s", applied)
+    logger.debug("malloc keeps freed memory: %s", applied)
     return applied
